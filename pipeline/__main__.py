@@ -1,0 +1,6 @@
+"""`python -m pipeline` runs the `iqa` command line."""
+
+from pipeline.cli import main
+
+if __name__ == "__main__":
+    main()

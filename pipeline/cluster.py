@@ -1,0 +1,230 @@
+"""Dask cluster lifetime and bounded submission of shards.
+
+`open_executor` owns the client: an embedded `LocalCluster` by default (one process per core with one torch
+thread each, or one worker per GPU), an existing scheduler by address or scheduler file, `threads` (one
+in-process worker with threads) or `sync` (no Dask, the shards run one after another in this process) for
+debugging.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import ClusterError, UsageError
+
+log = logging.getLogger("pipeline.cluster")
+
+CONNECT_TIMEOUT_S = 10
+
+
+@dataclass
+class ClusterPlan:
+    """How many workers, with how many torch threads each, and whether they hold GPUs."""
+
+    workers: int
+    torch_threads: int
+    gpus: int = 0
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def plan_local_cluster(workers: int | None, threads: int | None, device: str) -> ClusterPlan:
+    """Size a local cluster: one worker per GPU when CUDA is used, else workers x torch threads <= cores."""
+    cores = available_cores()
+    gpus = cuda_device_count() if device in ("auto", "cuda") else 0
+    if device == "cuda" and gpus == 0:
+        raise UsageError(
+            "--device cuda was asked for, but no CUDA device is visible. Use --device cpu or auto."
+        )
+    if gpus:
+        n_workers = workers or gpus
+        return ClusterPlan(n_workers, threads or max(1, cores // n_workers), gpus=min(gpus, n_workers))
+    n_workers = workers or cores
+    torch_threads = threads or max(1, cores // n_workers)
+    return ClusterPlan(n_workers, torch_threads)
+
+
+@dataclass
+class Execution:
+    """An open executor and what the run records about it."""
+
+    executor: Any
+    torch_threads: int | None
+    description: str
+    dashboard_link: str | None = None
+
+    @property
+    def worker_count(self) -> int:
+        if isinstance(self.executor, SyncExecutor):
+            return 1
+        return max(1, len(self.executor.scheduler_info().get("workers", {})))
+
+
+class SyncExecutor:
+    """Runs each submitted call at once in this process (for `--scheduler sync` and debugging)."""
+
+    def submit(self, fn: Callable, *args: Any, **_: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+@contextmanager
+def open_executor(
+    scheduler: str | None = None,
+    *,
+    scheduler_file: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+) -> Iterator[Execution]:
+    """Yield an Execution around a `distributed.Client` (or a SyncExecutor), closing what it started on exit.
+
+    Args:
+        scheduler: None for an embedded LocalCluster, 'threads', 'sync', or an address 'tcp://host:8786'.
+        scheduler_file: a Dask scheduler file of an existing cluster.
+        workers, threads: local cluster size; not allowed with an existing cluster.
+        device: 'auto', 'cpu' or 'cuda' (decides GPU workers for the local cluster).
+    """
+    remote = scheduler_file or (scheduler and scheduler not in ("threads", "sync"))
+    if remote and (workers is not None or threads is not None):
+        raise UsageError(
+            "--workers and --threads size the embedded local cluster; they cannot be used with "
+            "--scheduler ADDRESS or --scheduler-file (size that cluster where it is started)."
+        )
+    if scheduler == "sync":
+        yield Execution(SyncExecutor(), threads or available_cores(), "in-process (sync)")
+        return
+    from distributed import Client
+
+    if remote:
+        client = _connect(scheduler, scheduler_file)
+        try:
+            yield Execution(
+                client, None, f"Dask cluster {scheduler_file or scheduler}", client.dashboard_link
+            )
+        finally:
+            client.close()
+        return
+    if scheduler == "threads":
+        cluster_kwargs = {
+            "processes": False,
+            "n_workers": 1,
+            "threads_per_worker": workers or available_cores(),
+        }
+        torch_threads = 1
+        description = f"local threads ({cluster_kwargs['threads_per_worker']})"
+    else:
+        plan = plan_local_cluster(workers, threads, device)
+        cluster_kwargs = {"n_workers": plan.workers, "threads_per_worker": 1}
+        torch_threads = plan.torch_threads
+        description = (
+            f"local cluster: {plan.workers} worker process(es) x {plan.torch_threads} torch thread(s)"
+            + (f", {plan.gpus} GPU(s)" if plan.gpus else "")
+        )
+    cluster = _start_local_cluster(cluster_kwargs)
+    client = Client(cluster)
+    log.info("Dask dashboard: %s", client.dashboard_link)
+    try:
+        yield Execution(client, torch_threads, description, client.dashboard_link)
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _start_local_cluster(kwargs: dict[str, Any]):
+    from distributed import LocalCluster
+
+    try:
+        return LocalCluster(
+            host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, **kwargs
+        )
+    except Exception as exc:
+        raise ClusterError(f"Could not start a local Dask cluster ({exc}). Try --scheduler sync.") from exc
+
+
+def _connect(scheduler: str | None, scheduler_file: str | None):
+    from distributed import Client
+
+    where = scheduler_file or scheduler
+    try:
+        if scheduler_file:
+            client = Client(scheduler_file=scheduler_file, timeout=CONNECT_TIMEOUT_S)
+        else:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(
+            f"Cannot reach the Dask scheduler at {where} within {CONNECT_TIMEOUT_S} s ({exc}). "
+            "Check the address and that the scheduler is running."
+        ) from exc
+    log.info("Connected to Dask scheduler %s (dashboard: %s)", where, client.dashboard_link)
+    return client
+
+
+def run_bounded(
+    executor: Any, fn: Callable, shards: Iterable[Any], *args: Any, max_in_flight: int
+) -> Iterator[tuple[Any, Any, BaseException | None]]:
+    """Submit `fn(shard, *args)` with at most `max_in_flight` shards outstanding.
+
+    Yields:
+        (shard, result, None) for each finished shard, or (shard, None, exception) when it raised.
+    """
+    shards = iter(shards)
+    if isinstance(executor, SyncExecutor):
+        for shard in shards:
+            future = executor.submit(fn, shard, *args)
+            yield shard, *_outcome(future)
+        return
+    from distributed import as_completed
+
+    pending: dict[Any, Any] = {}
+    completed = as_completed()
+
+    def submit_next() -> bool:
+        shard = next(shards, None)
+        if shard is None:
+            return False
+        future = executor.submit(fn, shard, *args, pure=False)
+        pending[future.key] = shard
+        completed.add(future)
+        return True
+
+    for _ in range(max(1, max_in_flight)):
+        if not submit_next():
+            break
+    for future in completed:
+        shard = pending.pop(future.key)
+        result, error = _outcome(future)
+        future.release()
+        submit_next()
+        yield shard, result, error
+
+
+def _outcome(future: Any) -> tuple[Any, BaseException | None]:
+    try:
+        return future.result(), None
+    except Exception as exc:
+        return None, exc

@@ -1,0 +1,411 @@
+"""Walk a reference folder and an output folder and pair their images by key, never by sorted index.
+
+A key is a file's path relative to its root, POSIX separators, without the extension (`sub/0001`), so
+`ref/sub/0001.png` pairs with `out/sub/0001.jpg`. An optional name mapping (a suffix, a `{stem}` template
+or a regex) turns output names into keys. Whatever does not become a pair is reported, not hidden:
+references without output (`missing`), outputs without reference (`extra`), keys that two files on one
+side map to (`duplicates`), and entries that were seen but cannot be used (`skipped`).
+
+Example:
+    >>> pairing = discover_pairs("data/ref", "data/sr", output_suffix="_x4_SR")  # doctest: +SKIP
+    >>> print(format_pairing(pairing))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import unicodedata
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.errors import ConfigError, UsageError
+from pipeline.images import IMAGE_EXTENSIONS
+
+KeyMapper = Callable[[str], "str | None"]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One reference image and the output image with the same key.
+
+    Attributes:
+        key: Path relative to its root, POSIX separators, without extension (`sub/0001`).
+        group: First `group_depth` directory components of the key joined by `/`; `''` when none.
+        ref_path: Absolute path of the reference image.
+        out_path: Absolute path of the output image.
+    """
+
+    key: str
+    group: str
+    ref_path: str
+    out_path: str
+
+
+@dataclass
+class Pairing:
+    """The result of pairing two folders: pairs plus everything that did not become a pair.
+
+    Attributes:
+        pairs: Pairs sorted by key.
+        missing: `{'key', 'path'}` for references without output, sorted by key.
+        extra: `{'key', 'path'}` for outputs without reference, sorted by key.
+        duplicates: `{'side', 'key', 'paths'}` for keys that two or more files on one side map to;
+            such keys are neither paired nor reported as missing or extra.
+        skipped: `{'path', 'reason'}` for entries seen but not usable (a directory named like an image,
+            a broken symlink, a symlink loop, an unreadable directory).
+    """
+
+    pairs: list[Pair] = field(default_factory=list)
+    missing: list[dict] = field(default_factory=list)
+    extra: list[dict] = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Number of entries in each list, keyed by list name."""
+        return {
+            "pairs": len(self.pairs),
+            "missing": len(self.missing),
+            "extra": len(self.extra),
+            "duplicates": len(self.duplicates),
+            "skipped": len(self.skipped),
+        }
+
+
+def discover_pairs(
+    ref_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    output_suffix: str | None = None,
+    output_template: str | None = None,
+    output_regex: str | None = None,
+    group_depth: int = 1,
+) -> Pairing:
+    """Pair the images under `ref_dir` with those under `out_dir` by key.
+
+    Both folders are walked recursively (symlinks followed, loops detected); hidden entries and files
+    without an image extension are ignored.
+
+    Args:
+        ref_dir: Folder of reference images.
+        out_dir: Folder of output images.
+        output_suffix: Output stem = reference stem + suffix (`_x4_SR`).
+        output_template: Output stem as a template with one `{stem}` placeholder (`{stem}_x4_SR`).
+        output_regex: Regex that must match an output's whole relative path without extension; its group
+            `key` (or its first group) is the key.
+        group_depth: Number of leading directory components of a key that form its group.
+
+    Returns:
+        The pairing, every list sorted.
+
+    Raises:
+        UsageError: A folder is missing or not a directory, or both are the same folder.
+        ConfigError: More than one mapping, a bad template or regex, or a negative `group_depth`.
+    """
+    ref_root = _check_folder(ref_dir, "Reference")
+    out_root = _check_folder(out_dir, "Output")
+    ref_real, out_real = os.path.realpath(ref_root), os.path.realpath(out_root)
+    if ref_real == out_real:
+        raise UsageError(
+            f"Reference folder {ref_root} and output folder {out_root} are the same folder ({ref_real}); "
+            "pass the folder of model outputs as the second argument."
+        )
+    if not isinstance(group_depth, int) or group_depth < 0:
+        raise ConfigError(f"group_depth must be a non-negative integer, got {group_depth!r}.")
+    mapper = _output_mapper(output_suffix, output_template, output_regex)
+
+    skipped: list[dict] = []
+    ref_files = _walk(ref_root, ref_real, out_real, skipped)
+    out_files = _walk(out_root, out_real, ref_real, skipped)
+
+    refs, _ = _index(ref_files, None, skipped)
+    outs, unmatched = _index(out_files, mapper, skipped)
+
+    duplicates: list[dict] = []
+    for side, index in (("reference", refs), ("output", outs)):
+        for key, paths in index.items():
+            if len(paths) > 1:
+                duplicates.append({"side": side, "key": key, "paths": sorted(paths)})
+    duplicate_keys = {d["key"] for d in duplicates}
+
+    pairs: list[Pair] = []
+    missing: list[dict] = []
+    for key in sorted(refs.keys() - duplicate_keys):
+        ref_path = refs[key][0]
+        if key in outs:
+            pairs.append(Pair(key, _group(key, group_depth), ref_path, outs[key][0]))
+        else:
+            missing.append({"key": key, "path": ref_path})
+    extra = [
+        {"key": key, "path": paths[0]}
+        for key, paths in outs.items()
+        if key not in refs and key not in duplicate_keys
+    ]
+    extra.extend(unmatched)
+    extra.sort(key=lambda e: (e["key"], e["path"]))
+    duplicates.sort(key=lambda d: (d["key"], d["side"]))
+    skipped.sort(key=lambda s: s["path"])
+    return Pairing(pairs=pairs, missing=missing, extra=extra, duplicates=duplicates, skipped=skipped)
+
+
+def format_pairing(pairing: Pairing, *, limit: int = 20) -> str:
+    """Human-readable text for `iqa pairs`: a counts line, then the first `limit` entries of each list.
+
+    Args:
+        pairing: Result of `discover_pairs`.
+        limit: Entries shown per list; the rest are summarised as `... and N more`.
+
+    Returns:
+        Text without a trailing newline.
+    """
+    if limit < 0:
+        raise UsageError(f"limit must be >= 0, got {limit}.")
+    lines = [", ".join(f"{name}: {count}" for name, count in pairing.counts().items())]
+    sections = [
+        ("Pairs", [f"{p.key}: {p.ref_path} -> {p.out_path}" for p in pairing.pairs]),
+        ("Missing outputs (reference without output)", [f"{m['key']}: {m['path']}" for m in pairing.missing]),
+        ("Extra outputs (output without reference)", [f"{e['key']}: {e['path']}" for e in pairing.extra]),
+        (
+            "Duplicate keys (not paired)",
+            [f"{d['key']} ({d['side']}): {', '.join(d['paths'])}" for d in pairing.duplicates],
+        ),
+        ("Skipped", [f"{s['path']}: {s['reason']}" for s in pairing.skipped]),
+    ]
+    for title, items in sections:
+        if not items:
+            continue
+        lines.append("")
+        lines.append(f"{title} ({len(items)}):")
+        lines.extend(f"  {item}" for item in items[:limit])
+        if len(items) > limit:
+            lines.append(f"  ... and {len(items) - limit} more")
+    return "\n".join(lines)
+
+
+def _check_folder(path: str | os.PathLike[str], what: str) -> str:
+    text = os.path.abspath(os.fspath(path))
+    if not os.path.exists(text):
+        raise UsageError(f"{what} folder {text} does not exist; pass an existing folder of images.")
+    if not os.path.isdir(text):
+        raise UsageError(f"{what} folder {text} is not a directory; pass a folder of images, not a file.")
+    return text
+
+
+def _walk(root: str, root_real: str, exclude_real: str, skipped: list[dict]) -> list[tuple[str, str]]:
+    """Return `(relative POSIX path, absolute path)` of every image file under `root`.
+
+    Real directories are walked first and symlinked ones afterwards, so a directory reachable both ways
+    is walked once under its real name. Problems are appended to `skipped`.
+    """
+    files: list[tuple[str, str]] = []
+    visited = {root_real}
+    stack: list[tuple[str, str, str]] = [(root, "", root_real)]
+    links: deque[tuple[str, str, str]] = deque()
+    while stack or links:
+        if not stack:
+            path, rel, parent_real = links.popleft()
+            real = os.path.realpath(path)
+            if _enter(path, real, parent_real, visited, exclude_real, skipped):
+                stack.append((path, rel, real))
+            continue
+        dir_path, dir_rel, dir_real = stack.pop()
+        try:
+            with os.scandir(dir_path) as iterator:
+                entries = sorted(iterator, key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append({"path": dir_path, "reason": f"cannot read directory: {exc.strerror or exc}"})
+            continue
+        subdirs: list[tuple[str, str, str]] = []
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            rel = f"{dir_rel}/{name}" if dir_rel else name
+            extension = os.path.splitext(name)[1].lower()
+            is_image_name = extension in IMAGE_EXTENSIONS
+            if _is_dir(entry):
+                if is_image_name:
+                    skipped.append({"path": entry.path, "reason": "is a directory, not an image file"})
+                if entry.is_symlink():
+                    links.append((entry.path, rel, dir_real))
+                else:
+                    real = os.path.join(dir_real, name)
+                    if _enter(entry.path, real, dir_real, visited, exclude_real, skipped):
+                        subdirs.append((entry.path, rel, real))
+            elif _is_file(entry):
+                if is_image_name:
+                    files.append((rel, entry.path))
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                skipped.append({"path": entry.path, "reason": f"broken symlink to {_readlink(entry.path)}"})
+            elif is_image_name:
+                skipped.append({"path": entry.path, "reason": "not a regular file"})
+        stack.extend(reversed(subdirs))
+    return files
+
+
+def _enter(
+    path: str, real: str, parent_real: str, visited: set[str], exclude_real: str, skipped: list[dict]
+) -> bool:
+    """Decide whether to walk the directory at `path` (resolving to `real`); record why not."""
+    if real == exclude_real:
+        skipped.append({"path": path, "reason": "is the other folder of the pairing; not walked"})
+        return False
+    if real in visited:
+        if parent_real == real or parent_real.startswith(real.rstrip(os.sep) + os.sep):
+            reason = f"symlink loop: points to its own ancestor {real}"
+        else:
+            reason = f"directory {real} already walked under another name"
+        skipped.append({"path": path, "reason": reason})
+        return False
+    visited.add(real)
+    return True
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "an unreadable target"
+
+
+def _index(
+    files: list[tuple[str, str]], mapper: KeyMapper | None, skipped: list[dict]
+) -> tuple[dict[str, list[str]], list[dict]]:
+    """Map each key to the paths of the files with that key; also return the files the mapping rejects.
+
+    A rejected output is listed under its raw key and never paired, even if a reference has that key.
+    """
+    index: dict[str, list[str]] = {}
+    unmatched: list[dict] = []
+    for rel, path in files:
+        raw_key = _raw_key(rel)
+        if raw_key is None:
+            skipped.append({"path": path, "reason": "file name is not valid UTF-8; rename the file"})
+            continue
+        key = raw_key
+        if mapper is not None:
+            mapped = mapper(raw_key)
+            if mapped is None:
+                unmatched.append({"key": raw_key, "path": path})
+                continue
+            if not _is_clean_key(mapped):
+                reason = f"output mapping turned {raw_key!r} into {mapped!r}, which is not a relative path"
+                skipped.append({"path": path, "reason": reason})
+                continue
+            key = mapped
+        index.setdefault(key, []).append(path)
+    return index, unmatched
+
+
+def _raw_key(rel: str) -> str | None:
+    """Relative path without extension, NFC-normalised; None for names that are not valid UTF-8."""
+    key = os.path.splitext(rel)[0]
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        key = unicodedata.normalize("NFC", key)
+    assert _is_clean_key(key), key
+    return key
+
+
+def _is_clean_key(key: str) -> bool:
+    if not key or key.startswith("/") or "\\" in key:
+        return False
+    return all(part not in ("", ".", "..") for part in key.split("/"))
+
+
+def _group(key: str, depth: int) -> str:
+    return "/".join(key.split("/")[:-1][:depth])
+
+
+def _output_mapper(suffix: str | None, template: str | None, regex: str | None) -> KeyMapper | None:
+    """Build the function from an output's raw key to its key; it returns None when the name does not fit."""
+    given = [name for name, value in (("suffix", suffix), ("template", template), ("regex", regex)) if value]
+    if len(given) > 1:
+        raise ConfigError(
+            f"Use only one of output_suffix, output_template and output_regex; got {' and '.join(given)}."
+        )
+    if suffix:
+        return _stem_mapper(_suffix_pattern(suffix))
+    if template:
+        return _stem_mapper(_template_pattern(template))
+    if regex:
+        return _regex_mapper(regex)
+    return None
+
+
+def _suffix_pattern(suffix: str) -> re.Pattern[str]:
+    if "/" in suffix or "\\" in suffix:
+        raise ConfigError(
+            f"output_suffix {suffix!r} contains a path separator; it applies to file names only."
+        )
+    return re.compile("(?P<stem>.+)" + re.escape(unicodedata.normalize("NFC", suffix)), re.DOTALL)
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    hint = "use exactly one {stem}, e.g. '{stem}_x4_SR'"
+    if "/" in template or "\\" in template:
+        raise ConfigError(
+            f"output_template {template!r} contains a path separator; it applies to file names only."
+        )
+    try:
+        parts = list(string.Formatter().parse(unicodedata.normalize("NFC", template)))
+    except ValueError as exc:
+        raise ConfigError(f"output_template {template!r} is not a valid template ({exc}); {hint}.") from exc
+    fields = [(name, spec, conversion) for _, name, spec, conversion in parts if name is not None]
+    if fields != [("stem", "", None)]:
+        raise ConfigError(f"output_template {template!r} must contain {{stem}} and no other field; {hint}.")
+    pattern = "".join(
+        re.escape(literal) + ("(?P<stem>.+)" if name is not None else "") for literal, name, _, _ in parts
+    )
+    return re.compile(pattern, re.DOTALL)
+
+
+def _stem_mapper(pattern: re.Pattern[str]) -> KeyMapper:
+    def mapper(raw_key: str) -> str | None:
+        directory, _, stem = raw_key.rpartition("/")
+        match = pattern.fullmatch(stem)
+        if match is None:
+            return None
+        return f"{directory}/{match['stem']}" if directory else match["stem"]
+
+    return mapper
+
+
+def _regex_mapper(regex: str) -> KeyMapper:
+    try:
+        pattern = re.compile(regex)
+    except re.error as exc:
+        raise ConfigError(f"output_regex {regex!r} is not a valid regular expression: {exc}.") from exc
+    if pattern.groups == 0:
+        raise ConfigError(
+            f"output_regex {regex!r} has no group; mark the key with (?P<key>...), e.g. '(?P<key>.+)_x4_SR'."
+        )
+    group: str | int = "key" if "key" in pattern.groupindex else 1
+
+    def mapper(raw_key: str) -> str | None:
+        match = pattern.fullmatch(raw_key)
+        if match is None:
+            return None
+        return match[group] or None
+
+    return mapper

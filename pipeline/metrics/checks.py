@@ -1,0 +1,32 @@
+"""Input checks shared by the metric functions; messages carry the offending shapes and values."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def check_pair(x: Tensor, y: Tensor, *, ndim: int = 4) -> None:
+    """Raise ValueError unless x and y are floating tensors of equal shape with `ndim` dimensions."""
+    if x.shape != y.shape:
+        raise ValueError(
+            f"Input images should have the same dimensions, but got {tuple(x.shape)} and {tuple(y.shape)}."
+        )
+    if x.dim() != ndim:
+        raise ValueError(f"Expected {ndim}-D tensors (N, C, ...), got shape {tuple(x.shape)}.")
+    if not (x.is_floating_point() and y.is_floating_point()):
+        raise ValueError(f"Expected floating point tensors, got {x.dtype} and {y.dtype}.")
+
+
+def check_data_range(data_range: float) -> float:
+    """Return data_range as a float; it must be a positive finite number."""
+    value = float(data_range)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"data_range must be a positive finite number, got {data_range!r}.")
+    return value
+
+
+def check_min_side(x: Tensor, min_side: int, what: str) -> None:
+    """Raise ValueError if any spatial side of x is shorter than `min_side`."""
+    sides = tuple(x.shape[2:])
+    if min(sides) < min_side:
+        raise ValueError(f"{what} needs every spatial side >= {min_side} px, got {sides}.")

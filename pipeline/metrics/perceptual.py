@@ -1,0 +1,248 @@
+"""LPIPS: Learned Perceptual Image Patch Similarity (Zhang et al., CVPR 2018), version 0.1.
+
+The network is the `lpips` package's. Its linear layers ship in the `lpips` wheel; the ImageNet
+backbone (AlexNet, VGG16 or SqueezeNet 1.1) is torchvision's checkpoint, found in this order: an explicit
+path (`--lpips-weights`), torchvision's cache (`$TORCH_HOME/hub/checkpoints`), a download. The backbone
+is loaded strictly, so a missing, partial or wrong file stops the run instead of scoring with random
+weights. Build the network once per process with `build_lpips_network` and pass it to `lpips`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import lpips as lpips_package
+import torch
+import torchvision
+from torch import Tensor
+
+from pipeline.errors import WeightsError
+from pipeline.metrics.checks import check_data_range, check_pair
+
+BACKBONES: dict[str, str] = {
+    "alex": "AlexNet_Weights.IMAGENET1K_V1",
+    "vgg": "VGG16_Weights.IMAGENET1K_V1",
+    "squeeze": "SqueezeNet1_1_Weights.IMAGENET1K_V1",
+}
+
+_ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
+    "alex": torchvision.models.alexnet,
+    "vgg": torchvision.models.vgg16,
+    "squeeze": torchvision.models.squeezenet1_1,
+}
+
+_HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
+
+
+def _check_net(net: str) -> None:
+    if net not in BACKBONES:
+        raise WeightsError(f"Unknown LPIPS network {net!r}; choose one of {sorted(BACKBONES)}.")
+
+
+def _weights_enum(net: str) -> torchvision.models.WeightsEnum:
+    _check_net(net)
+    enum_name, member = BACKBONES[net].split(".")
+    return getattr(getattr(torchvision.models, enum_name), member)
+
+
+def backbone_url(net: str) -> str:
+    """URL of torchvision's ImageNet checkpoint for the LPIPS backbone `net` ('alex', 'vgg', 'squeeze')."""
+    return _weights_enum(net).url
+
+
+def backbone_filename(net: str) -> str:
+    """File name of the backbone checkpoint, e.g. 'alexnet-owt-7be5be79.pth' for 'alex'."""
+    return backbone_url(net).rsplit("/", 1)[-1]
+
+
+def backbone_cache_path(net: str) -> Path:
+    """Torchvision's cache file for the backbone: `torch.hub.get_dir()/checkpoints/<file>` ($TORCH_HOME)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / backbone_filename(net)
+
+
+def _download(net: str, destination: Path) -> str | None:
+    """Download the backbone into `destination`; return None on success, else why it failed."""
+    match = _HASH_PREFIX.search(destination.name)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(
+            backbone_url(net), str(destination), hash_prefix=match.group(1) if match else None, progress=False
+        )
+    except (OSError, RuntimeError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def resolve_backbone(net: str, weights_path: str | None = None, *, allow_download: bool = True) -> Path:
+    """Find the backbone checkpoint file for LPIPS network `net`.
+
+    Args:
+        net: 'alex', 'vgg' or 'squeeze'.
+        weights_path: a checkpoint file, or a folder holding `backbone_filename(net)`; when given it is
+            the only place looked at.
+        allow_download: try torchvision's URL into the cache when the cache has no file.
+
+    Returns:
+        Path of an existing checkpoint file (its contents are checked by `build_lpips_network`).
+
+    Raises:
+        WeightsError: the file cannot be found or fetched; the message says which file, where to put it,
+            and where to get it.
+    """
+    filename = backbone_filename(net)
+    cache_path = backbone_cache_path(net)
+    if weights_path is not None:
+        path = Path(weights_path).expanduser()
+        if path.is_dir():
+            path = path / filename
+        if not path.is_file():
+            raise WeightsError(
+                f"LPIPS weights path {str(weights_path)!r} given with --lpips-weights has no file {path}; "
+                f"pass the checkpoint {filename} itself or a folder holding it (get it from "
+                f"{backbone_url(net)})."
+            )
+        return path
+    if cache_path.is_file():
+        return cache_path
+    failure = "downloads are disabled (offline)"
+    if allow_download:
+        reason = _download(net, cache_path)
+        if reason is None and cache_path.is_file():
+            return cache_path
+        failure = f"the download failed ({reason or 'no file was written'})"
+    raise WeightsError(
+        f"LPIPS backbone weights for net {net!r} are missing and {failure}: put the file {filename} into the "
+        f"folder {cache_path.parent} (download it on a machine with internet from {backbone_url(net)}), "
+        f"or pass --lpips-weights PATH with the file or its folder."
+    )
+
+
+def _load_state_dict(path: Path, what: str, fix: str) -> dict[str, Tensor]:
+    """Read a state dict of tensors from `path`; `what` names the file in errors, `fix` says what to do."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"{what} {path} cannot be read ({type(exc).__name__}: {exc}); "
+            f"it is probably truncated or not a PyTorch checkpoint - {fix}."
+        ) from exc
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsError(
+            f"{what} {path} is not a state dict of tensors (got {type(state).__name__}); {fix}."
+        )
+    return dict(state)
+
+
+def _load_backbone(network: lpips_package.LPIPS, net: str, path: Path) -> None:
+    """Check `path` strictly against torchvision's architecture, then copy its features into the trunk."""
+    state = _load_state_dict(
+        path,
+        "LPIPS backbone checkpoint",
+        f"delete it and fetch {backbone_filename(net)} again from {backbone_url(net)}",
+    )
+    reference = _ARCHITECTURES[net](weights=None)
+    try:
+        reference.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(
+            f"LPIPS backbone checkpoint {path} does not match torchvision's {_ARCHITECTURES[net].__name__} "
+            f"for net {net!r}: {exc}. Use the file {backbone_filename(net)} from {backbone_url(net)}."
+        ) from exc
+    features = reference.features.state_dict()
+    trunk_state = {}
+    for key in network.net.state_dict():
+        _, feature_key = key.split(".", 1)
+        trunk_state[key] = features[feature_key]
+    try:
+        network.net.load_state_dict(trunk_state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(
+            f"LPIPS backbone from {path} cannot be copied into the {net!r} trunk: {exc}"
+        ) from exc
+
+
+def _load_linear_layers(network: lpips_package.LPIPS, net: str) -> None:
+    """Load the linear layers shipped in the `lpips` wheel, requiring exactly the keys the network has."""
+    shipped = Path(lpips_package.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+    state = _load_state_dict(shipped, "LPIPS linear-layer file", "reinstall the `lpips` package")
+    expected = {key for key in network.state_dict() if re.match(r"lin\d+\.", key)}
+    if set(state) != expected:
+        raise WeightsError(
+            f"LPIPS linear-layer file {shipped} has keys {sorted(state)}, expected {sorted(expected)}; "
+            "reinstall the `lpips` package."
+        )
+    network.load_state_dict(state, strict=False)
+
+
+def build_lpips_network(
+    net: str = "alex",
+    weights_path: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    allow_download: bool = True,
+) -> lpips_package.LPIPS:
+    """Build the LPIPS v0.1 network once, with strictly loaded weights.
+
+    Args:
+        net: backbone, 'alex' (default), 'vgg' or 'squeeze'.
+        weights_path: backbone checkpoint file or folder (`--lpips-weights`); see `resolve_backbone`.
+        device: where the network lives.
+        allow_download: allow fetching the backbone into torchvision's cache when it is missing.
+
+    Returns:
+        `lpips.LPIPS` in eval mode, parameters frozen (`requires_grad=False`), on `device`.
+
+    Raises:
+        WeightsError: the backbone or the linear layers are missing, unreadable or do not match.
+    """
+    path = resolve_backbone(net, weights_path, allow_download=allow_download)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pretrained.*", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*weight enum.*", category=UserWarning)
+            network = lpips_package.LPIPS(
+                net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False
+            )
+    except (OSError, RuntimeError) as exc:
+        raise WeightsError(
+            f"LPIPS linear layers for net {net!r} cannot be loaded from the `lpips` package ({exc}); "
+            "reinstall it (pip install lpips)."
+        ) from exc
+    _load_linear_layers(network, net)
+    _load_backbone(network, net, path)
+    network.eval().requires_grad_(False)
+    return network.to(device)
+
+
+def lpips(x: Tensor, y: Tensor, *, data_range: float, network: torch.nn.Module) -> Tensor:
+    """LPIPS distance per image pair; lower is more similar.
+
+    Differentiable in `x` and `y` (usable as a loss); wrap calls in `torch.inference_mode()` for scoring.
+
+    Args:
+        x, y: (N, C, H, W) images with values in [0, data_range], C = 1 (replicated to RGB) or 3.
+        data_range: the peak value (255 for 8-bit, 1.0 for unit floats).
+        network: from `build_lpips_network`, on the device of `x`.
+
+    Returns:
+        (N,) LPIPS v0.1 distances.
+
+    Example:
+        >>> net = build_lpips_network("alex", allow_download=False)  # doctest: +SKIP
+        >>> x = torch.rand(2, 3, 64, 64)
+        >>> lpips(x, x, data_range=1.0, network=net).shape  # doctest: +SKIP
+        torch.Size([2])
+    """
+    check_pair(x, y)
+    data_range = check_data_range(data_range)
+    channels = x.shape[1]
+    if channels not in (1, 3):
+        raise ValueError(f"LPIPS needs 1 or 3 channels, got shape {tuple(x.shape)}.")
+    if channels == 1:
+        x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
+    x = 2 * x / data_range - 1
+    y = 2 * y / data_range - 1
+    return network(x, y, normalize=False).reshape(x.shape[0])

@@ -1,0 +1,51 @@
+"""Pixel-error metrics: MSE, MAE and PSNR, one value per image."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pipeline.metrics.checks import check_data_range, check_pair
+
+
+def mse(x: Tensor, y: Tensor) -> Tensor:
+    """Mean squared error per image.
+
+    Args:
+        x, y: (N, C, *spatial) images in the same units.
+
+    Returns:
+        (N,) mean of (x - y)^2 over every channel and pixel.
+    """
+    check_pair(x, y, ndim=x.dim())
+    return (x - y).pow(2).flatten(1).mean(dim=1)
+
+
+def mae(x: Tensor, y: Tensor) -> Tensor:
+    """Mean absolute error per image: (N, C, *spatial) x2 -> (N,)."""
+    check_pair(x, y, ndim=x.dim())
+    return (x - y).abs().flatten(1).mean(dim=1)
+
+
+def psnr_from_mse(mse_value: Tensor, *, data_range: float) -> Tensor:
+    """PSNR in dB from per-image MSE: 10 log10(R^2 / MSE); inf where MSE is 0."""
+    data_range = check_data_range(data_range)
+    return 10.0 * torch.log10(data_range**2 / mse_value)
+
+
+def psnr(x: Tensor, y: Tensor, *, data_range: float) -> Tensor:
+    """Peak signal-to-noise ratio per image.
+
+    Args:
+        x, y: (N, C, *spatial) images with values in [0, data_range].
+        data_range: the peak value R (255 for 8-bit, 65535 for 16-bit, 1.0 for unit floats).
+
+    Returns:
+        (N,) PSNR in dB; `inf` for identical images.
+
+    Example:
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> psnr(x, (x + 0.01).clamp(0, 1), data_range=1.0).shape
+        torch.Size([2])
+    """
+    return psnr_from_mse(mse(x, y), data_range=data_range)

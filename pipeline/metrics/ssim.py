@@ -1,0 +1,191 @@
+"""SSIM (Wang et al. 2004) and MS-SSIM (Wang et al. 2003) with a separable Gaussian window.
+
+Conventions: 11-tap Gaussian, sigma 1.5, K1 = 0.01, K2 = 0.03, 'valid' filtering, population statistics,
+mean of the map per channel, then the mean over channels. MS-SSIM uses 2x2 average pooling between scales
+with odd sides zero-padded exactly as pytorch-msssim's `avg_pool2d(..., padding=s % 2)` call.
+Works on 2-D images (N, C, H, W) and 3-D volumes (N, C, D, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pipeline.metrics.checks import check_data_range, check_min_side, check_pair
+
+WINDOW_SIZE = 11
+WINDOW_SIGMA = 1.5
+K1, K2 = 0.01, 0.03
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+def gaussian_window(
+    size: int = WINDOW_SIZE, sigma: float = WINDOW_SIGMA, *, dtype: torch.dtype = torch.float64, device=None
+) -> Tensor:
+    """Normalised 1-D Gaussian taps, shape (size,)."""
+    coords = torch.arange(size, dtype=torch.float64) - size // 2
+    taps = torch.exp(-(coords**2) / (2 * sigma**2))
+    return (taps / taps.sum()).to(dtype=dtype, device=device)
+
+
+def ms_ssim_min_side(scales: int = len(MS_SSIM_WEIGHTS), window_size: int = WINDOW_SIZE) -> int:
+    """Smallest spatial side for which MS-SSIM with `scales` scales is defined (161 px for 5 scales)."""
+    return (window_size - 1) * 2 ** (scales - 1) + 1
+
+
+def _window_for(x: Tensor, window: Tensor | None) -> Tensor:
+    if window is None:
+        return gaussian_window(dtype=x.dtype, device=x.device)
+    return window.to(dtype=x.dtype, device=x.device)
+
+
+def blur_valid(stack: Tensor, window: Tensor) -> Tensor:
+    """Separable 'valid' Gaussian filtering of every channel independently.
+
+    Args:
+        stack: (N, K, *spatial) with 1 to 3 spatial dimensions.
+        window: (S,) 1-D taps applied along each spatial dimension in turn.
+
+    Returns:
+        (N, K, *spatial - S + 1).
+    """
+    channels = stack.shape[1]
+    spatial = stack.dim() - 2
+    conv = _CONV[spatial]
+    out = stack
+    for axis in range(spatial):
+        shape = [1] * spatial
+        shape[axis] = window.numel()
+        out = conv(out, window.view(1, 1, *shape).expand(channels, 1, *shape), groups=channels)
+    return out
+
+
+def _ssim_and_cs_maps(x: Tensor, y: Tensor, window: Tensor, data_range: float) -> tuple[Tensor, Tensor]:
+    """SSIM and contrast-structure maps, each (N, C, *valid spatial)."""
+    c = x.shape[1]
+    c1 = (K1 * data_range) ** 2
+    c2 = (K2 * data_range) ** 2
+    # Centering by the reference's mean keeps float32 variances accurate; SSIM is unchanged by it.
+    centre = x.detach().flatten(2).mean(dim=2).view(*x.shape[:2], *([1] * (x.dim() - 2)))
+    xc, yc = x - centre, y - centre
+    blurred = blur_valid(torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1), window)
+    mu_xc, mu_yc, xx, yy, xy = blurred.split(c, dim=1)
+    # Variance and covariance
+    sigma_x = xx - mu_xc * mu_xc
+    sigma_y = yy - mu_yc * mu_yc
+    sigma_xy = xy - mu_xc * mu_yc
+    cs_map = (2 * sigma_xy + c2) / (sigma_x + sigma_y + c2)
+    # Luminance on the uncentred means
+    mu_x, mu_y = mu_xc + centre, mu_yc + centre
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x * mu_x + mu_y * mu_y + c1)
+    return luminance * cs_map, cs_map
+
+
+def _ssim_and_cs(x: Tensor, y: Tensor, window: Tensor, data_range: float) -> tuple[Tensor, Tensor]:
+    """Per-channel mean SSIM and contrast-structure, each (N, C)."""
+    ssim_map, cs_map = _ssim_and_cs_maps(x, y, window, data_range)
+    return ssim_map.flatten(2).mean(dim=2), cs_map.flatten(2).mean(dim=2)
+
+
+def _check_inputs(x: Tensor, y: Tensor, data_range: float) -> float:
+    check_pair(x, y, ndim=x.dim())
+    if not 3 <= x.dim() <= 5:
+        raise ValueError(
+            f"Expected (N, C, H, W) images or (N, C, D, H, W) volumes, got shape {tuple(x.shape)}."
+        )
+    return check_data_range(data_range)
+
+
+def ssim(x: Tensor, y: Tensor, *, data_range: float, window: Tensor | None = None) -> Tensor:
+    """Structural similarity per image (Wang et al. 2004).
+
+    Args:
+        x, y: (N, C, H, W) or (N, C, D, H, W) with values in [0, data_range]; every side >= 11.
+        data_range: the peak value R; C1 = (0.01 R)^2, C2 = (0.03 R)^2.
+        window: optional cached (11,) Gaussian taps.
+
+    Returns:
+        (N,) mean SSIM over the valid map and the channels.
+
+    Example:
+        >>> x = torch.rand(2, 3, 64, 64)
+        >>> ssim(x, x, data_range=1.0)
+        tensor([1., 1.])
+    """
+    data_range = _check_inputs(x, y, data_range)
+    check_min_side(x, WINDOW_SIZE, "SSIM")
+    per_channel, _ = _ssim_and_cs(x, y, _window_for(x, window), data_range)
+    return per_channel.mean(dim=1)
+
+
+def ssim_map(x: Tensor, y: Tensor, *, data_range: float, window: Tensor | None = None) -> Tensor:
+    """SSIM map averaged over channels: (N, C, H, W) -> (N, H - 10, W - 10)."""
+    data_range = _check_inputs(x, y, data_range)
+    check_min_side(x, WINDOW_SIZE, "SSIM")
+    full_map, _ = _ssim_and_cs_maps(x, y, _window_for(x, window), data_range)
+    return full_map.mean(dim=1)
+
+
+def ms_ssim_weights(scales: int = len(MS_SSIM_WEIGHTS)) -> tuple[float, ...]:
+    """The first `scales` MS-SSIM weights, renormalised to sum to 1 when fewer than 5 are asked for."""
+    if not 1 <= scales <= len(MS_SSIM_WEIGHTS):
+        raise ValueError(f"MS-SSIM supports 1 to {len(MS_SSIM_WEIGHTS)} scales, got {scales}.")
+    if scales == len(MS_SSIM_WEIGHTS):
+        return MS_SSIM_WEIGHTS
+    head = MS_SSIM_WEIGHTS[:scales]
+    return tuple(w / sum(head) for w in head)
+
+
+def ssim_and_ms_ssim(
+    x: Tensor, y: Tensor, *, data_range: float, scales: int = 5, window: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """SSIM and MS-SSIM together, sharing the full-resolution filtering.
+
+    Args:
+        x, y: (N, C, H, W) or (N, C, D, H, W), every side >= `ms_ssim_min_side(scales)`.
+        data_range: the peak value R.
+        scales: number of scales (5 is the standard; fewer use renormalised weights).
+        window: optional cached Gaussian taps.
+
+    Returns:
+        ((N,) SSIM, (N,) MS-SSIM).
+    """
+    data_range = _check_inputs(x, y, data_range)
+    check_min_side(x, ms_ssim_min_side(scales), f"MS-SSIM with {scales} scales")
+    window = _window_for(x, window)
+    weights = torch.tensor(ms_ssim_weights(scales), dtype=x.dtype, device=x.device)
+    pool = _AVG_POOL[x.dim() - 2]
+    contrast_structure = []
+    first_ssim = None
+    for level in range(scales):
+        level_ssim, level_cs = _ssim_and_cs(x, y, window, data_range)
+        if first_ssim is None:
+            first_ssim = level_ssim
+        if level < scales - 1:
+            contrast_structure.append(torch.relu(level_cs))
+            padding = [side % 2 for side in x.shape[2:]]
+            x = pool(x, kernel_size=2, padding=padding)
+            y = pool(y, kernel_size=2, padding=padding)
+    levels = torch.stack([*contrast_structure, torch.relu(level_ssim)], dim=0)
+    per_channel = torch.prod(levels ** weights.view(-1, 1, 1), dim=0)
+    return first_ssim.mean(dim=1), per_channel.mean(dim=1)
+
+
+def ms_ssim(
+    x: Tensor, y: Tensor, *, data_range: float, scales: int = 5, window: Tensor | None = None
+) -> Tensor:
+    """Multi-scale SSIM per image (Wang et al. 2003), matching pytorch-msssim.
+
+    Args:
+        x, y: (N, C, H, W) or (N, C, D, H, W); every side >= 161 px for 5 scales.
+        data_range: the peak value R.
+        scales: number of scales; weights (0.0448, 0.2856, 0.3001, 0.2363, 0.1333).
+
+    Returns:
+        (N,) product over scales per channel, then the mean over channels.
+    """
+    return ssim_and_ms_ssim(x, y, data_range=data_range, scales=scales, window=window)[1]

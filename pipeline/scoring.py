@@ -1,0 +1,370 @@
+"""`iqa score` end to end: discover -> pair -> shard -> Dask -> Parquet parts -> manifest -> report."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import platform
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.cluster import open_executor, run_bounded
+from pipeline.compute import PairTask, ScoreSettings, score_shard
+from pipeline.config import ScoreConfig
+from pipeline.discover import Pair, Pairing, discover_pairs
+from pipeline.errors import RunDirError, UsageError, WeightsError
+from pipeline.sink import MANIFEST_NAME, SCORES_DIR, PartWriter, load_results, part_paths, write_manifest
+
+log = logging.getLogger("pipeline.scoring")
+
+MAX_SHARD_PAIRS = 256
+MIN_SHARD_PAIRS = 4
+
+
+@dataclass
+class RunResult:
+    """What a finished `iqa score` run reports back to the CLI."""
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.manifest["counts"]
+
+    @property
+    def complete(self) -> bool:
+        """Every reference has an ok row (no failed pair, no missing output, no duplicate reference key)."""
+        counts = self.counts
+        return counts["error"] == 0 and counts["missing"] == 0 and counts["duplicates_reference"] == 0
+
+
+def check_run_dir(run_dir: Path, ref_dir: Path, out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a run dir inside an input folder, or one holding another run without --resume/--overwrite."""
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: pick one.")
+    resolved = run_dir.resolve()
+    for name, folder in (("reference", ref_dir), ("output", out_dir)):
+        if resolved == folder.resolve() or folder.resolve() in resolved.parents:
+            raise UsageError(
+                f"The run directory {run_dir} is inside the {name} folder {folder}; "
+                "its files would be scored. "
+                "Choose a run directory outside both input folders."
+            )
+    holds_run = (run_dir / MANIFEST_NAME).exists() or bool(part_paths(run_dir))
+    if holds_run and not (resume or overwrite):
+        raise RunDirError(
+            f"{run_dir} already holds a run. Pass --resume to continue it, --overwrite to replace it, "
+            "or choose another -o directory."
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} exists and is not a directory. Choose another -o directory.")
+
+
+def prepare_run_dir(run_dir: Path, *, overwrite: bool) -> None:
+    if overwrite:
+        shutil.rmtree(run_dir / SCORES_DIR, ignore_errors=True)
+        for name in (MANIFEST_NAME, "report.html"):
+            (run_dir / name).unlink(missing_ok=True)
+    try:
+        (run_dir / SCORES_DIR).mkdir(parents=True, exist_ok=True)
+        probe = run_dir / SCORES_DIR / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(
+            f"Cannot write into {run_dir}: {exc.strerror or exc}. Check permissions and free space."
+        ) from exc
+
+
+def resolve_lpips(config: ScoreConfig, notices: list[str]) -> tuple[tuple[str, ...], str | None]:
+    """Find the LPIPS backbone before scoring.
+
+    Returns:
+        (metrics to score, resolved backbone path or None). If LPIPS was asked for explicitly and its weights
+        are missing, raises WeightsError; if it is only in the default set, drops it with a notice.
+    """
+    if "lpips" not in config.metrics:
+        return config.metrics, None
+    from pipeline.metrics.perceptual import resolve_backbone
+
+    try:
+        return config.metrics, str(resolve_backbone(config.lpips_net, config.lpips_weights))
+    except WeightsError as exc:
+        if config.metrics_explicit or config.lpips_weights:
+            raise
+        notices.append(f"LPIPS NOT SCORED: {exc}")
+        return tuple(m for m in config.metrics if m != "lpips"), None
+
+
+def shard_size(pair_count: int, workers: int, requested: int | None) -> int:
+    """Pairs per shard: coarse enough for >= 100 ms tasks, fine enough to keep every worker busy."""
+    if requested:
+        return requested
+    return max(MIN_SHARD_PAIRS, min(MAX_SHARD_PAIRS, math.ceil(pair_count / max(1, workers * 8))))
+
+
+def iter_shards(pairs: list[Pair], size: int) -> Iterator[list[PairTask]]:
+    for start in range(0, len(pairs), size):
+        yield [PairTask(p.key, p.group, p.ref_path, p.out_path) for p in pairs[start : start + size]]
+
+
+def failed_shard_rows(shard: list[PairTask], error: BaseException, run_id: str) -> list[dict[str, Any]]:
+    """Error rows for every pair of a shard whose task failed as a whole (e.g. its worker kept dying)."""
+    message = f"The worker task scoring this pair failed: {type(error).__name__}: {error}"
+    return [
+        {
+            "key": t.key,
+            "group": t.group,
+            "ref_path": t.ref_path,
+            "out_path": t.out_path,
+            "status": "error",
+            "error": message,
+            "warnings": [],
+            "run_id": run_id,
+        }
+        for t in shard
+    ]
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def software_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in (
+        "iqa-pipeline",
+        "torch",
+        "torchvision",
+        "lpips",
+        "dask",
+        "distributed",
+        "numpy",
+        "pillow",
+        "pyarrow",
+    ):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def device_description(device: str) -> str:
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)} x{torch.cuda.device_count()})"
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def score_folders(
+    ref_dir: str | Path,
+    out_dir: str | Path,
+    run_dir: str | Path,
+    config: ScoreConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Score every pair of two folders into RUN_DIR (Parquet parts, manifest.json, report.html).
+
+    Raises:
+        UsageError, RunDirError, WeightsError, ClusterError: systemic problems, before any pair is scored.
+    """
+    started = time.perf_counter()
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    ref_dir, out_dir, run_dir = Path(ref_dir), Path(out_dir), Path(run_dir)
+    pairing = discover_pairs(
+        ref_dir,
+        out_dir,
+        output_suffix=config.output_suffix,
+        output_template=config.output_template,
+        output_regex=config.output_regex,
+        group_depth=config.group_depth,
+    )
+    check_run_dir(run_dir, ref_dir, out_dir, resume=resume, overwrite=overwrite)
+    notices: list[str] = []
+    metrics, backbone = resolve_lpips(config, notices)
+    prepare_run_dir(run_dir, overwrite=overwrite)
+    discovered = time.perf_counter()
+
+    run_id = new_run_id()
+    metadata = {
+        "run_id": run_id,
+        "config_hash": config.value_hash(),
+        "convention": config.convention,
+        "crop": config.effective_crop,
+        "metrics": list(metrics),
+    }
+    writer = PartWriter(run_dir, metadata)
+    error_count = 0
+    with open_executor(
+        config.scheduler,
+        scheduler_file=config.scheduler_file,
+        workers=config.workers,
+        threads=config.threads_per_worker,
+        device=config.device,
+    ) as execution:
+        settings = ScoreSettings(
+            metrics=metrics,
+            convention=config.convention,
+            crop=config.effective_crop,
+            size_mismatch=config.size_mismatch,
+            ms_ssim_scales=config.ms_ssim_scales,
+            data_range=config.data_range,
+            lpips_net=config.lpips_net,
+            lpips_weights=backbone,
+            device=config.device,
+            torch_threads=execution.torch_threads,
+            run_id=run_id,
+        )
+        workers = execution.worker_count
+        size = shard_size(len(pairing.pairs), workers, config.shard_pairs)
+        in_flight = config.max_in_flight or workers * 2 + 1
+        with _progress_bar(len(pairing.pairs), progress) as bar:
+            results = run_bounded(
+                execution.executor,
+                score_shard,
+                iter_shards(pairing.pairs, size),
+                settings,
+                max_in_flight=in_flight,
+            )
+            for shard, rows, error in results:
+                if error is not None:
+                    if isinstance(error, WeightsError):
+                        raise error
+                    rows = failed_shard_rows(shard, error, run_id)
+                writer.write(rows)
+                error_count += sum(row["status"] != "ok" for row in rows)
+                bar.update(len(rows))
+                bar.set_postfix(failed=error_count, refresh=False)
+        execution_description = execution.description
+        dashboard = execution.dashboard_link
+    scored = time.perf_counter()
+
+    frame = load_results(run_dir)
+    manifest = build_manifest(
+        run_id=run_id,
+        created=created,
+        ref_dir=ref_dir,
+        out_dir=out_dir,
+        config=config,
+        metrics=metrics,
+        backbone=backbone,
+        pairing=pairing,
+        frame=frame,
+        execution=execution_description,
+        dashboard=dashboard,
+        timings={
+            "discover_s": discovered - started,
+            "score_s": scored - discovered,
+            "total_s": time.perf_counter() - started,
+            "pairs_per_s": len(pairing.pairs) / max(scored - discovered, 1e-9),
+        },
+        notices=notices,
+        shard_pairs=size,
+    )
+    write_manifest(run_dir, manifest)
+    if config.report:
+        _write_report(run_dir, notices)
+    return RunResult(run_dir, manifest, notices)
+
+
+def build_manifest(
+    *,
+    run_id: str,
+    created: str,
+    ref_dir: Path,
+    out_dir: Path,
+    config: ScoreConfig,
+    metrics: tuple[str, ...],
+    backbone: str | None,
+    pairing: Pairing,
+    frame,
+    execution: str,
+    dashboard: str | None,
+    timings: dict[str, float],
+    notices: list[str],
+    shard_pairs: int,
+) -> dict[str, Any]:
+    """The manifest.json content: what was run, how, on what, and every file that did not become a pair."""
+    from pipeline.conventions import make_convention
+    from pipeline.summary import status_counts
+
+    status = status_counts(frame)
+    duplicate_refs = sum(d["side"] == "reference" for d in pairing.duplicates)
+    return {
+        "run_id": run_id,
+        "created": created,
+        "reference_dir": str(ref_dir.resolve()),
+        "output_dir": str(out_dir.resolve()),
+        "metrics": list(metrics),
+        "convention": {
+            "name": config.convention,
+            "crop": config.effective_crop,
+            "description": make_convention(config.convention, crop=config.effective_crop).describe(),
+        },
+        "config": config.to_dict(),
+        "config_hash": config.value_hash(),
+        "lpips_backbone": backbone,
+        "versions": software_versions(),
+        "device": device_description(config.device),
+        "execution": execution,
+        "dashboard": dashboard,
+        "shard_pairs": shard_pairs,
+        "timings": timings,
+        "counts": {
+            "pairs": len(pairing.pairs),
+            "rows": status["rows"],
+            "ok": status["ok"],
+            "error": status["error"],
+            "missing": len(pairing.missing),
+            "extra": len(pairing.extra),
+            "duplicates": len(pairing.duplicates),
+            "duplicates_reference": duplicate_refs,
+            "skipped": len(pairing.skipped),
+        },
+        "missing": pairing.missing,
+        "extra": pairing.extra,
+        "duplicates": pairing.duplicates,
+        "skipped": pairing.skipped,
+        "notices": notices,
+    }
+
+
+def _write_report(run_dir: Path, notices: list[str]) -> None:
+    try:
+        from pipeline.report import render_run_report
+    except ImportError:
+        return
+    render_run_report(run_dir)
+
+
+class _NullBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **_: Any) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool):
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(_NullBar())
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="pair", desc="scoring", dynamic_ncols=True)

@@ -1,0 +1,168 @@
+"""Parquet results: the row schema (declared once), atomic part files, the manifest, and `load_results`.
+
+Layout of a run directory::
+
+    RUN_DIR/scores/part-00000.parquet   one file per shard, written to a hidden temp name then renamed
+    RUN_DIR/manifest.json               config, convention, versions, device, timings, counts, file lists
+    RUN_DIR/report.html                 the HTML report
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import RunDirError
+
+SCORES_DIR = "scores"
+MANIFEST_NAME = "manifest.json"
+PART_PATTERN = re.compile(r"^part-(\d{5,})\.parquet$")
+METADATA_KEY = b"iqa_pipeline"
+
+# Units: psnr in dB; mse in squared data units (of the convention's channels); ssim, ms_ssim, lpips unitless;
+# seconds is the wall time spent on the pair in the worker; height/width/channels/bit_depth describe
+# the reference.
+SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("group", pa.string(), nullable=False),
+        pa.field("ref_path", pa.string()),
+        pa.field("out_path", pa.string()),
+        pa.field("height", pa.int32()),
+        pa.field("width", pa.int32()),
+        pa.field("channels", pa.int16()),
+        pa.field("bit_depth", pa.int16()),
+        pa.field("psnr", pa.float64()),
+        pa.field("ssim", pa.float64()),
+        pa.field("ms_ssim", pa.float64()),
+        pa.field("lpips", pa.float64()),
+        pa.field("mse", pa.float64()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("warnings", pa.list_(pa.string())),
+        pa.field("ref_sha256", pa.string()),
+        pa.field("out_sha256", pa.string()),
+        pa.field("seconds", pa.float64()),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+)
+COLUMNS = tuple(SCHEMA.names)
+
+
+def rows_to_table(rows: list[dict[str, Any]], metadata: dict[str, Any] | None = None) -> pa.Table:
+    """Rows (dicts with the SCHEMA's names; missing names are null) -> Arrow table with run metadata."""
+    columns = {name: [row.get(name) for row in rows] for name in COLUMNS}
+    table = pa.Table.from_pydict(columns, schema=SCHEMA)
+    if metadata:
+        table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
+    return table
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call `write(temp_path)` for a hidden temp file beside `path`, then rename it onto `path`."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise RunDirError(
+            f"Cannot write {path}: {exc.strerror or exc}. Check free space and permissions."
+        ) from exc
+
+
+def part_paths(run_dir: str | Path) -> list[Path]:
+    """Finished part files of a run, in part order (temp files are never listed)."""
+    scores = Path(run_dir) / SCORES_DIR
+    if not scores.is_dir():
+        return []
+    parts = [p for p in scores.iterdir() if PART_PATTERN.match(p.name)]
+    return sorted(parts, key=lambda p: int(PART_PATTERN.match(p.name).group(1)))
+
+
+class PartWriter:
+    """Writes numbered part files into RUN_DIR/scores, continuing after the parts already there."""
+
+    def __init__(self, run_dir: str | Path, metadata: dict[str, Any]) -> None:
+        self.scores_dir = Path(run_dir) / SCORES_DIR
+        self.scores_dir.mkdir(parents=True, exist_ok=True)
+        existing = part_paths(run_dir)
+        self.next_index = int(PART_PATTERN.match(existing[-1].name).group(1)) + 1 if existing else 0
+        self.metadata = metadata
+        self.written: list[Path] = []
+
+    def write(self, rows: list[dict[str, Any]]) -> Path:
+        """Write one shard's rows as the next part; returns its path."""
+        table = rows_to_table(rows, self.metadata)
+        path = self.scores_dir / f"part-{self.next_index:05d}.parquet"
+        write_atomic(path, lambda temp: pq.write_table(table, temp))
+        self.next_index += 1
+        self.written.append(path)
+        return path
+
+
+def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    path = Path(run_dir) / MANIFEST_NAME
+    text = json.dumps(manifest, indent=2, sort_keys=False, default=str)
+    write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+    return path
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / MANIFEST_NAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RunDirError(
+            f"{run_dir} is not a run directory: {MANIFEST_NAME} is missing. Run `iqa score` first."
+        ) from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"Cannot read {path}: {exc}. The run directory may be damaged.") from exc
+
+
+def iter_part_tables(run_dir: str | Path) -> Iterable[tuple[Path, pa.Table]]:
+    for path in part_paths(run_dir):
+        yield path, pq.read_table(path, schema=SCHEMA)
+
+
+def part_metadata(path: str | Path) -> dict[str, Any]:
+    """The run metadata stored in one part file's Parquet key-value metadata."""
+    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def load_results(path: str | Path, *, latest_only: bool = True) -> pd.DataFrame:
+    """Read a run directory (or its scores folder) into a DataFrame, one row per key.
+
+    A key rescored by `--resume` appears in several parts; by default only its latest row is kept.
+
+    Args:
+        path: RUN_DIR, RUN_DIR/scores, or a single part file.
+        latest_only: drop superseded rows (same key, earlier part).
+
+    Returns:
+        DataFrame with the columns of `SCHEMA`, sorted by key.
+    """
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    else:
+        run_dir = path.parent if path.name == SCORES_DIR else path
+        if not run_dir.is_dir():
+            raise RunDirError(f"{path} does not exist. Pass a run directory written by `iqa score`.")
+        files = part_paths(run_dir)
+    if not files:
+        return rows_to_table([]).to_pandas()
+    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
+    frame = pa.concat_tables(tables).to_pandas()
+    if latest_only:
+        frame = frame.drop_duplicates(subset="key", keep="last")
+    return frame.sort_values("key", kind="stable").reset_index(drop=True)
