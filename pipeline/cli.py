@@ -59,6 +59,10 @@ def user_errors(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+def _warn(message: str) -> None:
+    typer.secho(message, fg=typer.colors.YELLOW, err=True)
+
+
 @app.command()
 @user_errors
 def score(
@@ -176,6 +180,8 @@ def score(
     typer.echo(format_summary(summarize(frame)))
     typer.echo(format_counts(result.counts))
     typer.echo(f"results: {run_dir}")
+    for notice in result.notices:
+        _warn(notice)
     if not result.complete and not allow_failures:
         typer.secho(
             "Some references have no ok row (failed, missing or duplicate): "

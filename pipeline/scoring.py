@@ -9,7 +9,7 @@ import platform
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,7 @@ def score_folders(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    on_notice: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Score every pair of two folders into RUN_DIR (Parquet parts, manifest.json, report.html).
 
@@ -197,6 +198,8 @@ def score_folders(
     check_run_dir(run_dir, ref_dir, out_dir, resume=resume, overwrite=overwrite)
     notices: list[str] = []
     metrics, backbone = resolve_lpips(config, notices)
+    for notice in notices:
+        (on_notice or log.warning)(notice)
     prepare_run_dir(run_dir, overwrite=overwrite)
     discovered = time.perf_counter()
 

@@ -7,9 +7,7 @@ torchvision cache ($TORCH_HOME/hub/checkpoints), which the reference `lpips.LPIP
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
 import urllib.error
 import warnings
 from pathlib import Path
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 import skimage
 import torch
-import torchvision
+from conftest import install, seeded_state_dict
 from PIL import Image, ImageFilter
 
 from pipeline.errors import WeightsError
@@ -35,45 +33,7 @@ from pipeline.metrics.perceptual import (
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "camera.png")
-ARCHITECTURES = {"alex": torchvision.models.alexnet, "squeeze": torchvision.models.squeezenet1_1}
 TOLERANCE = 1e-5
-
-
-def seeded_state_dict(net: str, seed: int) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    return ARCHITECTURES[net](weights=None).state_dict()
-
-
-@pytest.fixture(scope="session")
-def checkpoint_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Seeded torchvision checkpoints, saved once: `<net>-seed<k>.pth`."""
-    store = tmp_path_factory.mktemp("checkpoints")
-    for net, seed in (("alex", 0), ("alex", 1), ("squeeze", 0)):
-        torch.save(seeded_state_dict(net, seed), store / f"{net}-seed{seed}.pth")
-    return store
-
-
-def install(source: Path, destination: Path) -> Path:
-    """Put `source` at `destination` (hard link when possible: the AlexNet file is ~240 MB)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copyfile(source, destination)
-    return destination
-
-
-@pytest.fixture
-def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty torchvision cache: TORCH_HOME=tmp_path; returns its `hub/checkpoints` folder."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    return tmp_path / "hub" / "checkpoints"
-
-
-@pytest.fixture
-def alex_home(torch_home: Path, checkpoint_store: Path) -> Path:
-    """Torchvision cache holding the seed-0 AlexNet checkpoint under its real file name."""
-    return install(checkpoint_store / "alex-seed0.pth", torch_home / backbone_filename("alex"))
 
 
 @pytest.fixture

@@ -1,0 +1,129 @@
+"""Bring a (reference, output) pair of decoded images to one shape, channel count and data range."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.errors import ImageError, UsageError
+from pipeline.images import DecodedImage
+
+SIZE_MISMATCH_POLICIES: tuple[str, ...] = ("error", "crop", "resize")
+
+
+@dataclass
+class AlignedPair:
+    """A pair ready for the metrics.
+
+    Attributes:
+        ref: `(H, W, C)` float64 reference pixels, in units of the reference data range.
+        out: `(H, W, C)` float64 output pixels, same shape and units as `ref`.
+        data_range: The reference data range (255.0, 65535.0 or the explicit float range).
+        warnings: What was changed to make the pair comparable.
+    """
+
+    ref: np.ndarray
+    out: np.ndarray
+    data_range: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def align_pair(ref: DecodedImage, out: DecodedImage, *, size_mismatch: str = "error") -> AlignedPair:
+    """Align an output image to its reference.
+
+    The output is rescaled into the reference data range when the two differ, a gray image is replicated
+    to 3 channels when the other is RGB, and sizes are reconciled by `size_mismatch`. Nothing else changes:
+    the arrays are the stored values as float64.
+
+    Args:
+        ref: Reference image, pixels `(H, W, C)`.
+        out: Output image, pixels `(H', W', C')`.
+        size_mismatch: "error" raises when sizes differ, "crop" crops both top-left to the common size,
+            "resize" resizes the output to the reference size (bicubic, clipped to the data range).
+
+    Returns:
+        The aligned pair with both arrays of shape `(H, W, max(C, C'))` (common size for "crop").
+
+    Raises:
+        UsageError: `size_mismatch` is not one of "error", "crop", "resize".
+        ImageError: Sizes differ under "error", or an image has an unsupported channel count.
+    """
+    if size_mismatch not in SIZE_MISMATCH_POLICIES:
+        raise UsageError(
+            f"unknown size-mismatch policy {size_mismatch!r}; "
+            f"choose one of {', '.join(SIZE_MISMATCH_POLICIES)}"
+        )
+    warnings: list[str] = []
+    data_range = float(ref.data_range)
+    ref_pixels = ref.pixels.astype(np.float64)
+    out_pixels = out.pixels.astype(np.float64)
+    if out.data_range != ref.data_range:
+        out_pixels *= data_range / out.data_range
+        warnings.append(
+            f"output data range {_describe_range(out)} rescaled to "
+            f"the reference data range {_describe_range(ref)}"
+        )
+    ref_pixels, out_pixels = _match_channels(ref, out, ref_pixels, out_pixels, warnings)
+    if ref_pixels.shape[:2] != out_pixels.shape[:2]:
+        ref_pixels, out_pixels = _match_size(ref, out, ref_pixels, out_pixels, size_mismatch, warnings)
+    return AlignedPair(ref_pixels, out_pixels, data_range, warnings)
+
+
+def _describe_range(image: DecodedImage) -> str:
+    kind = f"{image.bit_depth}-bit" if image.pixels.dtype.kind == "u" else f"float{image.bit_depth}"
+    return f"{image.data_range:g} ({kind})"
+
+
+def _match_channels(
+    ref: DecodedImage, out: DecodedImage, ref_pixels: np.ndarray, out_pixels: np.ndarray, warnings: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    for image in (ref, out):
+        if image.pixels.ndim != 3 or image.channels not in (1, 3):
+            raise ImageError(
+                f"{image.path} has pixel shape {image.pixels.shape}; expected (H, W, 1) or (H, W, 3)"
+            )
+    if ref.channels == 3 and out.channels == 1:
+        warnings.append("output is grayscale, reference RGB: gray replicated to 3 channels")
+        return ref_pixels, np.repeat(out_pixels, 3, axis=2)
+    if ref.channels == 1 and out.channels == 3:
+        warnings.append("reference is grayscale, output RGB: gray replicated to 3 channels")
+        return np.repeat(ref_pixels, 3, axis=2), out_pixels
+    return ref_pixels, out_pixels
+
+
+def _match_size(
+    ref: DecodedImage,
+    out: DecodedImage,
+    ref_pixels: np.ndarray,
+    out_pixels: np.ndarray,
+    policy: str,
+    warnings: list[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    ref_size = f"{ref.width}x{ref.height}"
+    out_size = f"{out.width}x{out.height}"
+    if policy == "error":
+        raise ImageError(
+            f"size mismatch: reference {ref.path} is {ref_size} and output {out.path} is {out_size} "
+            "(width x height); use --size-mismatch crop|resize to crop both to the common size "
+            "or resize the output to the reference"
+        )
+    if policy == "crop":
+        height = min(ref.height, out.height)
+        width = min(ref.width, out.width)
+        warnings.append(
+            f"sizes differ (reference {ref_size}, output {out_size}): "
+            f"both cropped top-left to {width}x{height}"
+        )
+        return ref_pixels[:height, :width].copy(), out_pixels[:height, :width].copy()
+    warnings.append(f"output resized from {out_size} to the reference size {ref_size} (bicubic)")
+    return ref_pixels, _resize_bicubic(out_pixels, ref.height, ref.width, float(ref.data_range))
+
+
+def _resize_bicubic(pixels: np.ndarray, height: int, width: int, data_range: float) -> np.ndarray:
+    """Resize `(H', W', C)` float64 pixels to `(height, width, C)`, clipped to `[0, data_range]`."""
+    batch = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).unsqueeze(0)
+    resized = F.interpolate(batch, size=(height, width), mode="bicubic", align_corners=False)
+    return np.ascontiguousarray(resized[0].permute(1, 2, 0).clamp(0.0, data_range).numpy())

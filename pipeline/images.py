@@ -1,0 +1,465 @@
+"""Decode image files into arrays. This is the only module in the pipeline that opens image files.
+
+Raster formats are decoded by Pillow, except the layouts Pillow reduces to 8 bits: 16-bit colour PNG
+(decoded here with zlib and numpy) and 16-bit colour TIFF (decoded with tifffile when it is installed).
+`.npy` arrays are read with `allow_pickle=False`; nothing from an input folder is ever unpickled.
+Every per-file problem raises `ImageError` with a message that names the file.
+
+Pillow refuses images above about 179 million pixels (twice `PIL.Image.MAX_IMAGE_PIXELS`) while they are
+opened, before `max_pixels` is checked; that limit is left as Pillow sets it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.errors import ImageError, UsageError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy"}
+)
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_NPY_MAGIC = b"\x93NUMPY"
+_IMAGE_MAGICS = (_PNG_SIGNATURE, b"\xff\xd8\xff", b"BM", b"GIF8", *_TIFF_MAGICS)
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+_ORIENTATION_TAG = 0x0112
+_ADAM7_PASSES = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+_PNG_DEEP_COLOUR_CHANNELS = {2: 3, 4: 2, 6: 4}
+
+
+@dataclass
+class DecodedImage:
+    """One decoded image file.
+
+    Attributes:
+        path: The file it was read from.
+        pixels: `(H, W, C)` array, C in {1, 3}, dtype as stored (uint8, uint16, float32 or float64), never
+            rescaled.
+        bit_depth: 8 or 16 for integer images, 32 or 64 for float arrays.
+        data_range: 255.0, 65535.0, or the explicit value given for float arrays.
+        sha256: Hex SHA-256 of the file bytes.
+        warnings: What was changed on the way in (alpha dropped, mode converted, orientation applied).
+    """
+
+    path: str
+    pixels: np.ndarray
+    bit_depth: int
+    data_range: float
+    sha256: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def height(self) -> int:
+        """Number of rows H."""
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Number of columns W."""
+        return int(self.pixels.shape[1])
+
+    @property
+    def channels(self) -> int:
+        """Number of channels C (1 or 3)."""
+        return int(self.pixels.shape[2])
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    """Return True if the file extension (case-insensitive) is one of `IMAGE_EXTENSIONS`."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def read_image(
+    path: str | os.PathLike[str], *, data_range: float | None = None, max_pixels: int = 200_000_000
+) -> DecodedImage:
+    """Read and decode one image file; the bytes are read once, hashed and decoded.
+
+    Args:
+        path: Image file (PNG, JPEG, BMP, TIFF, WebP) or `.npy` array of shape `(H, W)` or `(H, W, C)`.
+        data_range: Value range of float arrays (required for them); integer images take it from their
+            bit depth and ignore this.
+        max_pixels: Largest H * W accepted; checked from the header before any pixel is decoded.
+
+    Returns:
+        The decoded image with pixels of shape `(H, W, C)`, C in {1, 3}.
+
+    Raises:
+        ImageError: The file is missing, unreadable, empty, truncated, corrupt, too large or not a
+            supported image.
+        UsageError: `data_range` or `max_pixels` is not a positive number.
+    """
+    _check_arguments(data_range, max_pixels)
+    name = str(path)
+    data = _read_bytes(Path(path))
+    if data.startswith(_NPY_MAGIC):
+        pixels, warnings = _decode_npy(data, name, max_pixels)
+    elif Path(path).suffix.lower() == ".npy":
+        raise ImageError(f"{name} is not a valid .npy array file (the NumPy magic bytes are missing)")
+    else:
+        pixels, warnings = _decode_raster(data, name, max_pixels)
+    return _finish(name, pixels, hashlib.sha256(data).hexdigest(), warnings, data_range)
+
+
+def _check_arguments(data_range: float | None, max_pixels: int) -> None:
+    if data_range is not None and not (0 < float(data_range) < float("inf")):
+        raise UsageError(f"data_range must be a positive finite number, got {data_range!r}")
+    if max_pixels < 1:
+        raise UsageError(f"max_pixels must be a positive number of pixels, got {max_pixels!r}")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError(f"{path} is a directory, not an image file")
+        if not stat.S_ISREG(mode):
+            raise ImageError(f"{path} is not a regular file (device, pipe or socket)")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path} does not exist") from None
+    except PermissionError:
+        raise ImageError(f"{path} cannot be read: permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageError(f"{path} is empty (0 bytes)")
+    return data
+
+
+def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name} has no pixels (size {width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name} is {width}x{height} pixels ({width * height:,}), over the limit of {max_pixels:,} "
+            "pixels (possible decompression bomb); raise max_pixels if the image is genuine"
+        )
+
+
+def _finish(
+    name: str, pixels: np.ndarray, sha256: str, warnings: list[str], data_range: float | None
+) -> DecodedImage:
+    dtype = pixels.dtype
+    if dtype.kind == "u" and dtype.itemsize in (1, 2):
+        bit_depth = 8 * dtype.itemsize
+        value_range = float(2**bit_depth - 1)
+    elif dtype.kind == "f" and dtype.itemsize in (4, 8):
+        if data_range is None:
+            raise ImageError(
+                f"{name}: float array ({dtype.name}) needs an explicit data range "
+                "(--data-range / data_range in config)"
+            )
+        if not np.isfinite(pixels).all():
+            raise ImageError(f"{name}: float array holds NaN or infinite values")
+        bit_depth = 8 * dtype.itemsize
+        value_range = float(data_range)
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < 0 or high > value_range:
+            warnings.append(f"values span [{low:g}, {high:g}], outside the data range [0, {value_range:g}]")
+    else:
+        raise ImageError(
+            f"{name}: pixel type {dtype} is not supported; use uint8, uint16, float32 or float64"
+        )
+    native = np.ascontiguousarray(pixels, dtype=dtype.newbyteorder("="))
+    return DecodedImage(name, native, bit_depth, value_range, sha256, warnings)
+
+
+def _decode_npy(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    except Exception as exc:
+        raise ImageError(f"{name} is not a valid .npy array file: {exc}") from None
+    if dtype.hasobject:
+        raise ImageError(
+            f"{name} holds Python objects (pickled data), which are never loaded; save a numeric array"
+        )
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
+        raise ImageError(f"{name} has shape {shape}; expected (H, W) or (H, W, C) with C in 1, 3, 4")
+    _check_size(name, shape[1], shape[0], max_pixels)
+    if len(data) - stream.tell() < int(np.prod(shape)) * dtype.itemsize:
+        raise ImageError(f"{name} is truncated or corrupt: the array data is shorter than its header says")
+    try:
+        pixels = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:
+        raise ImageError(f"{name} is truncated or corrupt: {exc}") from None
+    warnings = []
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    elif pixels.shape[2] == 4:
+        pixels = pixels[:, :, :3]
+        warnings.append("alpha channel dropped (4th channel of the array)")
+    return pixels, warnings
+
+
+def _decode_raster(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        if data.startswith(_TIFF_MAGICS):
+            return _decode_tiff(data, name, max_pixels)
+        if data.startswith(_IMAGE_MAGICS) or data[8:12] == b"WEBP":
+            raise ImageError(f"{name} is truncated or corrupt: Pillow cannot identify it") from None
+        raise ImageError(f"{name} is not an image Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(
+            f"{name} is too large to decode safely (possible decompression bomb): {exc}"
+        ) from None
+    except Exception as exc:
+        raise ImageError(f"{name} is truncated or corrupt: {exc}") from None
+    with image:
+        _check_size(name, image.width, image.height, max_pixels)
+        try:
+            pixels, warnings = _pixels_of(image, data, name, max_pixels)
+            orientation = _orientation(image, warnings)
+        except ImageError:
+            raise
+        except Exception as exc:
+            raise ImageError(f"{name} is truncated or corrupt: {exc}") from None
+    return _apply_orientation(pixels, orientation, warnings), warnings
+
+
+def _pixels_of(image: Image.Image, data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    warnings = []
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        warnings.append(f"{frames} frames or pages: only the first is used")
+    if image.format == "PNG" and _is_deep_colour_png(data):
+        pixels, more = _decode_png16(data)
+    elif image.format == "TIFF" and _tiff_depth_reduced(image):
+        pixels, more = _decode_tiff(data, name, max_pixels)
+    else:
+        image.load()
+        pixels, more = _convert_mode(image, name)
+    return pixels, warnings + more
+
+
+def _convert_mode(image: Image.Image, name: str) -> tuple[np.ndarray, list[str]]:
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return _hwc(np.array(image)), []
+    if mode == "1":
+        return _hwc(np.array(image.convert("L"))), ["bilevel (1-bit) image read as 8-bit gray (0 and 255)"]
+    if mode == "LA":
+        return np.array(image)[:, :, :1], ["alpha channel dropped (LA)"]
+    if mode == "RGBA":
+        return np.array(image)[:, :, :3], ["alpha channel dropped (RGBA)"]
+    if mode in ("P", "PA"):
+        return _palette_pixels(image)
+    if mode in _SIXTEEN_BIT_MODES:
+        return _hwc(np.array(image).astype(np.uint16)), []
+    if mode == "I":
+        return _hwc(_int32_as_uint16(np.array(image), name)), []
+    if mode == "F":
+        return _hwc(np.array(image)), []
+    return np.array(image.convert("RGB")), [f"{mode} converted to RGB"]
+
+
+def _hwc(pixels: np.ndarray) -> np.ndarray:
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _palette_pixels(image: Image.Image) -> tuple[np.ndarray, list[str]]:
+    rgb = np.array(image.convert("RGBA"))[:, :, :3]
+    if (rgb[:, :, 0] == rgb[:, :, 1]).all() and (rgb[:, :, 1] == rgb[:, :, 2]).all():
+        pixels, warnings = rgb[:, :, :1].copy(), ["palette converted to 8-bit gray"]
+    else:
+        pixels, warnings = rgb, ["palette converted to RGB"]
+    if image.mode == "PA" or "transparency" in image.info:
+        warnings.append("transparency dropped (palette)")
+    return pixels, warnings
+
+
+def _int32_as_uint16(pixels: np.ndarray, name: str) -> np.ndarray:
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+        raise ImageError(
+            f"{name} has 32-bit integer pixels in [{pixels.min()}, {pixels.max()}], outside 0..65535; "
+            "only 8- and 16-bit integer images are supported"
+        )
+    return pixels.astype(np.uint16)
+
+
+def _orientation(image: Image.Image, warnings: list[str]) -> int:
+    try:
+        orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:
+        warnings.append("EXIF data unreadable: orientation not applied")
+        return 1
+    if orientation not in range(1, 9):
+        warnings.append(f"EXIF orientation {orientation!r} is not valid: ignored")
+        return 1
+    return int(orientation)
+
+
+def _apply_orientation(pixels: np.ndarray, orientation: int, warnings: list[str]) -> np.ndarray:
+    """Apply EXIF orientation 2..8 to `(H, W, C)` pixels the way `PIL.ImageOps.exif_transpose` does."""
+    if orientation == 1:
+        return pixels
+    transforms = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, k=1),
+    }
+    warnings.append(f"EXIF orientation {orientation} applied")
+    return np.ascontiguousarray(transforms[orientation](pixels))
+
+
+def _tiff_depth_reduced(image: Image.Image) -> bool:
+    bits = image.tag_v2.get(258, 8)
+    deepest = max(bits) if isinstance(bits, tuple) else bits
+    return deepest > 8 and image.mode not in _SIXTEEN_BIT_MODES | {"I", "F"}
+
+
+def _decode_tiff(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    """Decode the first page of a TIFF that Pillow cannot keep at full depth (16-bit colour, planar)."""
+    try:
+        import tifffile
+    except ImportError:
+        raise ImageError(
+            f"{name} is a TIFF layout Pillow cannot decode at full depth; install tifffile to read it"
+        ) from None
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+            page = tiff.pages.first
+            _check_size(name, page.imagewidth, page.imagelength, max_pixels)
+            photometric = int(page.photometric)
+            axes = page.axes
+            pixels = page.asarray()
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"{name} is a TIFF that cannot be decoded: {exc}") from None
+    if axes == "SYX" and pixels.ndim == 3:
+        pixels = np.moveaxis(pixels, 0, -1)
+    elif axes == "YX" and pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    elif axes != "YXS" or pixels.ndim != 3:
+        raise ImageError(f"{name} is a TIFF with axes {axes!r}; expected a single (H, W) or (H, W, C) image")
+    if photometric not in (1, 2) or pixels.shape[2] > 4:
+        raise ImageError(
+            f"{name} is a TIFF with photometric {photometric} and {pixels.shape[2]} samples; "
+            "only gray and RGB are supported at 16 bits"
+        )
+    if pixels.shape[2] in (2, 4):
+        kind = "LA" if pixels.shape[2] == 2 else "RGBA"
+        return pixels[:, :, : pixels.shape[2] - 1], [f"alpha channel dropped ({kind})"]
+    return pixels, []
+
+
+def _is_deep_colour_png(data: bytes) -> bool:
+    return len(data) > 25 and data[24] == 16 and data[25] in _PNG_DEEP_COLOUR_CHANNELS
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    position = len(_PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        end = position + 12 + length
+        if end > len(data):
+            raise ValueError(f"PNG chunk {kind!r} runs past the end of the file")
+        payload = data[position + 8 : end - 4]
+        if zlib.crc32(kind + payload) != struct.unpack(">I", data[end - 4 : end])[0]:
+            raise ValueError(f"PNG chunk {kind!r} has a bad CRC")
+        yield kind, payload
+        if kind == b"IEND":
+            return
+        position = end
+    raise ValueError("PNG file ends before its IEND chunk")
+
+
+def _decode_png16(data: bytes) -> tuple[np.ndarray, list[str]]:
+    """Decode a 16-bit RGB, RGBA or gray+alpha PNG (Pillow reduces these to 8 bits) to `(H, W, C)` uint16."""
+    chunks = list(_png_chunks(data))
+    width, height, _, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    channels = _PNG_DEEP_COLOUR_CHANNELS[colour]
+    bpp = 2 * channels
+    passes = _ADAM7_PASSES if interlace else ((0, 0, 1, 1),)
+    sizes = [(-(-(height - y0) // dy), -(-(width - x0) // dx), x0, y0, dx, dy) for x0, y0, dx, dy in passes]
+    expected = sum(rows * (cols * bpp + 1) for rows, cols, *_ in sizes if rows > 0 and cols > 0)
+    raw = zlib.decompressobj().decompress(b"".join(p for kind, p in chunks if kind == b"IDAT"), expected)
+    if len(raw) < expected:
+        raise ValueError(f"PNG image data is truncated ({len(raw)} of {expected} bytes)")
+    planes = np.zeros((height, width, bpp), dtype=np.uint8)
+    offset = 0
+    for rows, cols, x0, y0, dx, dy in sizes:
+        if rows > 0 and cols > 0:
+            size = rows * (cols * bpp + 1)
+            planes[y0::dy, x0::dx] = _unfilter(raw[offset : offset + size], rows, cols, bpp)
+            offset += size
+    pixels = planes.view(">u2").astype(np.uint16)
+    if channels == 3:
+        return pixels, []
+    if channels == 4:
+        return pixels[:, :, :3], ["alpha channel dropped (RGBA)"]
+    return pixels[:, :, :1], ["alpha channel dropped (LA)"]
+
+
+def _unfilter(raw: bytes, rows: int, cols: int, bpp: int) -> np.ndarray:
+    """Undo PNG scanline filters; returns `(rows, cols, bpp)` uint8.
+
+    Pixels on one anti-diagonal depend only on earlier anti-diagonals, so each is done in one step.
+    """
+    lines = np.frombuffer(raw, dtype=np.uint8).reshape(rows, cols * bpp + 1)
+    kinds = lines[:, 0]
+    if (kinds > 4).any():
+        raise ValueError(f"PNG scanline filter type {int(kinds.max())} is not valid")
+    stride = cols + 1
+    source = np.zeros((rows + 1, stride, bpp), dtype=np.int16)
+    source[1:, 1:] = lines[:, 1:].reshape(rows, cols, bpp)
+    cell_kinds = np.zeros((rows + 1, stride, 1), dtype=np.int16)
+    cell_kinds[1:, 1:] = kinds[:, None, None]
+    source = source.reshape(-1, bpp)
+    cell_kinds = cell_kinds.reshape(-1, 1)
+    done = np.zeros_like(source)
+    for diagonal in range(rows + cols - 1):
+        y = np.arange(max(0, diagonal - cols + 1), min(diagonal, rows - 1) + 1)
+        cell = (y + 1) * stride + (diagonal - y + 1)
+        left = done.take(cell - 1, axis=0)
+        up = done.take(cell - stride, axis=0)
+        corner = done.take(cell - stride - 1, axis=0)
+        kind = cell_kinds.take(cell, axis=0)
+        estimate = left + up - corner
+        near_left = np.abs(estimate - left)
+        near_up = np.abs(estimate - up)
+        near_corner = np.abs(estimate - corner)
+        paeth = np.where(
+            (near_left <= near_up) & (near_left <= near_corner),
+            left,
+            np.where(near_up <= near_corner, up, corner),
+        )
+        prediction = (
+            (kind == 1) * left + (kind == 2) * up + (kind == 3) * ((left + up) // 2) + (kind == 4) * paeth
+        )
+        done[cell] = (source.take(cell, axis=0) + prediction) & 0xFF
+    return done.reshape(rows + 1, stride, bpp)[1:, 1:].astype(np.uint8)
