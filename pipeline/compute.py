@@ -141,7 +141,12 @@ def score_pair(
         aligned = align_pair(ref, out, size_mismatch=settings.size_mismatch)
         values, warnings = compute_metrics(aligned, settings, convention, device, state, task.key)
         row.update(values)
-        row["warnings"] = _prefixed("reference", ref.warnings) + _prefixed("output", out.warnings) + warnings
+        row["warnings"] = [
+            *_prefixed("reference", ref.warnings),
+            *_prefixed("output", out.warnings),
+            *aligned.warnings,
+            *warnings,
+        ]
     except ImageError as exc:
         row.update(status="error", error=str(exc))
     except WeightsError:
