@@ -90,6 +90,40 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+@dataclass(frozen=True)
+class ImageFile:
+    """The raw bytes of one image file and their SHA-256, read once and decoded later."""
+
+    path: str
+    data: bytes
+    sha256: str
+
+
+def read_image_file(path: str | os.PathLike[str]) -> ImageFile:
+    """Read one file's bytes and hash them (no decoding).
+
+    Raises:
+        ImageError: The file is missing, a directory, unreadable or empty.
+    """
+    data = _read_bytes(Path(path))
+    return ImageFile(str(path), data, hashlib.sha256(data).hexdigest())
+
+
+def decode_image(
+    image_file: ImageFile, *, data_range: float | None = None, max_pixels: int = 200_000_000
+) -> DecodedImage:
+    """Decode bytes read by `read_image_file`; see `read_image` for the arguments and errors."""
+    _check_arguments(data_range, max_pixels)
+    name, data = image_file.path, image_file.data
+    if data.startswith(_NPY_MAGIC):
+        pixels, warnings = _decode_npy(data, name, max_pixels)
+    elif Path(name).suffix.lower() == ".npy":
+        raise ImageError(f"{name} is not a valid .npy array file (the NumPy magic bytes are missing)")
+    else:
+        pixels, warnings = _decode_raster(data, name, max_pixels)
+    return _finish(name, pixels, image_file.sha256, warnings, data_range)
+
+
 def read_image(
     path: str | os.PathLike[str], *, data_range: float | None = None, max_pixels: int = 200_000_000
 ) -> DecodedImage:
@@ -110,15 +144,7 @@ def read_image(
         UsageError: `data_range` or `max_pixels` is not a positive number.
     """
     _check_arguments(data_range, max_pixels)
-    name = str(path)
-    data = _read_bytes(Path(path))
-    if data.startswith(_NPY_MAGIC):
-        pixels, warnings = _decode_npy(data, name, max_pixels)
-    elif Path(path).suffix.lower() == ".npy":
-        raise ImageError(f"{name} is not a valid .npy array file (the NumPy magic bytes are missing)")
-    else:
-        pixels, warnings = _decode_raster(data, name, max_pixels)
-    return _finish(name, pixels, hashlib.sha256(data).hexdigest(), warnings, data_range)
+    return decode_image(read_image_file(path), data_range=data_range, max_pixels=max_pixels)
 
 
 def _check_arguments(data_range: float | None, max_pixels: int) -> None:

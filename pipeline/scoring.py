@@ -15,11 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cluster import open_executor, run_bounded
-from pipeline.compute import PairTask, ScoreSettings, score_shard
+from pipeline.compute import REUSED, PairTask, ScoreSettings, score_shard
 from pipeline.config import ScoreConfig
 from pipeline.discover import Pair, Pairing, discover_pairs
 from pipeline.errors import RunDirError, UsageError, WeightsError
-from pipeline.sink import MANIFEST_NAME, SCORES_DIR, PartWriter, load_results, part_paths, write_manifest
+from pipeline.sink import (
+    MANIFEST_NAME,
+    SCORES_DIR,
+    PartWriter,
+    latest_rows,
+    part_paths,
+    remove_stale_temp_files,
+    resume_index,
+    write_manifest,
+)
 
 log = logging.getLogger("pipeline.scoring")
 
@@ -111,9 +120,14 @@ def shard_size(pair_count: int, workers: int, requested: int | None) -> int:
     return max(MIN_SHARD_PAIRS, min(MAX_SHARD_PAIRS, math.ceil(pair_count / max(1, workers * 8))))
 
 
-def iter_shards(pairs: list[Pair], size: int) -> Iterator[list[PairTask]]:
+def iter_shards(
+    pairs: list[Pair], size: int, known: dict[str, tuple[str, str]] | None = None
+) -> Iterator[list[PairTask]]:
+    """Shards of `size` tasks; `known` carries the hashes of pairs already scored ok (`--resume`)."""
+    known = known or {}
     for start in range(0, len(pairs), size):
-        yield [PairTask(p.key, p.group, p.ref_path, p.out_path) for p in pairs[start : start + size]]
+        shard = pairs[start : start + size]
+        yield [PairTask(p.key, p.group, p.ref_path, p.out_path, known.get(p.key)) for p in shard]
 
 
 def failed_shard_rows(shard: list[PairTask], error: BaseException, run_id: str) -> list[dict[str, Any]]:
@@ -201,6 +215,9 @@ def score_folders(
     for notice in notices:
         (on_notice or log.warning)(notice)
     prepare_run_dir(run_dir, overwrite=overwrite)
+    known = resume_index(run_dir, config.value_hash()) if resume else {}
+    if resume:
+        remove_stale_temp_files(run_dir)
     discovered = time.perf_counter()
 
     run_id = new_run_id()
@@ -213,6 +230,7 @@ def score_folders(
     }
     writer = PartWriter(run_dir, metadata)
     error_count = 0
+    reused_count = 0
     with open_executor(
         config.scheduler,
         scheduler_file=config.scheduler_file,
@@ -240,7 +258,7 @@ def score_folders(
             results = run_bounded(
                 execution.executor,
                 score_shard,
-                iter_shards(pairing.pairs, size),
+                iter_shards(pairing.pairs, size, known),
                 settings,
                 max_in_flight=in_flight,
             )
@@ -249,15 +267,19 @@ def score_folders(
                     if isinstance(error, WeightsError):
                         raise error
                     rows = failed_shard_rows(shard, error, run_id)
-                writer.write(rows)
-                error_count += sum(row["status"] != "ok" for row in rows)
+                fresh = [row for row in rows if row["status"] != REUSED]
+                reused_count += len(rows) - len(fresh)
+                if fresh:
+                    writer.write(fresh)
+                error_count += sum(row["status"] == "error" for row in fresh)
                 bar.update(len(rows))
                 bar.set_postfix(failed=error_count, refresh=False)
         execution_description = execution.description
         dashboard = execution.dashboard_link
     scored = time.perf_counter()
 
-    frame = load_results(run_dir)
+    statuses = latest_rows(run_dir, ["status"])
+    statuses = statuses[statuses["key"].isin({p.key for p in pairing.pairs})]
     manifest = build_manifest(
         run_id=run_id,
         created=created,
@@ -267,7 +289,7 @@ def score_folders(
         metrics=metrics,
         backbone=backbone,
         pairing=pairing,
-        frame=frame,
+        statuses=statuses,
         execution=execution_description,
         dashboard=dashboard,
         timings={
@@ -278,6 +300,7 @@ def score_folders(
         },
         notices=notices,
         shard_pairs=size,
+        resumed={"reused": reused_count, "scored": len(pairing.pairs) - reused_count} if resume else None,
     )
     write_manifest(run_dir, manifest)
     if config.report:
@@ -295,18 +318,19 @@ def build_manifest(
     metrics: tuple[str, ...],
     backbone: str | None,
     pairing: Pairing,
-    frame,
+    statuses,
     execution: str,
     dashboard: str | None,
     timings: dict[str, float],
     notices: list[str],
     shard_pairs: int,
+    resumed: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The manifest.json content: what was run, how, on what, and every file that did not become a pair."""
     from pipeline.conventions import make_convention
     from pipeline.summary import status_counts
 
-    status = status_counts(frame)
+    status = status_counts(statuses)
     duplicate_refs = sum(d["side"] == "reference" for d in pairing.duplicates)
     return {
         "run_id": run_id,
@@ -327,6 +351,7 @@ def build_manifest(
         "execution": execution,
         "dashboard": dashboard,
         "shard_pairs": shard_pairs,
+        "resume": resumed,
         "timings": timings,
         "counts": {
             "pairs": len(pairing.pairs),

@@ -166,3 +166,37 @@ def load_results(path: str | Path, *, latest_only: bool = True) -> pd.DataFrame:
     if latest_only:
         frame = frame.drop_duplicates(subset="key", keep="last")
     return frame.sort_values("key", kind="stable").reset_index(drop=True)
+
+
+def remove_stale_temp_files(run_dir: str | Path) -> int:
+    """Delete half-written part files left by a killed run; returns how many were removed."""
+    scores = Path(run_dir) / SCORES_DIR
+    stale = list(scores.glob(".part-*.tmp")) if scores.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def latest_rows(run_dir: str | Path, columns: list[str], *, config_hash: str | None = None) -> pd.DataFrame:
+    """The latest row per key over the finished parts, reading only `columns` (plus key).
+
+    Args:
+        config_hash: when given, only parts written with this config hash are read.
+    """
+    wanted = list(dict.fromkeys(["key", *columns]))
+    tables = [
+        pq.read_table(path, columns=wanted, schema=SCHEMA)
+        for path in part_paths(run_dir)
+        if config_hash is None or part_metadata(path).get("config_hash") == config_hash
+    ]
+    if not tables:
+        return pd.DataFrame({name: pd.Series(dtype=object) for name in wanted})
+    frame = pa.concat_tables(tables).to_pandas()
+    return frame.drop_duplicates(subset="key", keep="last").reset_index(drop=True)
+
+
+def resume_index(run_dir: str | Path, config_hash: str) -> dict[str, tuple[str, str]]:
+    """{key: (ref_sha256, out_sha256)} of keys whose latest row under `config_hash` is ok (`--resume`)."""
+    rows = latest_rows(run_dir, ["status", "ref_sha256", "out_sha256"], config_hash=config_hash)
+    ok = rows[rows["status"] == "ok"]
+    return dict(zip(ok["key"], zip(ok["ref_sha256"], ok["out_sha256"], strict=True), strict=True))

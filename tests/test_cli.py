@@ -81,7 +81,8 @@ def test_config_file_values_are_overridden_by_options(folders, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("metrics: [psnr]\nconvention: sr-paper\nscale: 2\nscheduler: sync\nreport: false\n")
     result = runner.invoke(
-        app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), "--config", str(config), "--scale", "3"]
+        app,
+        ["score", str(ref), str(out), "-o", str(tmp_path / "run"), "--config", str(config), "--scale", "3"],
     )
     assert result.exit_code == 0, result.output
     import json
@@ -95,7 +96,9 @@ def test_bad_config_key_names_line_and_key(folders, tmp_path):
     ref, out = folders
     config = tmp_path / "c.yaml"
     config.write_text("metrics: [psnr]\n\nconventoin: sr-paper\n")
-    result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), "--config", str(config)])
+    result = runner.invoke(
+        app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), "--config", str(config)]
+    )
     assert result.exit_code == 2
     assert "line 3" in result.output and "conventoin" in result.output
 

@@ -34,7 +34,9 @@ def skimage_ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     )
 
 
-@pytest.fixture(scope="module", params=[(p, d) for p in PHOTOS for d in DEGRADATIONS], ids=lambda v: f"{v[0]}-{v[1]}")
+@pytest.fixture(
+    scope="module", params=[(p, d) for p in PHOTOS for d in DEGRADATIONS], ids=lambda v: f"{v[0]}-{v[1]}"
+)
 def photo_pair(request):
     name, kind = request.param
     reference = real_image(name)

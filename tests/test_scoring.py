@@ -79,7 +79,9 @@ def score_arrays(tmp_path, reference, output, **settings):
 def test_sr_paper_matches_basicsr_formulas(tmp_path, name, kind, scale):
     reference = real_image(name)
     output = degrade(reference, kind)
-    row = score_arrays(tmp_path, reference, output, convention="sr-paper", crop=scale, metrics=("psnr", "ssim"))
+    row = score_arrays(
+        tmp_path, reference, output, convention="sr-paper", crop=scale, metrics=("psnr", "ssim")
+    )
     a, b = basicsr_prepare(reference, scale), basicsr_prepare(output, scale)
     assert row["status"] == "ok", row["error"]
     assert abs(row["psnr"] - basicsr_psnr(a, b)) < PSNR_TOL
@@ -89,7 +91,9 @@ def test_sr_paper_matches_basicsr_formulas(tmp_path, name, kind, scale):
 def test_sr_paper_gray_rgb_mix_is_replicated_then_converted(tmp_path):
     reference = real_image("astronaut.png")
     gray_output = np.asarray(Image.fromarray(degrade(reference, "blur")).convert("L"))
-    row = score_arrays(tmp_path, reference, gray_output, convention="sr-paper", crop=4, metrics=("psnr", "ssim"))
+    row = score_arrays(
+        tmp_path, reference, gray_output, convention="sr-paper", crop=4, metrics=("psnr", "ssim")
+    )
     replicated = np.repeat(gray_output[..., None], 3, axis=2)
     a, b = basicsr_prepare(reference, 4), basicsr_prepare(replicated, 4)
     assert abs(row["psnr"] - basicsr_psnr(a, b)) < PSNR_TOL
@@ -191,14 +195,17 @@ def test_parquet_schema_and_metadata(tmp_path):
     parts = part_paths(tmp_path / "run")
     frame = pd.read_parquet(tmp_path / "run" / "scores")
     assert list(frame.columns) == [
-        "key", "group", "ref_path", "out_path", "height", "width", "channels", "bit_depth", "psnr", "ssim",
-        "ms_ssim", "lpips", "mse", "status", "error", "warnings", "ref_sha256", "out_sha256", "seconds", "run_id",
+        "key", "group", "ref_path", "out_path", "height", "width", "channels", "bit_depth", "psnr",
+        "ssim", "ms_ssim", "lpips", "mse", "status", "error", "warnings", "ref_sha256", "out_sha256",
+        "seconds", "run_id",
     ]  # fmt: skip
     metadata = part_metadata(parts[0])
     assert metadata["convention"] == "sr-paper" and metadata["crop"] == 4
     import duckdb
 
-    count = duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/run/scores/*.parquet')").fetchall()[0][0]
+    count = duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/run/scores/*.parquet')").fetchall()[0][
+        0
+    ]
     assert count == len(frame)
 
 
@@ -247,7 +254,7 @@ def test_default_metrics_without_lpips_weights_score_the_rest(tmp_path, torch_ho
     assert notices and "alexnet-owt-7be5be79.pth" in notices[0] and str(torch_home) in notices[0]
     assert result.manifest["metrics"] == ["psnr", "ssim", "ms_ssim", "mse"]
     explicit = ScoreConfig(metrics=("psnr", "lpips"), metrics_explicit=True, scheduler="sync").validate()
-    with pytest.raises(WeightsError, match="alexnet-owt-7be5be79.pth"):
+    with pytest.raises(WeightsError, match=r"alexnet-owt-7be5be79\.pth"):
         score_folders(ref, out, tmp_path / "run2", explicit, progress=False)
     assert not (tmp_path / "run2" / "scores").exists()
 
