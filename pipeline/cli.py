@@ -221,6 +221,80 @@ def pairs(
     typer.echo(format_pairing(pairing, limit=limit))
 
 
+@app.command()
+@user_errors
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="Baseline run directory (written by `iqa score`).")],
+    candidate: Annotated[Path, typer.Argument(help="Candidate run directory, compared pair by pair.")],
+    tolerance: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tolerance",
+            "-t",
+            help="metric=value, repeatable (e.g. -t psnr=0.05 -t lpips=0.005); else per-metric defaults.",
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the comparison as JSON to this file.")
+    ] = None,
+) -> None:
+    """Compare two runs by key: exit 1 when a metric's mean got worse than its tolerance, 0 otherwise."""
+    from pipeline.compare import compare_runs, format_comparison, parse_tolerances
+
+    comparison = compare_runs(baseline, candidate, tolerances=parse_tolerances(tolerance or []))
+    if json_path:
+        json_path.write_text(comparison.to_json(), encoding="utf-8")
+    typer.echo(format_comparison(comparison))
+    if not comparison.passed:
+        raise typer.Exit(1)
+
+
+@app.command("run")
+@user_errors
+def run_nightly(
+    config: Annotated[Path, typer.Argument(help="Nightly YAML: baseline, runs, tolerances, suites.")],
+    name: Annotated[
+        str | None, typer.Option(help="Folder name of this run under `runs` (default: UTC date and time).")
+    ] = None,
+    update_baseline: Annotated[
+        bool, typer.Option(help="After a run where every suite passed, make it the new baseline.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace suite runs already under runs/NAME.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar per suite.")] = True,
+) -> None:
+    """Score every suite of a nightly config, compare each with its baseline; exit 1 if any suite failed."""
+    from pipeline.suites import format_nightly
+    from pipeline.suites import run_nightly as run_suites
+
+    result = run_suites(
+        config, name=name, update_baseline=update_baseline, overwrite=overwrite, progress=progress
+    )
+    typer.echo(format_nightly(result))
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `iqa score`.")],
+    baseline: Annotated[
+        Path | None, typer.Option(help="Baseline run directory: adds deltas and the largest regressions.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="HTML file to write (default RUN_DIR/report.html).")
+    ] = None,
+    worst: Annotated[
+        int | None, typer.Option(min=0, help="Worst pairs per metric shown with pictures (default 8).")
+    ] = None,
+) -> None:
+    """Write the self-contained HTML report of a run (statistics, plots, worst cases, failures)."""
+    from pipeline.report import render_run_report
+
+    path = render_run_report(run_dir, baseline=baseline, output=output, worst=worst)
+    typer.echo(f"report: {path}")
+
+
 def main() -> None:
     """Console entry point (`iqa`, `python -m pipeline`)."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -130,22 +130,25 @@ def open_executor(
             client.close()
         return
     if scheduler == "threads":
-        cluster_kwargs = {
-            "processes": False,
-            "n_workers": 1,
-            "threads_per_worker": workers or available_cores(),
-        }
+        threads_per_worker = workers or available_cores()
+        cluster = _start_local_cluster(
+            {"processes": False, "n_workers": 1, "threads_per_worker": threads_per_worker}
+        )
         torch_threads = 1
-        description = f"local threads ({cluster_kwargs['threads_per_worker']})"
+        description = f"local threads ({threads_per_worker})"
     else:
         plan = plan_local_cluster(workers, threads, device)
-        cluster_kwargs = {"n_workers": plan.workers, "threads_per_worker": 1}
+        if plan.gpus:
+            cluster = start_pinned_cluster(
+                [{"CUDA_VISIBLE_DEVICES": str(i % plan.gpus)} for i in range(plan.workers)]
+            )
+        else:
+            cluster = _start_local_cluster({"n_workers": plan.workers, "threads_per_worker": 1})
         torch_threads = plan.torch_threads
         description = (
             f"local cluster: {plan.workers} worker process(es) x {plan.torch_threads} torch thread(s)"
-            + (f", {plan.gpus} GPU(s)" if plan.gpus else "")
+            + (f", {plan.gpus} GPU(s), one per worker" if plan.gpus else "")
         )
-    cluster = _start_local_cluster(cluster_kwargs)
     client = Client(cluster)
     log.info("Dask dashboard: %s", client.dashboard_link)
     try:
@@ -162,6 +165,22 @@ def _start_local_cluster(kwargs: dict[str, Any]):
         return LocalCluster(
             host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, **kwargs
         )
+    except Exception as exc:
+        raise ClusterError(f"Could not start a local Dask cluster ({exc}). Try --scheduler sync.") from exc
+
+
+def start_pinned_cluster(worker_envs: list[dict[str, str]]):
+    """A local cluster with one single-threaded worker process per entry of `worker_envs`, each started with
+    that environment (e.g. `CUDA_VISIBLE_DEVICES` to pin one GPU per worker, as dask-cuda does)."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
+    workers = {
+        f"worker-{index}": {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1", "env": env}}
+        for index, env in enumerate(worker_envs)
+    }
+    try:
+        return SpecCluster(scheduler=scheduler, workers=workers, silence_logs=logging.ERROR)
     except Exception as exc:
         raise ClusterError(f"Could not start a local Dask cluster ({exc}). Try --scheduler sync.") from exc
 

@@ -86,7 +86,9 @@ def save(path: Path, image: Image.Image) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("root", type=Path, help="folder to create (reference/ and output/ inside)")
     args = parser.parse_args()
     pairs = build(args.root)

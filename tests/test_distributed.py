@@ -212,3 +212,25 @@ def test_resume_rescores_changed_files(tmp_path):
     other = ScoreConfig(metrics=("psnr", "mse"), scheduler="sync", report=False).validate()
     again = score_folders(ref, out, tmp_path / "run", other, resume=True, progress=False)
     assert again.manifest["resume"] == {"reused": 0, "scored": 4}
+
+
+def test_pinned_cluster_starts_each_worker_with_its_environment():
+    from distributed import Client
+
+    from pipeline.cluster import start_pinned_cluster
+
+    cluster = start_pinned_cluster([{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}])
+    try:
+        with Client(cluster) as client:
+            seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+    finally:
+        cluster.close()
+    assert sorted(seen.values()) == ["0", "1"]
+
+
+def test_local_plan_never_oversubscribes_cores():
+    from pipeline.cluster import available_cores, plan_local_cluster
+
+    plan = plan_local_cluster(None, None, "cpu")
+    assert plan.workers * plan.torch_threads <= available_cores() and plan.gpus == 0
+    assert plan_local_cluster(1, None, "cpu").torch_threads == available_cores()

@@ -1,0 +1,479 @@
+"""Paired comparison of two runs (`iqa compare`, the nightly job, the report's baseline section).
+
+Rows are paired by key; only keys whose row is `status == 'ok'` in both runs are compared. For every metric
+present in both runs (a column that is all-null in a run is absent from it), overall and per group:
+baseline and candidate means, the mean change signed so that positive is better (`improvement`), a paired
+bootstrap 95% CI of that mean, a Wilcoxon signed-rank p-value, and how many pairs got worse by more than
+the metric's tolerance.
+
+Infinite values (PSNR of identical images):
+
+* infinite in both runs: the pair is unchanged; its improvement is 0 and it counts in the mean change;
+* infinite in one run only: the change is unbounded, so the pair is left out of the means, the CI and the
+  test and counted in `infinite_one`; its per-pair improvement is +inf or -inf, so a pair that stopped being
+  identical to its reference counts in `worse_count`.
+
+`baseline_mean` and `candidate_mean` average the finite values of the compared pairs; `delta` is the mean of
+the per-pair differences (so pairs infinite in both runs pull it towards 0).
+
+Verdict: a metric regresses when its overall mean improvement is below `-tolerance`; the comparison passes
+when no metric regresses. Group rows, added/removed keys and one-sided metrics are reported, not judged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import UsageError
+from pipeline.metrics.registry import COLUMN_METRICS, METRICS
+from pipeline.summary import bootstrap_mean_ci
+
+# Absolute tolerances in each metric's own units. MSE is in squared data units, so its default (1.0) suits
+# 8-bit images (about 0.04 dB at MSE 100); set it explicitly for 16-bit or float data.
+DEFAULT_TOLERANCES: dict[str, float] = {
+    "psnr": 0.05,
+    "ssim": 0.001,
+    "ms_ssim": 0.001,
+    "lpips": 0.005,
+    "mse": 1.0,
+}
+WORST_PAIRS_IN_JSON = 5
+
+
+@dataclass
+class MetricComparison:
+    """Change of one metric between two runs, over the pairs ok in both (or those of one group).
+
+    `wilcoxon_p` is None when fewer than two pairs differ or every difference is zero (the test is undefined).
+    """
+
+    metric: str
+    group: str | None
+    higher_is_better: bool
+    n_pairs: int
+    baseline_mean: float | None
+    candidate_mean: float | None
+    delta: float | None
+    improvement: float | None
+    ci_low: float | None
+    ci_high: float | None
+    wilcoxon_p: float | None
+    worse_count: int
+    tolerance: float
+    regressed: bool
+    infinite_both: int = 0
+    infinite_one: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_value(v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class Comparison:
+    """Everything `iqa compare` reports; `per_pair` is long: key, group, metric, baseline, candidate,
+    improvement."""
+
+    baseline_run: str
+    candidate_run: str
+    metrics: list[MetricComparison]
+    groups: list[MetricComparison]
+    added_keys: list[str]
+    removed_keys: list[str]
+    baseline_only_metrics: list[str]
+    candidate_only_metrics: list[str]
+    per_pair: pd.DataFrame
+    regressions: list[str]
+    passed: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressed_metrics(self) -> list[str]:
+        return [m.metric for m in self.metrics if m.regressed]
+
+    def worst_pairs(self, metric: str, count: int = WORST_PAIRS_IN_JSON) -> pd.DataFrame:
+        """The `count` pairs of `metric` that got most worse (improvement < 0), worst first."""
+        rows = self.per_pair[(self.per_pair["metric"] == metric) & (self.per_pair["improvement"] < 0)]
+        return rows.sort_values(["improvement", "key"], kind="stable").head(count)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready content (non-finite numbers become 'inf'/'-inf' strings or null); per-pair rows are
+        reduced to the worst few pairs per metric."""
+        return {
+            "baseline_run": self.baseline_run,
+            "candidate_run": self.candidate_run,
+            "passed": self.passed,
+            "regressions": list(self.regressions),
+            "pairs": int(self.per_pair["key"].nunique()) if len(self.per_pair) else 0,
+            "metrics": [m.to_dict() for m in self.metrics],
+            "groups": [g.to_dict() for g in self.groups],
+            "added_keys": list(self.added_keys),
+            "removed_keys": list(self.removed_keys),
+            "baseline_only_metrics": list(self.baseline_only_metrics),
+            "candidate_only_metrics": list(self.candidate_only_metrics),
+            "notes": list(self.notes),
+            "worst_pairs": {
+                m.metric: [
+                    {k: _json_value(v) for k, v in row.items()}
+                    for row in self.worst_pairs(m.metric).to_dict(orient="records")
+                ]
+                for m in self.metrics
+            },
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def parse_tolerances(items: list[str] | None) -> dict[str, float]:
+    """Parse `metric=value` strings (e.g. `psnr=0.05`) into {metric: tolerance}.
+
+    Raises:
+        UsageError: naming the item that is malformed, names an unknown metric, or is negative.
+    """
+    tolerances: dict[str, float] = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not text.strip():
+            raise UsageError(f"Bad tolerance {item!r}: write metric=value, e.g. psnr=0.05.")
+        tolerances[_check_metric(name, f"tolerance {item!r}")] = _check_value(text, f"tolerance {item!r}")
+    return tolerances
+
+
+def check_tolerances(values: dict[str, Any], where: str) -> dict[str, float]:
+    """Validate a {metric: tolerance} mapping from a config file; errors name `where`."""
+    return {
+        _check_metric(str(name), f"{where}: tolerance {name!r}"): _check_value(
+            value, f"{where}: tolerance {name!r}"
+        )
+        for name, value in values.items()
+    }
+
+
+def _check_metric(name: str, what: str) -> str:
+    if name not in COLUMN_METRICS:
+        raise UsageError(f"{what} names unknown metric {name!r}: choose one of {', '.join(COLUMN_METRICS)}.")
+    return name
+
+
+def _check_value(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what}: {value!r} is not a number.") from None
+    if not math.isfinite(number) or number < 0:
+        raise UsageError(f"{what}: the tolerance must be a finite number >= 0, got {value!r}.")
+    return number
+
+
+def _present_metrics(ok: pd.DataFrame) -> list[str]:
+    return [m for m in COLUMN_METRICS if m in ok.columns and ok[m].notna().any()]
+
+
+def _pair_improvements(base: np.ndarray, cand: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """Per-pair change signed so that positive is better; equal infinities give 0."""
+    with np.errstate(invalid="ignore"):
+        diff = cand - base
+    diff = np.where(np.isinf(base) & np.isinf(cand) & (base == cand), 0.0, diff)
+    return diff if higher_is_better else -diff
+
+
+def _wilcoxon(improvements: np.ndarray) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value; None when fewer than two non-zero differences."""
+    if np.count_nonzero(improvements) < 2:
+        return None
+    from scipy.stats import wilcoxon
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            p = float(wilcoxon(improvements).pvalue)
+        except ValueError:
+            return None
+    return p if math.isfinite(p) else None
+
+
+def compare_metric(
+    base: np.ndarray, cand: np.ndarray, metric: str, group: str | None, tolerance: float
+) -> MetricComparison:
+    """Compare one metric over paired values (n,) and (n,); NaN in either side drops the pair."""
+    info = METRICS[metric]
+    present = ~(np.isnan(base) | np.isnan(cand))
+    base, cand = base[present], cand[present]
+    improvements = _pair_improvements(base, cand, info.higher_is_better)
+    infinite_both = int((np.isinf(base) & np.isinf(cand)).sum())
+    usable = np.isfinite(improvements)
+    infinite_one = int((~usable).sum())
+    worse_count = int((improvements < -tolerance).sum())
+    kept = improvements[usable]
+    n_pairs = int(kept.size)
+    if n_pairs == 0:
+        return MetricComparison(
+            metric, group, info.higher_is_better, 0, None, None, None, None, None, None, None,
+            worse_count, tolerance, False, infinite_both, infinite_one,
+        )  # fmt: skip
+    finite_pairs = usable & np.isfinite(base) & np.isfinite(cand)
+    improvement = float(kept.mean())
+    low, high = bootstrap_mean_ci(kept)
+    return MetricComparison(
+        metric=metric,
+        group=group,
+        higher_is_better=info.higher_is_better,
+        n_pairs=n_pairs,
+        baseline_mean=float(base[finite_pairs].mean()) if finite_pairs.any() else None,
+        candidate_mean=float(cand[finite_pairs].mean()) if finite_pairs.any() else None,
+        delta=improvement if info.higher_is_better else -improvement,
+        improvement=improvement,
+        ci_low=low,
+        ci_high=high,
+        wilcoxon_p=_wilcoxon(kept),
+        worse_count=worse_count,
+        tolerance=tolerance,
+        regressed=improvement < -tolerance,
+        infinite_both=infinite_both,
+        infinite_one=infinite_one,
+    )
+
+
+def _regression_text(m: MetricComparison) -> str:
+    unit = f" {METRICS[m.metric].unit}" if METRICS[m.metric].unit == "dB" else ""
+    where = f" in group {m.group!r}" if m.group is not None else ""
+    return (
+        f"{m.metric}{where}: mean {abs(m.improvement):.4g}{unit} worse than baseline "
+        f"({m.baseline_mean:.4g} -> {m.candidate_mean:.4g}, tolerance {m.tolerance:g}; "
+        f"{m.worse_count}/{m.n_pairs + m.infinite_one} pairs worse beyond tolerance)"
+    )
+
+
+def compare_frames(
+    baseline: pd.DataFrame,
+    candidate: pd.DataFrame,
+    *,
+    tolerances: dict[str, float] | None = None,
+    baseline_run: str = "",
+    candidate_run: str = "",
+) -> Comparison:
+    """Compare two results frames (as from `load_results`) pair by pair.
+
+    Args:
+        baseline, candidate: one row per key with `key`, `group`, `status` and metric columns.
+        tolerances: per-metric absolute tolerances; missing metrics use `DEFAULT_TOLERANCES`.
+
+    Returns:
+        The Comparison; `passed` is False when any metric's mean got worse by more than its tolerance.
+    """
+    tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
+    base_ok = baseline[baseline["status"] == "ok"].drop_duplicates("key", keep="last")
+    cand_ok = candidate[candidate["status"] == "ok"].drop_duplicates("key", keep="last")
+    base_metrics, cand_metrics = _present_metrics(base_ok), _present_metrics(cand_ok)
+    metrics = [m for m in base_metrics if m in cand_metrics]
+    base_keys, cand_keys = set(baseline["key"]), set(candidate["key"])
+    notes = []
+    not_ok = sorted((base_keys & cand_keys) - (set(base_ok["key"]) & set(cand_ok["key"])))
+    if not_ok:
+        notes.append(f"{len(not_ok)} key(s) in both runs are not ok in one of them and are not compared.")
+
+    paired = base_ok.merge(cand_ok, on="key", suffixes=("_base", "_cand"), how="inner")
+    groups = paired["group_cand"].astype(str).to_numpy() if len(paired) else np.array([], dtype=str)
+    overall, by_group, long_parts = [], [], []
+    for metric in metrics:
+        base = pd.to_numeric(paired[f"{metric}_base"], errors="coerce").to_numpy(dtype=float)
+        cand = pd.to_numeric(paired[f"{metric}_cand"], errors="coerce").to_numpy(dtype=float)
+        tolerance = float(tol.get(metric, 0.0))
+        overall.append(compare_metric(base, cand, metric, None, tolerance))
+        for group in sorted(set(groups)):
+            rows = groups == group
+            by_group.append(compare_metric(base[rows], cand[rows], metric, group, tolerance))
+        present = ~(np.isnan(base) | np.isnan(cand))
+        long_parts.append(
+            pd.DataFrame(
+                {
+                    "key": paired["key"].to_numpy()[present],
+                    "group": groups[present],
+                    "metric": metric,
+                    "baseline": base[present],
+                    "candidate": cand[present],
+                    "improvement": _pair_improvements(
+                        base[present], cand[present], METRICS[metric].higher_is_better
+                    ),
+                }
+            )
+        )
+    per_pair = (
+        pd.concat(long_parts, ignore_index=True)
+        if long_parts
+        else pd.DataFrame(columns=["key", "group", "metric", "baseline", "candidate", "improvement"])
+    )
+    for m in overall:
+        if m.n_pairs == 0:
+            notes.append(f"{m.metric}: no pair has a finite value in both runs; not compared.")
+        if m.infinite_one:
+            notes.append(
+                f"{m.metric}: {m.infinite_one} pair(s) infinite in one run only, left out of the mean."
+            )
+    regressions = [_regression_text(m) for m in overall if m.regressed]
+    return Comparison(
+        baseline_run=baseline_run,
+        candidate_run=candidate_run,
+        metrics=overall,
+        groups=by_group,
+        added_keys=sorted(cand_keys - base_keys),
+        removed_keys=sorted(base_keys - cand_keys),
+        baseline_only_metrics=[m for m in base_metrics if m not in cand_metrics],
+        candidate_only_metrics=[m for m in cand_metrics if m not in base_metrics],
+        per_pair=per_pair,
+        regressions=regressions,
+        passed=not regressions,
+        notes=notes,
+    )
+
+
+def _check_run_dir(path: Path, role: str) -> None:
+    from pipeline.sink import MANIFEST_NAME, part_paths
+
+    if not path.is_dir():
+        raise UsageError(
+            f"The {role} run directory {path} does not exist. Pass a folder written by `iqa score`."
+        )
+    if not (path / MANIFEST_NAME).is_file() and not part_paths(path):
+        raise UsageError(
+            f"{path} ({role}) is not a run directory: no {MANIFEST_NAME} and no scores/part-*.parquet. "
+            "Pass a folder written by `iqa score`."
+        )
+
+
+def _manifest_notes(baseline_dir: Path, candidate_dir: Path) -> list[str]:
+    """Warnings when the two runs were scored in ways that make their values incomparable."""
+    from pipeline.errors import RunDirError
+    from pipeline.sink import read_manifest
+
+    try:
+        base, cand = read_manifest(baseline_dir), read_manifest(candidate_dir)
+    except RunDirError:
+        return []
+    notes = []
+    base_conv, candidate_conv = base.get("convention") or {}, cand.get("convention") or {}
+    for what in ("name", "crop"):
+        if base_conv.get(what) != candidate_conv.get(what):
+            notes.append(
+                f"convention {what} differs: baseline {base_conv.get(what)!r}, candidate "
+                f"{candidate_conv.get(what)!r}; values may not be comparable."
+            )
+    return notes
+
+
+def compare_runs(
+    baseline_dir: str | Path, candidate_dir: str | Path, *, tolerances: dict[str, float] | None = None
+) -> Comparison:
+    """Compare two run directories written by `iqa score`.
+
+    Raises:
+        UsageError: when a folder does not exist or is not a run directory.
+    """
+    from pipeline.sink import load_results
+
+    baseline_dir, candidate_dir = Path(baseline_dir), Path(candidate_dir)
+    _check_run_dir(baseline_dir, "baseline")
+    _check_run_dir(candidate_dir, "candidate")
+    comparison = compare_frames(
+        load_results(baseline_dir),
+        load_results(candidate_dir),
+        tolerances=tolerances,
+        baseline_run=str(baseline_dir),
+        candidate_run=str(candidate_dir),
+    )
+    comparison.notes[:0] = _manifest_notes(baseline_dir, candidate_dir)
+    return comparison
+
+
+def format_comparison(comparison: Comparison, *, groups: bool = True) -> str:
+    """Console table: one line per metric, the regressed groups, key/metric differences, the verdict."""
+    from pipeline.console import format_number, format_table
+
+    headers = [
+        "metric",
+        "better",
+        "pairs",
+        "baseline",
+        "candidate",
+        "change",
+        "95% CI",
+        "p",
+        "worse",
+        "tol",
+        "",
+    ]
+    rows = []
+    for m in comparison.metrics:
+        ci = f"[{format_number(m.ci_low)}, {format_number(m.ci_high)}]" if m.n_pairs else "-"
+        change = "-" if m.improvement is None else f"{m.improvement:+.4f}"
+        rows.append(
+            [
+                m.metric,
+                "higher" if m.higher_is_better else "lower",
+                str(m.n_pairs),
+                format_number(m.baseline_mean),
+                format_number(m.candidate_mean),
+                change,
+                ci,
+                "-" if m.wilcoxon_p is None else f"{m.wilcoxon_p:.3g}",
+                str(m.worse_count),
+                f"{m.tolerance:g}",
+                "REGRESSED" if m.regressed else "ok",
+            ]
+        )
+    lines = [
+        f"baseline:  {comparison.baseline_run}",
+        f"candidate: {comparison.candidate_run}",
+        "change = candidate - baseline, signed so that + is better",
+        format_table(headers, rows) if rows else "no metric present in both runs",
+    ]
+    bad_groups = [g for g in comparison.groups if g.regressed]
+    if groups and bad_groups and len({g.group for g in comparison.groups}) > 1:
+        lines.append(
+            "groups worse beyond tolerance: "
+            + ", ".join(f"{g.group or '(top level)'}/{g.metric} {g.improvement:+.4g}" for g in bad_groups)
+        )
+    lines.append(
+        f"keys: {len(comparison.added_keys)} added, {len(comparison.removed_keys)} removed"
+        + _listing(" (added: ", comparison.added_keys)
+        + _listing(" (removed: ", comparison.removed_keys)
+    )
+    if comparison.baseline_only_metrics:
+        lines.append("metrics only in baseline: " + ", ".join(comparison.baseline_only_metrics))
+    if comparison.candidate_only_metrics:
+        lines.append("metrics only in candidate: " + ", ".join(comparison.candidate_only_metrics))
+    lines.extend(f"note: {note}" for note in comparison.notes)
+    lines.extend(f"REGRESSION {text}" for text in comparison.regressions)
+    lines.append("PASS: no metric worse than its tolerance" if comparison.passed else "FAIL: regression")
+    return "\n".join(lines)
+
+
+def _listing(prefix: str, keys: list[str], limit: int = 5) -> str:
+    if not keys:
+        return ""
+    shown = ", ".join(keys[:limit]) + (f", ... {len(keys) - limit} more" if len(keys) > limit else "")
+    return f"{prefix}{shown})"

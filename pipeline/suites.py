@@ -1,0 +1,447 @@
+"""`iqa run nightly.yaml`: score several suites, compare each with its baseline, one report, one exit code.
+
+Config (paths relative to the YAML file's folder)::
+
+    baseline: baselines/nightly      # one sub-folder per suite holding a previous run directory
+    runs: reports/nightly            # today's run: RUNS/<name>/<suite>/ plus nightly.json and report.html
+    tolerances: {psnr: 0.05, ssim: 0.001}
+    score: {scheduler: sync, metrics: [psnr, ssim]}   # optional; any `iqa score --config` key
+    suites:
+      - name: jpeg
+        reference: demo-data/reference/jpeg
+        output: demo-data/output/jpeg
+        convention: default          # any `iqa score --config` key; overrides `score`
+        tolerances: {psnr: 0.1}      # optional; overrides the top-level tolerances
+
+Verdict of a suite: `failed` when scoring raised or the run is incomplete (failed pairs, missing outputs,
+duplicate references), else `regressed` when the comparison with its baseline fails, else `passed` (also
+when it has no baseline yet). The exit code is 0 when every suite passed, 1 otherwise; config problems
+(exit 2) are found before anything is scored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.compare import DEFAULT_TOLERANCES, Comparison, check_tolerances, compare_runs
+from pipeline.config import ScoreConfig, build_config
+from pipeline.errors import ConfigError, IQAError, RunDirError, UsageError
+
+TOP_KEYS = ("baseline", "runs", "tolerances", "score", "suites")
+REQUIRED_TOP_KEYS = ("baseline", "runs", "suites")
+SUITE_KEYS = ("name", "reference", "output", "tolerances")
+REQUIRED_SUITE_KEYS = ("name", "reference", "output")
+SCORE_KEYS = tuple(sorted({f.name for f in fields(ScoreConfig)} - {"extra", "metrics_explicit"}))
+SUMMARY_NAME = "nightly.json"
+REPORT_NAME = "report.html"
+PASSED, REGRESSED, FAILED = "passed", "regressed", "failed"
+
+log = logging.getLogger("pipeline.suites")
+
+
+@dataclass
+class Suite:
+    """One suite of the nightly job: two folders scored with one config."""
+
+    name: str
+    reference: Path
+    output: Path
+    config: ScoreConfig
+    tolerances: dict[str, float]
+
+
+@dataclass
+class NightlyConfig:
+    """A parsed nightly YAML file."""
+
+    path: Path
+    baseline: Path
+    runs: Path
+    suites: list[Suite]
+
+
+@dataclass
+class SuiteResult:
+    """What happened to one suite: its verdict, its run directory and its comparison with the baseline."""
+
+    name: str
+    run_dir: Path
+    verdict: str
+    comparison: Comparison | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == PASSED
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "run_dir": str(self.run_dir),
+            "verdict": self.verdict,
+            "passed": self.passed,
+            "regressed_metrics": self.comparison.regressed_metrics if self.comparison else [],
+            "notes": list(self.notes),
+            "comparison": self.comparison.to_dict() if self.comparison else None,
+        }
+
+
+@dataclass
+class NightlyResult:
+    """The whole job: one result per suite, where it was written, and the exit code (worst suite)."""
+
+    name: str
+    run_root: Path
+    suites: list[SuiteResult]
+    summary_path: Path
+    report_path: Path | None = None
+    baseline_updated: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return max((s.exit_code for s in self.suites), default=0)
+
+
+# Config
+
+
+def _key_line(node: Any, path: tuple[Any, ...]) -> int | None:
+    """Line (1-based) of the key or item at `path` inside a composed YAML node, when it can be found."""
+    line = None
+    for step in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == step), None)
+            if match is None:
+                return line
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+            node = node.value[step]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _where(file: Path, node: Any, *path: Any) -> str:
+    line = _key_line(node, path)
+    return f"{file}" + (f" line {line}" if line else "")
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a mapping of key: value, got {type(value).__name__}.")
+    return {str(k).replace("-", "_"): v for k, v in value.items()}
+
+
+def _score_values(values: dict[str, Any], where: Callable[[str], str]) -> dict[str, Any]:
+    """Check `iqa score` option keys (`where(key)` says where a key is) and normalize `metrics`."""
+    for key in values:
+        if key not in SCORE_KEYS:
+            raise ConfigError(
+                f"{where(key)}: unknown key {key!r}. Suite keys: {', '.join(SUITE_KEYS)}; "
+                f"score keys: {', '.join(SCORE_KEYS)}."
+            )
+    if "metrics" in values:
+        metrics = values["metrics"]
+        values["metrics"] = tuple(
+            m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)
+        )
+        values["metrics_explicit"] = True
+    return values
+
+
+def _tolerances(value: Any, where: str) -> dict[str, float]:
+    try:
+        return check_tolerances(_mapping(value, f"{where}: tolerances"), where)
+    except ConfigError:
+        raise
+    except UsageError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _join(folder: Path, value: Any) -> Path:
+    return Path(os.path.normpath(folder / str(value)))
+
+
+def load_nightly_config(path: str | Path) -> NightlyConfig:
+    """Read and check a nightly YAML file; every problem is a ConfigError naming the file, line and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot read nightly config {path}: {exc.strerror or exc}. Check the path."
+        ) from exc
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"Nightly config {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}."
+        ) from exc
+    data = _mapping(data or {}, f"Nightly config {path}")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise ConfigError(
+                f"{_where(path, node, key)}: unknown key {key!r}. Known keys: {', '.join(TOP_KEYS)}."
+            )
+    for key in REQUIRED_TOP_KEYS:
+        if data.get(key) in (None, "", []):
+            raise ConfigError(f"Nightly config {path}: missing key {key!r}. See configs/nightly.yaml.")
+    folder = Path(os.path.normpath(path.parent))
+    tolerances = {
+        **DEFAULT_TOLERANCES,
+        **_tolerances(data.get("tolerances") or {}, _where(path, node, "tolerances")),
+    }
+    shared = _score_values(
+        _mapping(data.get("score") or {}, f"{path}: score"), lambda key: _where(path, node, "score", key)
+    )
+    if not isinstance(data["suites"], list):
+        raise ConfigError(f"{_where(path, node, 'suites')}: 'suites' must be a list of suites.")
+    suites: list[Suite] = []
+    for index, raw in enumerate(data["suites"]):
+        where = _where(path, node, "suites", index)
+        entry = _mapping(raw, f"{where}: suite {index + 1}")
+        for key in REQUIRED_SUITE_KEYS:
+            if entry.get(key) in (None, ""):
+                raise ConfigError(f"{where}: suite {index + 1} is missing key {key!r}.")
+        name = str(entry.pop("name"))
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ConfigError(f"{where}: suite name {name!r} must be a plain folder name.")
+        if any(s.name == name for s in suites):
+            raise ConfigError(f"{where}: two suites are named {name!r}; names must be unique.")
+        reference, output = _join(folder, entry.pop("reference")), _join(folder, entry.pop("output"))
+        suite_tolerances = _tolerances(entry.pop("tolerances", None) or {}, f"{where} (suite {name!r})")
+        values = {
+            **shared,
+            **_score_values(
+                entry,
+                lambda key: f"{_where(path, node, 'suites', index, key)} (suite {name!r})",  # noqa: B023
+            ),
+        }
+        try:
+            config = build_config(values)
+        except ConfigError as exc:
+            raise ConfigError(f"{where} (suite {name!r}): {exc}") from None
+        for role, folder_path in (("reference", reference), ("output", output)):
+            if not folder_path.is_dir():
+                raise ConfigError(
+                    f"{where} (suite {name!r}): {role} folder {folder_path} does not exist. "
+                    "Paths are relative to the config file's folder."
+                )
+        suites.append(Suite(name, reference, output, config, {**tolerances, **suite_tolerances}))
+    if not suites:
+        raise ConfigError(f"Nightly config {path}: 'suites' is empty; add at least one suite.")
+    return NightlyConfig(path, _join(folder, data["baseline"]), _join(folder, data["runs"]), suites)
+
+
+# Running
+
+
+def default_run_name() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+
+
+def run_suite(
+    suite: Suite, run_dir: Path, baseline: Path, *, overwrite: bool = False, progress: bool = False
+) -> SuiteResult:
+    """Score one suite into `run_dir`, then compare it with `baseline/<suite>` when that exists."""
+    from pipeline.scoring import score_folders
+    from pipeline.sink import MANIFEST_NAME
+
+    try:
+        scored = score_folders(
+            suite.reference, suite.output, run_dir, suite.config, overwrite=overwrite, progress=progress
+        )
+    except IQAError as exc:
+        return SuiteResult(suite.name, run_dir, FAILED, notes=[f"scoring failed: {exc}"])
+    notes = list(scored.notices)
+    verdict = PASSED
+    if not scored.complete:
+        counts = scored.counts
+        verdict = FAILED
+        notes.append(
+            f"incomplete run: {counts['error']} failed pair(s), {counts['missing']} missing output(s), "
+            f"{counts['duplicates_reference']} duplicate reference(s); see {run_dir / MANIFEST_NAME}."
+        )
+    previous = baseline / suite.name
+    if not (previous / MANIFEST_NAME).is_file():
+        notes.append(f"no baseline yet ({previous}); pass --update-baseline after a good run.")
+        return SuiteResult(suite.name, run_dir, verdict, None, notes)
+    comparison = compare_runs(previous, run_dir, tolerances=suite.tolerances)
+    if not comparison.passed and verdict == PASSED:
+        verdict = REGRESSED
+    return SuiteResult(suite.name, run_dir, verdict, comparison, notes)
+
+
+def run_nightly(
+    config_path: str | Path,
+    *,
+    name: str | None = None,
+    update_baseline: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> NightlyResult:
+    """Run every suite of a nightly config, write `nightly.json` (and `report.html` when available).
+
+    Args:
+        name: folder under `runs` for this run (default: UTC date and time).
+        update_baseline: after a run where every suite passed, promote its run directories to the baseline.
+        overwrite: replace suite runs already in `runs/<name>`.
+
+    Raises:
+        ConfigError: bad config (before anything is scored). RunDirError: outputs cannot be written.
+    """
+    config = load_nightly_config(config_path)
+    name = name or default_run_name()
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise UsageError(f"--name {name!r} must be a plain folder name.")
+    run_root = config.runs / name
+    results = [
+        run_suite(suite, run_root / suite.name, config.baseline, overwrite=overwrite, progress=progress)
+        for suite in config.suites
+    ]
+    result = NightlyResult(name, run_root, results, run_root / SUMMARY_NAME)
+    result.report_path = _write_report(results, run_root / REPORT_NAME, result.notes)
+    if update_baseline:
+        if result.exit_code == 0:
+            promote(results, config.baseline, name)
+            result.baseline_updated = True
+        else:
+            result.notes.append("baseline NOT updated: not every suite passed.")
+    write_summary(result, config)
+    return result
+
+
+def _write_report(results: list[SuiteResult], output: Path, notes: list[str]) -> Path | None:
+    """The combined HTML report, when `pipeline.report.render_nightly_report` is available.
+
+    A failure to render is a note, not a crash: the verdicts and nightly.json matter more than the page.
+    """
+    try:
+        from pipeline.report import render_nightly_report
+    except ImportError:
+        notes.append("combined HTML report skipped: pipeline.report.render_nightly_report is not available.")
+        return None
+    suites = [
+        {
+            "name": r.name,
+            "run_dir": r.run_dir,
+            "passed": None if r.passed and r.comparison is None else r.passed,
+            "comparison": r.comparison,
+            "verdict": r.verdict,
+            "notes": list(r.notes),
+        }
+        for r in results
+    ]
+    try:
+        return render_nightly_report(suites, output)
+    except Exception as exc:
+        log.exception("combined nightly report failed")
+        notes.append(f"combined HTML report failed: {type(exc).__name__}: {exc}")
+        return None
+
+
+def write_summary(result: NightlyResult, config: NightlyConfig) -> Path:
+    """Write RUN_ROOT/nightly.json: verdicts, comparisons and where everything is."""
+    from pipeline.sink import write_atomic
+
+    payload = {
+        "name": result.name,
+        "config": str(config.path),
+        "baseline": str(config.baseline),
+        "run_root": str(result.run_root),
+        "exit_code": result.exit_code,
+        "passed": result.exit_code == 0,
+        "baseline_updated": result.baseline_updated,
+        "report": str(result.report_path) if result.report_path else None,
+        "notes": result.notes,
+        "suites": [s.to_dict() for s in result.suites],
+    }
+    result.run_root.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(payload, indent=2, allow_nan=False)
+    write_atomic(result.summary_path, lambda temp: temp.write_text(text, encoding="utf-8"))
+    return result.summary_path
+
+
+def promote(results: list[SuiteResult], baseline: Path, name: str) -> None:
+    """Copy each suite's run directory to `baseline/<suite>`: copy to a temp folder, then swap it in."""
+    try:
+        baseline.mkdir(parents=True, exist_ok=True)
+        for suite in results:
+            target = baseline / suite.name
+            temp = baseline / f".{suite.name}.new-{os.getpid()}"
+            old = baseline / f".{suite.name}.old-{os.getpid()}"
+            shutil.rmtree(temp, ignore_errors=True)
+            shutil.copytree(suite.run_dir, temp)
+            if target.exists():
+                os.replace(target, old)
+            os.replace(temp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        stamp = {"run": name, "promoted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        (baseline / "promoted.json").write_text(json.dumps(stamp, indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise RunDirError(
+            f"Cannot update the baseline in {baseline}: {exc.strerror or exc}. Check permissions and space."
+        ) from exc
+
+
+def _suite_detail(s: SuiteResult) -> str:
+    if s.verdict == FAILED:
+        return "; ".join(n for n in s.notes if not n.startswith("no baseline yet")) or "failed"
+    if s.comparison is None:
+        return "no baseline yet"
+    if s.comparison.regressions:
+        worse = [m for m in s.comparison.metrics if m.regressed]
+        return "mean change: " + ", ".join(f"{m.metric} {m.improvement:+.4g}" for m in worse)
+    return "no metric worse than its tolerance"
+
+
+def format_nightly(result: NightlyResult) -> str:
+    """Five-second table: suite, verdict, regressed metrics, details; then notes and where the results are."""
+    headers = ["suite", "verdict", "regressed", "details"]
+    rows = [
+        [
+            s.name,
+            s.verdict.upper(),
+            ", ".join(s.comparison.regressed_metrics)
+            if s.comparison and s.comparison.regressed_metrics
+            else "-",
+            _suite_detail(s),
+        ]
+        for s in result.suites
+    ]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(3)]
+    lines = [
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]]).rstrip()
+        for row in [headers, ["-" * w for w in widths] + ["-" * 7], *rows]
+    ]
+    for suite in result.suites:
+        if suite.comparison is not None:
+            lines.extend(f"{suite.name}: {text}" for text in suite.comparison.regressions)
+    lines.extend(f"note: {n}" for n in result.notes)
+    lines.append(f"results: {result.run_root}")
+    if result.report_path:
+        lines.append(f"report: {result.report_path}")
+    if result.baseline_updated:
+        lines.append("baseline updated from this run")
+    failed = [f"{s.name} ({s.verdict})" for s in result.suites if not s.passed]
+    lines.append("PASS: every suite passed" if not failed else f"FAIL: {', '.join(failed)}")
+    return "\n".join(lines)

@@ -1,0 +1,184 @@
+"""`iqa run nightly.yaml` end to end: a two-suite job as baseline, then one suite degraded (issue 5)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import SKIMAGE_DATA
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.suites import load_nightly_config
+
+runner = CliRunner()
+PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "camera.png")
+
+
+def photo(name: str) -> Image.Image:
+    image = Image.open(SKIMAGE_DATA / name)
+    image = image.convert("L") if image.mode in ("L", "I", "I;16") else image.convert("RGB")
+    scale = 192 / max(image.size)
+    return image.resize(
+        (int(image.width * scale) // 2 * 2, int(image.height * scale) // 2 * 2), Image.BICUBIC
+    )
+
+
+def save_jpeg_outputs(reference: Path, output: Path, quality: int) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    for path in sorted(reference.glob("*.png")):
+        buffer = io.BytesIO()
+        Image.open(path).save(buffer, format="JPEG", quality=quality)
+        (output / f"{path.stem}.jpg").write_bytes(buffer.getvalue())
+
+
+def build_suites(root: Path) -> None:
+    """Suite `jpeg` (JPEG quality 60) and suite `sr_x2` (bicubic down/up x2), four real photos each."""
+    for suite in ("jpeg", "sr_x2"):
+        (root / suite / "reference").mkdir(parents=True)
+        (root / suite / "output").mkdir(parents=True)
+    for name in PHOTOS:
+        image, stem = photo(name), Path(name).stem
+        image.save(root / "jpeg" / "reference" / f"{stem}.png")
+        image.save(root / "sr_x2" / "reference" / f"{stem}.png")
+        small = image.resize((image.width // 2, image.height // 2), Image.BICUBIC)
+        small.resize(image.size, Image.BICUBIC).save(root / "sr_x2" / "output" / f"{stem}.png")
+    save_jpeg_outputs(root / "jpeg" / "reference", root / "jpeg" / "output", quality=60)
+
+
+def write_config(root: Path, **extra) -> Path:
+    config = {
+        "baseline": "baseline",
+        "runs": "runs",
+        "tolerances": {"psnr": 0.05, "ssim": 0.001},
+        "score": {"metrics": ["psnr", "ssim"], "scheduler": "sync"},
+        "suites": [
+            {"name": "jpeg", "reference": "data/jpeg/reference", "output": "data/jpeg/output"},
+            {
+                "name": "sr_x2",
+                "reference": "data/sr_x2/reference",
+                "output": "data/sr_x2/output",
+                "convention": "sr-paper",
+                "scale": 2,
+            },
+        ],
+        **extra,
+    }
+    path = root / "nightly.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["run", *args, "--no-progress"])
+
+
+def suite_line(output: str, suite: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith(f"{suite} "))
+
+
+@pytest.fixture
+def nightly(tmp_path: Path) -> Path:
+    build_suites(tmp_path / "data")
+    return write_config(tmp_path)
+
+
+def test_degraded_suite_fails_the_nightly_run_and_the_other_passes(nightly: Path, tmp_path: Path):
+    first = invoke(str(nightly), "--name", "day1", "--update-baseline")
+    assert first.exit_code == 0, first.output
+    assert "no baseline yet" in first.output and "baseline updated" in first.output
+    baseline = tmp_path / "baseline"
+    assert (baseline / "jpeg" / "manifest.json").is_file() and (
+        baseline / "sr_x2" / "manifest.json"
+    ).is_file()
+    assert json.loads((baseline / "promoted.json").read_text())["run"] == "day1"
+
+    # A run compared with itself: zero change, exit 0.
+    same = runner.invoke(app, ["compare", str(baseline / "jpeg"), str(tmp_path / "runs" / "day1" / "jpeg")])
+    assert same.exit_code == 0, same.output
+    assert "+0.0000" in same.output and "REGRESSED" not in same.output
+
+    save_jpeg_outputs(tmp_path / "data/jpeg/reference", tmp_path / "data/jpeg/output", quality=10)
+    second = invoke(str(nightly), "--name", "day2", "--update-baseline")
+    assert second.exit_code == 1, second.output
+    jpeg_line, sr_line = suite_line(second.output, "jpeg"), suite_line(second.output, "sr_x2")
+    assert "REGRESSED" in jpeg_line and "psnr" in jpeg_line and "ssim" in jpeg_line
+    assert "PASSED" in sr_line
+    assert "jpeg: psnr: mean" in second.output
+    assert "FAIL: jpeg (regressed)" in second.output
+    assert "baseline NOT updated" in second.output
+    assert json.loads((baseline / "promoted.json").read_text())["run"] == "day1"
+
+    summary = json.loads((tmp_path / "runs" / "day2" / "nightly.json").read_text())
+    assert summary["exit_code"] == 1 and summary["baseline_updated"] is False
+    verdicts = {s["name"]: s for s in summary["suites"]}
+    assert verdicts["jpeg"]["verdict"] == "regressed"
+    assert set(verdicts["jpeg"]["regressed_metrics"]) == {"psnr", "ssim"}
+    assert verdicts["sr_x2"]["verdict"] == "passed" and verdicts["sr_x2"]["comparison"]["passed"] is True
+    for metric in verdicts["sr_x2"]["comparison"]["metrics"]:
+        assert metric["delta"] == 0
+
+    try:
+        from pipeline.report import render_nightly_report  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "runs" / "day2" / "report.html").is_file()
+    assert summary["report"] == str(tmp_path / "runs" / "day2" / "report.html")
+
+
+def test_incomplete_suite_fails(nightly: Path, tmp_path: Path):
+    (tmp_path / "data/sr_x2/output/coffee.png").unlink()
+    result = invoke(str(nightly), "--name", "day1", "--update-baseline")
+    assert result.exit_code == 1, result.output
+    assert "FAILED" in suite_line(result.output, "sr_x2") and "missing output" in result.output
+    assert "PASSED" in suite_line(result.output, "jpeg")
+    assert not (tmp_path / "baseline").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"colour": 1}, "'colour'"),
+        ({"suites": [{"name": "x", "reference": "data/jpeg/reference"}]}, "'output'"),
+        ({"suites": [{"name": "x", "reference": "data/jpeg/reference", "output": "o", "scal": 2}]}, "'scal'"),
+        ({"suites": [{"name": "x", "reference": "nowhere", "output": "data/jpeg/output"}]}, "nowhere"),
+        ({"tolerances": {"psnr": "lots"}}, "lots"),
+        ({"tolerances": {"vmaf": 1}}, "vmaf"),
+    ],
+)
+def test_config_errors_exit_2_naming_file_and_key(tmp_path: Path, change: dict, named: str):
+    build_suites(tmp_path / "data")
+    path = write_config(tmp_path, **change)
+    result = invoke(str(path))
+    assert result.exit_code == 2, result.output
+    assert named in result.output and "nightly.yaml" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_key_and_example_config(tmp_path: Path):
+    path = tmp_path / "nightly.yaml"
+    path.write_text("runs: runs\nsuites: []\n", encoding="utf-8")
+    result = invoke(str(path))
+    assert result.exit_code == 2 and "'baseline'" in result.output
+    example = yaml.safe_load((Path(__file__).parents[1] / "configs" / "nightly.yaml").read_text())
+    assert {"baseline", "runs", "tolerances", "suites"} <= set(example)
+    assert all({"name", "reference", "output"} <= set(s) for s in example["suites"])
+
+
+def test_example_config_loads_on_demo_data(tmp_path: Path):
+    example = Path(__file__).parents[1] / "configs" / "nightly.yaml"
+    data = yaml.safe_load(example.read_text())
+    for suite in data["suites"]:
+        for role in ("reference", "output"):
+            (tmp_path / "configs" / suite[role]).resolve().mkdir(parents=True, exist_ok=True)
+    (tmp_path / "configs").mkdir(exist_ok=True)
+    copy = tmp_path / "configs" / "nightly.yaml"
+    copy.write_text(example.read_text())
+    config = load_nightly_config(copy)
+    assert [s.name for s in config.suites] == [s["name"] for s in data["suites"]]
+    sr = next(s for s in config.suites if s.config.convention == "sr-paper")
+    assert sr.config.effective_crop == 4
