@@ -132,15 +132,17 @@ def score_shard(tasks: list[PairTask], settings: ScoreSettings) -> list[dict[str
     budget = GPU_BATCH_VALUES if device.type == "cuda" else CPU_BATCH_VALUES
     loaded_pairs: list[LoadedPair] = []
     pending: list[LoadedPair] = []
+    pending_values = 0
     with torch.inference_mode():
         for loaded in prefetch(lambda task: load_pair(task, settings), tasks, PREFETCH_DEPTH):
             loaded_pairs.append(loaded)
             if loaded.aligned is None:
                 continue
             pending.append(loaded)
-            if sum(p.aligned.ref.size for p in pending) >= budget:
+            pending_values += loaded.aligned.ref.size
+            if pending_values >= budget:
                 score_pending(pending, settings, convention, device, _STATE)
-                pending = []
+                pending, pending_values = [], 0
         score_pending(pending, settings, convention, device, _STATE)
     return [loaded.row for loaded in loaded_pairs]
 

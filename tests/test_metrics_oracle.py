@@ -99,3 +99,20 @@ def test_sixteen_bit_uses_data_range_65535():
     x, y = as_batch(reference, torch.float64), as_batch(output, torch.float64)
     assert abs(ssim(x, y, data_range=65535).item() - expected_ssim) < SSIM_TOL
     assert abs(psnr(x, y, data_range=65535).item() - expected_psnr) < PSNR_TOL
+
+
+def test_strip_processing_of_large_images_gives_the_same_values(monkeypatch):
+    import importlib
+
+    ssim_module = importlib.import_module("pipeline.metrics.ssim")
+    reference = real_image("astronaut.png")
+    output = degrade(reference, "noise")
+    x, y = as_batch(reference, torch.float64), as_batch(output, torch.float64)
+    whole = ssim_and_ms_ssim(x, y, data_range=255)
+    monkeypatch.setattr(ssim_module, "CPU_STRIP_VALUES", 5 * 3 * 512 * 24)
+    assert ssim_module._strip_rows(x, 11) < 502
+    strips = ssim_and_ms_ssim(x, y, data_range=255)
+    expected = pytorch_msssim.ms_ssim(x, y, data_range=255, size_average=False).item()
+    assert abs(strips[1].item() - expected) < SSIM_TOL
+    torch.testing.assert_close(strips[0], whole[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(strips[1], whole[1], rtol=0, atol=1e-12)

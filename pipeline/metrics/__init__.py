@@ -3,13 +3,16 @@
 >>> from pipeline.metrics import psnr, ssim, ms_ssim, lpips
 """
 
+from pipeline.metrics.losses import MSSSIMLoss, SSIMLoss
 from pipeline.metrics.psnr import mae, mse, psnr
 from pipeline.metrics.registry import METRICS, MetricInfo, higher_is_better
 from pipeline.metrics.ssim import ms_ssim, ssim, ssim_and_ms_ssim, ssim_map
 
 __all__ = [
     "METRICS",
+    "MSSSIMLoss",
     "MetricInfo",
+    "SSIMLoss",
     "higher_is_better",
     "lpips",
     "mae",

@@ -18,6 +18,8 @@ WINDOW_SIZE = 11
 WINDOW_SIGMA = 1.5
 K1, K2 = 0.01, 0.03
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+CPU_STRIP_VALUES = 8_000_000
+GPU_STRIP_VALUES = 128_000_000
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
@@ -64,13 +66,20 @@ def blur_valid(stack: Tensor, window: Tensor) -> Tensor:
     return out
 
 
-def _ssim_and_cs_maps(x: Tensor, y: Tensor, window: Tensor, data_range: float) -> tuple[Tensor, Tensor]:
+def _centre(x: Tensor) -> Tensor:
+    """Per-image, per-channel mean of x, shaped to broadcast: (N, C, 1, ...)."""
+    return x.detach().flatten(2).mean(dim=2).view(*x.shape[:2], *([1] * (x.dim() - 2)))
+
+
+def _ssim_and_cs_maps(
+    x: Tensor, y: Tensor, window: Tensor, data_range: float, centre: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """SSIM and contrast-structure maps, each (N, C, *valid spatial)."""
     c = x.shape[1]
     c1 = (K1 * data_range) ** 2
     c2 = (K2 * data_range) ** 2
     # Centering by the reference's mean keeps float32 variances accurate; SSIM is unchanged by it.
-    centre = x.detach().flatten(2).mean(dim=2).view(*x.shape[:2], *([1] * (x.dim() - 2)))
+    centre = _centre(x) if centre is None else centre
     xc, yc = x - centre, y - centre
     blurred = blur_valid(torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1), window)
     mu_xc, mu_yc, xx, yy, xy = blurred.split(c, dim=1)
@@ -85,10 +94,40 @@ def _ssim_and_cs_maps(x: Tensor, y: Tensor, window: Tensor, data_range: float) -
     return luminance * cs_map, cs_map
 
 
+def _strip_rows(x: Tensor, window_size: int) -> int:
+    """Output rows per strip so that one strip's five filtered maps stay within the memory budget."""
+    budget = GPU_STRIP_VALUES if x.is_cuda else CPU_STRIP_VALUES
+    per_row = 5 * x[:, :, 0].numel()
+    return max(1, budget // per_row - (window_size - 1))
+
+
 def _ssim_and_cs(x: Tensor, y: Tensor, window: Tensor, data_range: float) -> tuple[Tensor, Tensor]:
-    """Per-channel mean SSIM and contrast-structure, each (N, C)."""
-    ssim_map, cs_map = _ssim_and_cs_maps(x, y, window, data_range)
-    return ssim_map.flatten(2).mean(dim=2), cs_map.flatten(2).mean(dim=2)
+    """Per-channel mean SSIM and contrast-structure, each (N, C).
+
+    Large inputs are processed in strips along the first spatial axis (overlapping by the window size), so
+    memory stays bounded; each strip's maps are exactly those of the whole image, and their sums are
+    accumulated in float64.
+    """
+    size = window.numel()
+    out_rows = x.shape[2] - size + 1
+    rows = _strip_rows(x, size)
+    if rows >= out_rows:
+        ssim_map, cs_map = _ssim_and_cs_maps(x, y, window, data_range)
+        return ssim_map.flatten(2).mean(dim=2), cs_map.flatten(2).mean(dim=2)
+    centre = _centre(x)
+    ssim_sum = cs_sum = None
+    count = 0
+    for start in range(0, out_rows, rows):
+        stop = min(out_rows, start + rows)
+        ssim_map, cs_map = _ssim_and_cs_maps(
+            x[:, :, start : stop + size - 1], y[:, :, start : stop + size - 1], window, data_range, centre
+        )
+        strip_ssim = ssim_map.flatten(2).sum(dim=2, dtype=torch.float64)
+        strip_cs = cs_map.flatten(2).sum(dim=2, dtype=torch.float64)
+        ssim_sum = strip_ssim if ssim_sum is None else ssim_sum + strip_ssim
+        cs_sum = strip_cs if cs_sum is None else cs_sum + strip_cs
+        count += ssim_map[0, 0].numel()
+    return (ssim_sum / count).to(x.dtype), (cs_sum / count).to(x.dtype)
 
 
 def _check_inputs(x: Tensor, y: Tensor, data_range: float) -> float:

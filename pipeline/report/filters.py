@@ -1,0 +1,153 @@
+"""Small pure formatting functions, registered as Jinja filters so the template does no arithmetic."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+from pipeline.metrics.registry import METRICS
+
+_DIGITS = {"psnr": 2, "ssim": 4, "ms_ssim": 4, "lpips": 4}
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def metric_value(value: float | None, metric: str = "") -> str:
+    """A metric value with the precision its scale needs (`28.41`, `0.8123`, `41.7`); `–` when absent.
+
+    Example:
+        >>> metric_value(28.4137, "psnr"), metric_value(None, "ssim"), metric_value(float("inf"), "psnr")
+        ('28.41', '–', '∞')
+    """
+    if not _finite(value):
+        return "–"
+    value = float(value)
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    digits = _DIGITS.get(metric)
+    if digits is not None:
+        return f"{value:.{digits}f}"
+    return f"{value:.4g}"
+
+
+def signed(value: float | None, metric: str = "") -> str:
+    """A delta with an explicit sign (`+0.12`, `-0.0031`); `–` when absent."""
+    text = metric_value(value, metric)
+    if text == "–" or text.startswith(("-", "∞")):
+        return text
+    return "+" + text
+
+
+def interval(low: float | None, high: float | None, metric: str = "") -> str:
+    """A confidence interval as `[low, high]`; `–` when either end is absent."""
+    if not (_finite(low) and _finite(high)):
+        return "–"
+    return f"[{metric_value(low, metric)}, {metric_value(high, metric)}]"
+
+
+def count(value: int | float | None) -> str:
+    """An integer with thousands separators (`10,000`)."""
+    if not _finite(value):
+        return "–"
+    return f"{int(value):,}"
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as `0.84 s`, `2 min 05 s` or `1 h 02 min`."""
+    if not _finite(seconds):
+        return "–"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def rate(value: float | None, unit: str = "pairs/s") -> str:
+    """A throughput such as `123.4 pairs/s`."""
+    if not _finite(value):
+        return "–"
+    return f"{float(value):,.1f} {unit}"
+
+
+def pvalue(value: float | None) -> str:
+    """A p-value as `0.031` or `<1e-4`."""
+    if not _finite(value):
+        return "–"
+    value = float(value)
+    return "<1e-4" if value < 1e-4 else f"{value:.3g}"
+
+
+def direction(metric: str) -> str:
+    """`higher is better` or `lower is better` for a registered metric."""
+    info = METRICS.get(metric)
+    if info is None:
+        return ""
+    return "higher is better" if info.higher_is_better else "lower is better"
+
+
+def arrow(metric: str) -> str:
+    """`↑` for higher-is-better metrics, `↓` for lower-is-better ones."""
+    info = METRICS.get(metric)
+    if info is None:
+        return ""
+    return "↑" if info.higher_is_better else "↓"
+
+
+def unit(metric: str) -> str:
+    """The metric's unit (`dB`), or an empty string."""
+    info = METRICS.get(metric)
+    return info.unit if info is not None else ""
+
+
+def file_uri(path: str | os.PathLike[str] | None) -> str:
+    """A `file://` URI for a path (made absolute, percent-encoded); empty when there is no path."""
+    if not path:
+        return ""
+    try:
+        return Path(os.path.abspath(path)).as_uri()
+    except ValueError:
+        return ""
+
+
+def file_name(path: str | os.PathLike[str] | None) -> str:
+    """The last component of a path (`b/0001.png` -> `0001.png`)."""
+    return Path(path).name if path else ""
+
+
+def relative_href(target: str | os.PathLike[str], start: str | os.PathLike[str]) -> str:
+    """A percent-encoded relative link from folder `start` to `target` (POSIX separators)."""
+    relative = os.path.relpath(os.path.abspath(target), os.path.abspath(start))
+    return quote(Path(relative).as_posix())
+
+
+def verdict(passed: bool | None) -> str:
+    """`pass`, `REGRESSED` or `no baseline` for a suite or metric verdict."""
+    if passed is None:
+        return "no baseline"
+    return "pass" if passed else "REGRESSED"
+
+
+FILTERS: dict[str, Callable[..., str]] = {
+    "metric_value": metric_value,
+    "signed": signed,
+    "interval": interval,
+    "count": count,
+    "duration": duration,
+    "rate": rate,
+    "pvalue": pvalue,
+    "direction": direction,
+    "arrow": arrow,
+    "unit": unit,
+    "file_uri": file_uri,
+    "file_name": file_name,
+    "verdict": verdict,
+}

@@ -1,0 +1,533 @@
+"""Computation stage of the report: a run directory (Parquet + manifest) -> plain dataclasses.
+
+Nothing here formats text for display; the template receives these objects and the filters in
+`pipeline.report.filters` turn numbers into strings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.metrics.registry import METRICS
+from pipeline.report.plots import distribution_plot
+from pipeline.report.thumbnails import Thumbnail, pair_thumbnails, regression_thumbnails
+from pipeline.sink import load_results, read_manifest
+from pipeline.summary import MetricSummary, metric_columns, summarize, summarize_groups
+
+log = logging.getLogger("pipeline.report")
+
+DEFAULT_WORST = 8
+LIST_LIMIT = 500
+
+
+@dataclass
+class HeaderInfo:
+    """What was run, where, how and how fast (from manifest.json)."""
+
+    run_id: str
+    created: str
+    generated: str
+    reference_dir: str
+    output_dir: str
+    convention: str
+    convention_description: str
+    metrics: list[str]
+    versions: dict[str, str]
+    device: str
+    execution: str
+    counts: dict[str, int]
+    wall_seconds: float | None
+    score_seconds: float | None
+    throughput: float | None
+    config_hash: str
+    lpips_backbone: str | None
+    notices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MetricGroups:
+    """Per-group statistics of one metric, groups in sorted order."""
+
+    metric: str
+    summaries: list[MetricSummary]
+
+
+@dataclass
+class DistributionPlot:
+    """Distribution plot of one metric; `data_uri` is None when the metric has no finite value."""
+
+    metric: str
+    data_uri: str | None
+
+
+@dataclass
+class WorstCase:
+    """One of the worst pairs of a metric, with every metric value and its pictures."""
+
+    rank: int
+    key: str
+    group: str
+    value: float | None
+    values: dict[str, float | None]
+    ref_path: str
+    out_path: str
+    warnings: list[str]
+    thumbnails: list[Thumbnail]
+
+
+@dataclass
+class WorstSection:
+    """The worst K pairs of one metric, in the order of the metric's direction (worst first)."""
+
+    metric: str
+    higher_is_better: bool
+    considered: int
+    cases: list[WorstCase]
+
+
+@dataclass
+class FailureRow:
+    """A pair whose row has status 'error'."""
+
+    key: str
+    group: str
+    ref_path: str
+    out_path: str
+    error: str
+
+
+@dataclass
+class FileRow:
+    """One file that did not become a scored pair."""
+
+    key: str
+    paths: list[str]
+    note: str = ""
+
+
+@dataclass
+class FileList:
+    """Missing, extra, duplicate or skipped files (from manifest.json), at most `LIST_LIMIT` rows shown."""
+
+    id: str
+    title: str
+    explanation: str
+    rows: list[FileRow]
+    total: int
+
+
+@dataclass
+class RegressionCase:
+    """A pair that got worse against the baseline on one metric."""
+
+    rank: int
+    key: str
+    group: str
+    baseline: float | None
+    candidate: float | None
+    improvement: float
+    ref_path: str
+    baseline_out: str
+    candidate_out: str
+    thumbnails: list[Thumbnail]
+
+
+@dataclass
+class RegressionSection:
+    """The largest per-pair regressions of one metric (most negative improvement first)."""
+
+    metric: str
+    worse_pairs: int
+    cases: list[RegressionCase]
+
+
+@dataclass
+class BaselineData:
+    """Comparison of this run (candidate) with a baseline run, as computed by `pipeline.compare`."""
+
+    baseline_dir: str
+    baseline_run_id: str
+    passed: bool
+    regressions: list[str]
+    notes: list[str]
+    metrics: list[Any]
+    groups: list[tuple[str, list[Any]]]
+    added_keys: list[str]
+    added_total: int
+    removed_keys: list[str]
+    removed_total: int
+    worst: list[RegressionSection]
+
+
+@dataclass
+class ReportData:
+    """Everything the run report shows."""
+
+    header: HeaderInfo
+    overall: list[MetricSummary]
+    groups: list[MetricGroups]
+    group_count: int
+    plots: list[DistributionPlot]
+    worst: list[WorstSection]
+    worst_k: int
+    failures: list[FailureRow]
+    failures_total: int
+    files: list[FileList]
+    baseline: BaselineData | None = None
+
+
+@dataclass
+class SuiteData:
+    """One suite of a nightly run: its verdict, statistics and comparison."""
+
+    name: str
+    run_dir: str
+    report_href: str | None
+    passed: bool | None
+    run_id: str
+    counts: dict[str, int]
+    overall: list[MetricSummary]
+    comparison: list[Any]
+    regressed_metrics: list[str]
+    regressions: list[str]
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class NightlyData:
+    """Everything the combined nightly page shows."""
+
+    generated: str
+    passed: bool | None
+    suites: list[SuiteData]
+
+
+def now_text() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if pd.isna(number) else number
+
+
+def _warnings(value: Any) -> list[str]:
+    return [] if value is None else [_text(w) for w in value]
+
+
+def report_metrics(frame: pd.DataFrame, manifest: dict[str, Any]) -> list[str]:
+    """Metrics of the run that hold at least one value, in the manifest's order."""
+    present = metric_columns(frame)
+    chosen = [m for m in manifest.get("metrics", []) if m in present]
+    return chosen or present
+
+
+def build_header(manifest: dict[str, Any], metrics: list[str]) -> HeaderInfo:
+    """The header block from manifest.json."""
+    convention = manifest.get("convention") or {}
+    if isinstance(convention, str):
+        convention = {"name": convention}
+    timings = manifest.get("timings") or {}
+    return HeaderInfo(
+        run_id=_text(manifest.get("run_id")),
+        created=_text(manifest.get("created")),
+        generated=now_text(),
+        reference_dir=_text(manifest.get("reference_dir")),
+        output_dir=_text(manifest.get("output_dir")),
+        convention=_text(convention.get("name")),
+        convention_description=_text(convention.get("description")),
+        metrics=metrics,
+        versions={str(k): _text(v) for k, v in (manifest.get("versions") or {}).items()},
+        device=_text(manifest.get("device")),
+        execution=_text(manifest.get("execution")),
+        counts={str(k): int(v) for k, v in (manifest.get("counts") or {}).items()},
+        wall_seconds=_number(timings.get("total_s")),
+        score_seconds=_number(timings.get("score_s")),
+        throughput=_number(timings.get("pairs_per_s")),
+        config_hash=_text(manifest.get("config_hash")),
+        lpips_backbone=manifest.get("lpips_backbone"),
+        notices=[_text(n) for n in manifest.get("notices") or []],
+    )
+
+
+def worst_rows(ok_rows: pd.DataFrame, metric: str, k: int) -> pd.DataFrame:
+    """The K worst rows of a metric: lowest first when higher is better, highest first otherwise.
+
+    Rows without a finite value are left out; ties are broken by key.
+    """
+    values = pd.to_numeric(ok_rows[metric], errors="coerce")
+    finite = ok_rows[values.notna() & ~values.isin([float("inf"), float("-inf")])]
+    ascending = METRICS[metric].higher_is_better
+    return finite.sort_values([metric, "key"], ascending=[ascending, True], kind="stable").head(k)
+
+
+class ThumbnailCache:
+    """Pictures of a pair made once, however many metrics list it among their worst cases."""
+
+    def __init__(self) -> None:
+        self._pairs: dict[tuple[str, str], list[Thumbnail]] = {}
+
+    def pair(self, ref_path: str, out_path: str) -> list[Thumbnail]:
+        """Reference, output, |error| and SSIM-map thumbnails of a pair."""
+        key = (ref_path, out_path)
+        if key not in self._pairs:
+            self._pairs[key] = pair_thumbnails(ref_path, out_path)
+        return self._pairs[key]
+
+
+def build_worst(
+    ok_rows: pd.DataFrame, metrics: list[str], k: int, cache: ThumbnailCache
+) -> list[WorstSection]:
+    """Worst K pairs per metric, each with its values and pictures."""
+    sections = []
+    for metric in metrics:
+        chosen = worst_rows(ok_rows, metric, k)
+        cases = []
+        for rank, row in enumerate(chosen.itertuples(index=False), start=1):
+            record = row._asdict()
+            ref_path, out_path = _text(record["ref_path"]), _text(record["out_path"])
+            cases.append(
+                WorstCase(
+                    rank=rank,
+                    key=_text(record["key"]),
+                    group=_text(record["group"]),
+                    value=_number(record[metric]),
+                    values={m: _number(record[m]) for m in metrics},
+                    ref_path=ref_path,
+                    out_path=out_path,
+                    warnings=_warnings(record.get("warnings")),
+                    thumbnails=cache.pair(ref_path, out_path),
+                )
+            )
+        considered = int(pd.to_numeric(ok_rows[metric], errors="coerce").notna().sum())
+        sections.append(WorstSection(metric, METRICS[metric].higher_is_better, considered, cases))
+    return sections
+
+
+def build_failures(frame: pd.DataFrame) -> tuple[list[FailureRow], int]:
+    """Error rows (at most `LIST_LIMIT`) and their total count."""
+    errors = frame[frame["status"] != "ok"]
+    rows = [
+        FailureRow(
+            key=_text(row.key),
+            group=_text(row.group),
+            ref_path=_text(row.ref_path),
+            out_path=_text(row.out_path),
+            error=_text(row.error),
+        )
+        for row in errors.head(LIST_LIMIT).itertuples(index=False)
+    ]
+    return rows, len(errors)
+
+
+def build_file_lists(manifest: dict[str, Any]) -> list[FileList]:
+    """Missing, extra, duplicate and skipped files from manifest.json."""
+    missing = manifest.get("missing") or []
+    extra = manifest.get("extra") or []
+    duplicates = manifest.get("duplicates") or []
+    skipped = manifest.get("skipped") or []
+    return [
+        FileList(
+            "files-missing",
+            "Missing outputs",
+            "References without an output: not scored.",
+            [FileRow(_text(e.get("key")), [_text(e.get("path"))]) for e in missing[:LIST_LIMIT]],
+            len(missing),
+        ),
+        FileList(
+            "files-extra",
+            "Extra outputs",
+            "Outputs without a reference: not scored.",
+            [FileRow(_text(e.get("key")), [_text(e.get("path"))]) for e in extra[:LIST_LIMIT]],
+            len(extra),
+        ),
+        FileList(
+            "files-duplicates",
+            "Duplicate keys",
+            "Two or more files on one side map to the same key: the key is not scored.",
+            [
+                FileRow(_text(e.get("key")), [_text(p) for p in e.get("paths") or []], _text(e.get("side")))
+                for e in duplicates[:LIST_LIMIT]
+            ],
+            len(duplicates),
+        ),
+        FileList(
+            "files-skipped",
+            "Skipped entries",
+            "Seen while walking the folders but not usable.",
+            [FileRow("", [_text(e.get("path"))], _text(e.get("reason"))) for e in skipped[:LIST_LIMIT]],
+            len(skipped),
+        ),
+    ]
+
+
+def _by_metric(items: list[Any], metrics: list[str]) -> list[tuple[str, list[Any]]]:
+    blocks = [(m, [item for item in items if item.metric == m]) for m in metrics]
+    return [(m, chosen) for m, chosen in blocks if chosen]
+
+
+def _paths_by_key(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    return {
+        _text(key): (_text(ref), _text(out))
+        for key, ref, out in zip(frame["key"], frame["ref_path"], frame["out_path"], strict=True)
+    }
+
+
+def build_baseline(
+    baseline_dir: Path, run_dir: Path, frame: pd.DataFrame, metrics: list[str], k: int
+) -> BaselineData:
+    """Run `pipeline.compare.compare_runs(baseline, run)` and pick the largest per-pair regressions."""
+    from pipeline.compare import compare_runs
+
+    comparison = compare_runs(baseline_dir, run_dir)
+    baseline_frame = load_results(baseline_dir)
+    try:
+        baseline_run_id = _text(read_manifest(baseline_dir).get("run_id"))
+    except Exception:
+        baseline_run_id = ""
+    candidate_paths = _paths_by_key(frame)
+    baseline_paths = _paths_by_key(baseline_frame)
+    compared = [m.metric for m in comparison.metrics]
+    order = [m for m in metrics if m in compared] + [m for m in compared if m not in metrics]
+    per_pair = comparison.per_pair
+    sections = []
+    for metric in order:
+        rows = per_pair[(per_pair["metric"] == metric) & (per_pair["improvement"] < 0)]
+        rows = rows.sort_values(["improvement", "key"], kind="stable")
+        cases = []
+        for rank, row in enumerate(rows.head(k).itertuples(index=False), start=1):
+            key = _text(row.key)
+            ref_path, candidate_out = candidate_paths.get(key, ("", ""))
+            baseline_out = baseline_paths.get(key, ("", ""))[1]
+            cases.append(
+                RegressionCase(
+                    rank=rank,
+                    key=key,
+                    group=_text(row.group),
+                    baseline=_number(row.baseline),
+                    candidate=_number(row.candidate),
+                    improvement=float(row.improvement),
+                    ref_path=ref_path,
+                    baseline_out=baseline_out,
+                    candidate_out=candidate_out,
+                    thumbnails=regression_thumbnails(ref_path, baseline_out, candidate_out),
+                )
+            )
+        sections.append(RegressionSection(metric, len(rows), cases))
+    added = sorted(comparison.added_keys)
+    removed = sorted(comparison.removed_keys)
+    return BaselineData(
+        baseline_dir=str(baseline_dir),
+        baseline_run_id=baseline_run_id,
+        passed=bool(comparison.passed),
+        regressions=list(comparison.regressions),
+        notes=[_text(n) for n in getattr(comparison, "notes", [])],
+        metrics=list(comparison.metrics),
+        groups=_by_metric(list(comparison.groups), order),
+        added_keys=added[:LIST_LIMIT],
+        added_total=len(added),
+        removed_keys=removed[:LIST_LIMIT],
+        removed_total=len(removed),
+        worst=sections,
+    )
+
+
+def build_report(
+    run_dir: str | Path, *, baseline: str | Path | None = None, worst: int | None = None
+) -> ReportData:
+    """Read a run directory and compute everything its report shows.
+
+    Args:
+        run_dir: Run directory written by `iqa score`.
+        baseline: Optional baseline run directory to compare with.
+        worst: Worst pairs per metric (and largest regressions per metric) shown with pictures;
+            default: the run's `worst` config value, else `DEFAULT_WORST`.
+
+    Returns:
+        The report's data, ready for the template.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    frame = load_results(run_dir)
+    if worst is None:
+        worst = int((manifest.get("config") or {}).get("worst") or DEFAULT_WORST)
+    worst = max(0, worst)
+    metrics = report_metrics(frame, manifest)
+    ok_rows = frame[frame["status"] == "ok"]
+    group_summaries = summarize_groups(frame, metrics) if metrics else []
+    failures, failures_total = build_failures(frame)
+    return ReportData(
+        header=build_header(manifest, metrics),
+        overall=summarize(frame, metrics) if metrics else [],
+        groups=[MetricGroups(m, s) for m, s in _by_metric(group_summaries, metrics)],
+        group_count=int(ok_rows["group"].nunique()),
+        plots=[DistributionPlot(m, distribution_plot(ok_rows, m)) for m in metrics],
+        worst=build_worst(ok_rows, metrics, worst, ThumbnailCache()),
+        worst_k=worst,
+        failures=failures,
+        failures_total=failures_total,
+        files=build_file_lists(manifest),
+        baseline=(
+            build_baseline(Path(baseline), run_dir, frame, metrics, worst) if baseline is not None else None
+        ),
+    )
+
+
+def build_suite(suite: dict[str, Any], output_dir: Path) -> SuiteData:
+    """One nightly suite: verdict, statistics and comparison; a broken run directory becomes `error`."""
+    from pipeline.report.filters import relative_href
+
+    run_dir = Path(suite["run_dir"])
+    comparison = suite.get("comparison")
+    report = run_dir / "report.html"
+    data = SuiteData(
+        name=_text(suite.get("name")),
+        run_dir=str(run_dir),
+        report_href=relative_href(report, output_dir) if report.exists() else None,
+        passed=suite.get("passed"),
+        run_id="",
+        counts={},
+        overall=[],
+        comparison=list(comparison.metrics) if comparison is not None else [],
+        regressed_metrics=[m.metric for m in comparison.metrics if m.regressed]
+        if comparison is not None
+        else [],
+        regressions=list(comparison.regressions) if comparison is not None else [],
+        notes=[_text(n) for n in suite.get("notes") or []],
+    )
+    try:
+        manifest = read_manifest(run_dir)
+        frame = load_results(run_dir)
+        metrics = report_metrics(frame, manifest)
+        data.run_id = _text(manifest.get("run_id"))
+        data.counts = {str(k): int(v) for k, v in (manifest.get("counts") or {}).items()}
+        data.overall = summarize(frame, metrics) if metrics else []
+    except Exception as exc:
+        log.warning("nightly report: suite %s: %s", data.name, exc)
+        data.error = str(exc)
+    return data
+
+
+def build_nightly(suites: list[dict[str, Any]], output: Path) -> NightlyData:
+    """The combined nightly page: one verdict table per suite."""
+    built = [build_suite(suite, output.parent) for suite in suites]
+    verdicts = [s.passed for s in built if s.passed is not None]
+    passed = all(verdicts) if verdicts else None
+    return NightlyData(generated=now_text(), passed=passed, suites=built)

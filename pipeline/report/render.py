@@ -1,0 +1,78 @@
+"""Rendering stage of the report: dataclasses from `pipeline.report.model` -> one self-contained HTML file.
+
+This module owns Jinja. Autoescape is on for every template: file names and error messages are untrusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from pipeline.report.filters import FILTERS
+from pipeline.report.model import NightlyData, ReportData
+from pipeline.sink import write_atomic
+
+RUN_TEMPLATE = "template.html.j2"
+NIGHTLY_TEMPLATE = "nightly.html.j2"
+SCRIPT_TEMPLATE = "sortable.js.j2"
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """The Jinja environment: templates from this package folder, autoescape on, strict undefined."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def _script() -> tuple[Markup, str]:
+    """The inline table-sorting script and the CSP source that allows exactly it."""
+    text = environment().get_template(SCRIPT_TEMPLATE).render()
+    digest = base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+    return Markup(text), f"'sha256-{digest}'"
+
+
+def content_security_policy(script_source: str) -> str:
+    """No network, no plugins: images only as data URIs, inline CSS, and only our own script."""
+    return (
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        f"script-src {script_source}; base-uri 'none'; form-action 'none'"
+    )
+
+
+def render_html(template: str, **context: object) -> str:
+    """Render one page template with the shared script and its Content-Security-Policy."""
+    script, source = _script()
+    return (
+        environment()
+        .get_template(template)
+        .render(script=script, csp=content_security_policy(source), **context)
+    )
+
+
+def write_html(html: str, output: Path) -> Path:
+    """Write the page atomically (temp file, then rename)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(output, lambda temp: temp.write_text(html, encoding="utf-8"))
+    return output
+
+
+def render_report_data(report: ReportData) -> str:
+    """The run report page as a string."""
+    return render_html(RUN_TEMPLATE, report=report)
+
+
+def render_nightly_data(nightly: NightlyData) -> str:
+    """The nightly page as a string."""
+    return render_html(NIGHTLY_TEMPLATE, nightly=nightly)

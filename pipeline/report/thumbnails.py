@@ -1,0 +1,210 @@
+"""Small pictures of a pair for the report: reference, output, absolute-error heatmap, SSIM map.
+
+Images are decoded by `pipeline.images.read_image` (the only module that opens image files) and aligned by
+`pipeline.align.align_pair` with `size_mismatch="crop"`. Every picture becomes a JPEG data URI of at most
+`THUMBNAIL_SIDE` pixels on its long side. Any failure becomes a placeholder text, never an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.align import AlignedPair, align_pair
+from pipeline.images import read_image
+
+THUMBNAIL_SIDE = 160
+JPEG_QUALITY = 82
+ERROR_COLORMAP = "inferno"
+SSIM_COLORMAP = "viridis"
+ERROR_PERCENTILE = 99.5
+_NOTE_LENGTH = 160
+
+
+@dataclass
+class Thumbnail:
+    """One picture of the report, or the reason it could not be made.
+
+    Attributes:
+        label: What it shows (`reference`, `output`, `|error|`, `SSIM map`).
+        data_uri: `data:image/jpeg;base64,...`, or None when the picture failed.
+        note: The colour scale of a heatmap, or the reason for a missing picture.
+    """
+
+    label: str
+    data_uri: str | None
+    note: str = ""
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= _NOTE_LENGTH else text[: _NOTE_LENGTH - 1] + "…"
+
+
+def _placeholder(label: str, reason: str) -> Thumbnail:
+    return Thumbnail(label, None, f"no picture: {reason}")
+
+
+def _jpeg_uri(pixels: np.ndarray, side: int) -> str:
+    """(H, W) or (H, W, 3) uint8 -> JPEG data URI, downscaled to `side` px on the long side."""
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    scale = side / max(image.width, image.height)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _to_uint8(pixels: np.ndarray, data_range: float) -> np.ndarray:
+    """(H, W, C) float in data units -> (H, W) or (H, W, 3) uint8."""
+    scaled = np.clip(pixels / data_range, 0.0, 1.0) * 255.0
+    image = scaled.round().astype(np.uint8)
+    return image[:, :, 0] if image.shape[2] == 1 else image
+
+
+def _shrink_map(values: np.ndarray, side: int) -> np.ndarray:
+    """(H, W) float map -> area-averaged (h, w) map with h, w <= side."""
+    from PIL import Image
+
+    height, width = values.shape
+    scale = side / max(height, width)
+    if scale >= 1:
+        return values
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(values.astype(np.float32)).resize(size, Image.Resampling.BOX))
+
+
+def _colour(values: np.ndarray, vmin: float, vmax: float, colormap: str) -> np.ndarray:
+    """(H, W) float -> (H, W, 3) uint8 through a matplotlib colormap."""
+    from matplotlib import colormaps
+
+    span = vmax - vmin if vmax > vmin else 1.0
+    normalised = np.clip((values - vmin) / span, 0.0, 1.0)
+    return (colormaps[colormap](normalised)[:, :, :3] * 255).round().astype(np.uint8)
+
+
+def error_map(pair: AlignedPair) -> np.ndarray:
+    """Mean absolute error over channels in data units, (H, W)."""
+    return np.abs(pair.out - pair.ref).mean(axis=2)
+
+
+def error_scale(errors: np.ndarray, data_range: float) -> float:
+    """Upper end of the heatmap scale: a high percentile of the error, never 0."""
+    high = float(np.percentile(errors, ERROR_PERCENTILE)) if errors.size else 0.0
+    return high if high > 0 else data_range / 255.0
+
+
+def error_thumbnail(pair: AlignedPair, *, vmax: float | None = None, side: int = THUMBNAIL_SIDE) -> Thumbnail:
+    """Absolute-error heatmap (inferno, 0 to `vmax` data units; default a high percentile of the error)."""
+    try:
+        errors = error_map(pair)
+        top = error_scale(errors, pair.data_range) if vmax is None else vmax
+        picture = _colour(_shrink_map(errors, side), 0.0, top, ERROR_COLORMAP)
+        return Thumbnail("|error|", _jpeg_uri(picture, side), f"0 (dark) to {top:.3g} (bright), data units")
+    except Exception as exc:
+        return _placeholder("|error|", _short(exc))
+
+
+def ssim_thumbnail(pair: AlignedPair, *, side: int = THUMBNAIL_SIDE) -> Thumbnail:
+    """SSIM map (viridis, 0 to 1) of the aligned pair, computed on float64 at full resolution."""
+    import torch
+
+    from pipeline.metrics.ssim import WINDOW_SIZE, ssim_map
+
+    height, width = pair.ref.shape[:2]
+    if min(height, width) < WINDOW_SIZE:
+        reason = f"image is {width}x{height}, smaller than the {WINDOW_SIZE} px window"
+        return _placeholder("SSIM map", reason)
+    try:
+        x = torch.from_numpy(np.ascontiguousarray(pair.ref.transpose(2, 0, 1)))[None].to(torch.float64)
+        y = torch.from_numpy(np.ascontiguousarray(pair.out.transpose(2, 0, 1)))[None].to(torch.float64)
+        with torch.inference_mode():
+            values = ssim_map(x, y, data_range=pair.data_range)[0].numpy()
+        picture = _colour(_shrink_map(values, side), 0.0, 1.0, SSIM_COLORMAP)
+        return Thumbnail("SSIM map", _jpeg_uri(picture, side), "0 (dark) to 1 (bright)")
+    except Exception as exc:
+        return _placeholder("SSIM map", _short(exc))
+
+
+def _image_thumbnail(label: str, pixels: np.ndarray, data_range: float, side: int) -> Thumbnail:
+    try:
+        return Thumbnail(label, _jpeg_uri(_to_uint8(pixels, data_range), side))
+    except Exception as exc:
+        return _placeholder(label, _short(exc))
+
+
+def load_pair(ref_path: str, out_path: str) -> AlignedPair:
+    """Decode and align one pair (top-left crop when sizes differ)."""
+    return align_pair(read_image(ref_path), read_image(out_path), size_mismatch="crop")
+
+
+def pair_thumbnails(
+    ref_path: str | None, out_path: str | None, *, side: int = THUMBNAIL_SIDE
+) -> list[Thumbnail]:
+    """Reference, output, absolute-error heatmap and SSIM map of one pair.
+
+    Args:
+        ref_path: Reference image file.
+        out_path: Output image file.
+        side: Longest side of each picture in pixels.
+
+    Returns:
+        Four thumbnails; any that cannot be made carry a placeholder note instead of a picture.
+    """
+    labels = ("reference", "output", "|error|", "SSIM map")
+    if not ref_path or not out_path:
+        return [_placeholder(label, "no file path in the results") for label in labels]
+    try:
+        pair = load_pair(ref_path, out_path)
+    except Exception as exc:
+        return [_placeholder(label, _short(exc)) for label in labels]
+    return [
+        _image_thumbnail("reference", pair.ref, pair.data_range, side),
+        _image_thumbnail("output", pair.out, pair.data_range, side),
+        error_thumbnail(pair, side=side),
+        ssim_thumbnail(pair, side=side),
+    ]
+
+
+def regression_thumbnails(
+    ref_path: str | None,
+    baseline_out: str | None,
+    candidate_out: str | None,
+    *,
+    side: int = THUMBNAIL_SIDE,
+) -> list[Thumbnail]:
+    """Reference, baseline output, candidate output and both error heatmaps on one shared scale.
+
+    Returns:
+        Five thumbnails; any that cannot be made carry a placeholder note instead of a picture.
+    """
+    labels = ("reference", "baseline output", "candidate output", "baseline |error|", "candidate |error|")
+    if not ref_path or not baseline_out or not candidate_out:
+        return [_placeholder(label, "no file path in the results") for label in labels]
+    try:
+        reference = read_image(ref_path)
+        baseline = align_pair(reference, read_image(baseline_out), size_mismatch="crop")
+        candidate = align_pair(reference, read_image(candidate_out), size_mismatch="crop")
+        top = max(
+            error_scale(error_map(baseline), baseline.data_range),
+            error_scale(error_map(candidate), candidate.data_range),
+        )
+    except Exception as exc:
+        return [_placeholder(label, _short(exc)) for label in labels]
+    baseline_error = error_thumbnail(baseline, vmax=top, side=side)
+    candidate_error = error_thumbnail(candidate, vmax=top, side=side)
+    baseline_error.label, candidate_error.label = labels[3], labels[4]
+    return [
+        _image_thumbnail("reference", candidate.ref, candidate.data_range, side),
+        _image_thumbnail("baseline output", baseline.out, baseline.data_range, side),
+        _image_thumbnail("candidate output", candidate.out, candidate.data_range, side),
+        baseline_error,
+        candidate_error,
+    ]

@@ -1,0 +1,286 @@
+"""HTML report: sections, escaping of untrusted names, self-containment, worst-case order, baseline, CLI."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import degrade, real_image
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.config import ScoreConfig
+from pipeline.metrics.registry import METRICS
+from pipeline.report import filters, render_nightly_report, render_run_report
+from pipeline.report.model import ReportData, build_report
+from pipeline.report.thumbnails import pair_thumbnails
+from pipeline.scoring import score_folders
+from pipeline.sink import load_results
+
+HOSTILE_STEM = "<img src=x onerror=alert(1)>"
+HOSTILE_EXTRA_STEM = "<script>alert(2)</script>"
+SECTION_IDS = ("header", "summary", "groups", "distributions", "worst", "failures", "files")
+METRIC_NAMES = ("psnr", "ssim", "ms_ssim", "mse")
+
+
+class _TagCollector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, attrs))
+
+
+def parse_tags(html: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
+    """Every start tag of a page with its attributes, as a browser's tokenizer sees them."""
+    collector = _TagCollector()
+    collector.feed(html)
+    return collector.tags
+
+
+@dataclass
+class ReportRun:
+    """A scored run (candidate) and a baseline scored on the same references."""
+
+    reference: Path
+    run_dir: Path
+    baseline_dir: Path
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def build_report_run(root: Path) -> ReportRun:
+    """Real photos in groups a/ and b/, one corrupt output, one missing, one extra, one hostile name.
+
+    The baseline is mostly more degraded (noise), but better on the hostile-named pair, so the baseline
+    section has per-pair regressions to show.
+    """
+    photos = {
+        "a/astronaut": real_image("astronaut.png"),
+        "a/coffee": real_image("coffee.png"),
+        "a/brick": real_image("brick.png"),
+        "b/chelsea": real_image("chelsea.png"),
+        "b/camera": real_image("camera.png"),
+        f"b/{HOSTILE_STEM}": real_image("motorcycle_left.png")[:256, :384],
+    }
+    candidate = {
+        "a/astronaut": "jpeg",
+        "a/coffee": "blur",
+        "b/chelsea": "noise",
+        f"b/{HOSTILE_STEM}": "bicubic4",
+    }
+    reference, outputs, baseline_outputs = root / "ref", root / "out", root / "out-baseline"
+    for key, image in photos.items():
+        _save(reference / f"{key}.png", image)
+    for key, kind in candidate.items():
+        _save(outputs / f"{key}.png", degrade(photos[key], kind))
+        milder = "bicubic2" if key.endswith(HOSTILE_STEM) else "noise"
+        _save(baseline_outputs / f"{key}.png", degrade(photos[key], milder, seed=1))
+    for folder in (outputs, baseline_outputs):
+        (folder / "b" / "camera.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
+        _save(folder / "b" / f"{HOSTILE_EXTRA_STEM}.png", photos["b/chelsea"])
+    config = ScoreConfig(metrics=METRIC_NAMES, scheduler="sync", report=False).validate()
+    run_dir, baseline_dir = root / "run", root / "baseline"
+    score_folders(reference, baseline_outputs, baseline_dir, config, progress=False)
+    score_folders(reference, outputs, run_dir, config, progress=False)
+    return ReportRun(reference, run_dir, baseline_dir)
+
+
+@pytest.fixture(scope="module")
+def report_run(tmp_path_factory: pytest.TempPathFactory) -> ReportRun:
+    return build_report_run(tmp_path_factory.mktemp("report-run"))
+
+
+@pytest.fixture(scope="module")
+def report_html(report_run: ReportRun) -> str:
+    path = render_run_report(report_run.run_dir)
+    assert path == report_run.run_dir / "report.html"
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def baseline_html(report_run: ReportRun, tmp_path_factory: pytest.TempPathFactory) -> str:
+    output = tmp_path_factory.mktemp("with-baseline") / "report.html"
+    render_run_report(report_run.run_dir, baseline=report_run.baseline_dir, output=output, worst=3)
+    return output.read_text(encoding="utf-8")
+
+
+def test_report_has_every_section(report_html: str) -> None:
+    for section in SECTION_IDS:
+        assert f'<section id="{section}"' in report_html
+    assert 'id="baseline"' not in report_html
+    assert "(8 per metric)" in report_html
+    for metric in METRIC_NAMES:
+        assert f'id="worst-{metric}"' in report_html
+
+
+def test_untrusted_file_names_are_escaped(report_html: str, baseline_html: str) -> None:
+    for html in (report_html, baseline_html):
+        assert "&lt;img src=x onerror=alert(1)&gt;" in html
+        assert "<img src=x onerror" not in html
+        assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html
+        assert "<script>alert" not in html
+        assert "onerror=" not in html.replace("&lt;img src=x onerror=alert(1)&gt;", "")
+        tags = parse_tags(html)
+        assert not [(tag, name) for tag, attrs in tags for name, _ in attrs if name.startswith("on")]
+        assert sum(tag == "script" for tag, _ in tags) == 1
+
+
+def test_report_is_self_contained(report_html: str, baseline_html: str) -> None:
+    for html in (report_html, baseline_html):
+        assert "http://" not in html and "https://" not in html
+        sources = [
+            value or ""
+            for tag, attrs in parse_tags(html)
+            if tag in ("img", "script", "link", "iframe", "source", "embed", "object")
+            for name, value in attrs
+            if name in ("src", "href", "data")
+        ]
+        assert sources, "the report has pictures"
+        assert all(s.startswith("data:") for s in sources), sources
+        assert "<style>" in html and 'rel="stylesheet"' not in html
+        assert "Content-Security-Policy" in html
+
+
+def test_report_lists_failures_missing_and_extra(report_html: str) -> None:
+    failures = report_html.split('<section id="failures"', 1)[1].split("</section>", 1)[0]
+    assert "b/camera" in failures and "camera.png" in failures
+    files = report_html.split('<section id="files"', 1)[1].split("</section>", 1)[0]
+    assert "a/brick" in files
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in files
+    assert "file://" in files
+
+
+@pytest.fixture(scope="module")
+def report_data(report_run: ReportRun) -> ReportData:
+    return build_report(report_run.run_dir, worst=3)
+
+
+def test_worst_cases_follow_each_metric_direction(report_run: ReportRun, report_data: ReportData) -> None:
+    report = report_data
+    frame = load_results(report_run.run_dir)
+    ok = frame[frame["status"] == "ok"]
+    assert [s.metric for s in report.worst] == list(METRIC_NAMES)
+    for section in report.worst:
+        values = [case.value for case in section.cases]
+        assert len(values) == 3
+        higher = METRICS[section.metric].higher_is_better
+        assert section.higher_is_better is higher
+        assert values == sorted(values, reverse=not higher)
+        column = ok[section.metric].astype(float)
+        assert values[0] == pytest.approx(column.min() if higher else column.max())
+        for case in section.cases:
+            assert [t.label for t in case.thumbnails] == ["reference", "output", "|error|", "SSIM map"]
+            assert all(
+                t.data_uri and t.data_uri.startswith("data:image/jpeg;base64,") for t in case.thumbnails
+            )
+
+
+def test_report_statistics_and_plots(report_data: ReportData) -> None:
+    report = report_data
+    assert report.header.counts["error"] == 1
+    assert report.header.counts["missing"] == 1
+    assert report.header.counts["extra"] == 1
+    assert [s.metric for s in report.overall] == list(METRIC_NAMES)
+    assert report.overall[0].ci_low <= report.overall[0].mean <= report.overall[0].ci_high
+    assert {s.group for block in report.groups for s in block.summaries} == {"a", "b"}
+    assert all(p.data_uri and p.data_uri.startswith("data:image/png;base64,") for p in report.plots)
+    assert report.worst_k == 3
+
+
+def test_baseline_section_shows_deltas_and_regressions(baseline_html: str, report_run: ReportRun) -> None:
+    assert '<section id="baseline"' in baseline_html
+    section = baseline_html.split('<section id="baseline"', 1)[1].split("</section>", 1)[0]
+    assert "improvement" in section and "Wilcoxon" in section
+    report = build_report(report_run.run_dir, baseline=report_run.baseline_dir, worst=3)
+    assert report.baseline is not None
+    psnr = next(s for s in report.baseline.worst if s.metric == "psnr")
+    assert psnr.cases and psnr.cases[0].key == f"b/{HOSTILE_STEM}"
+    assert psnr.cases[0].improvement < 0
+    assert [t.label for t in psnr.cases[0].thumbnails][:3] == [
+        "reference",
+        "baseline output",
+        "candidate output",
+    ]
+    assert all(t.data_uri for t in psnr.cases[0].thumbnails)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in section
+
+
+def test_thumbnail_failures_become_placeholders(tmp_path: Path) -> None:
+    thumbs = pair_thumbnails(str(tmp_path / "nope.png"), str(tmp_path / "nada.png"))
+    assert len(thumbs) == 4
+    assert all(t.data_uri is None and "does not exist" in t.note for t in thumbs)
+    small = tmp_path / "small.png"
+    _save(small, np.zeros((8, 8), dtype=np.uint8))
+    thumbs = pair_thumbnails(str(small), str(small))
+    assert thumbs[0].data_uri and thumbs[2].data_uri
+    assert thumbs[3].data_uri is None and "11 px" in thumbs[3].note
+
+
+def test_filters_format_without_template_arithmetic() -> None:
+    assert filters.metric_value(28.41372, "psnr") == "28.41"
+    assert filters.metric_value(0.812345, "ssim") == "0.8123"
+    assert filters.metric_value(None, "ssim") == "–"
+    assert filters.metric_value(float("nan"), "ssim") == "–"
+    assert filters.metric_value(float("inf"), "psnr") == "∞"
+    assert filters.signed(0.5, "psnr") == "+0.50"
+    assert filters.signed(-0.5, "psnr") == "-0.50"
+    assert filters.interval(1.0, 2.0, "psnr") == "[1.00, 2.00]"
+    assert filters.count(10000) == "10,000"
+    assert filters.duration(125) == "2 min 05 s"
+    assert filters.pvalue(1e-9) == "<1e-4"
+    assert filters.file_uri("/tmp/<a b>.png") == "file:///tmp/%3Ca%20b%3E.png"
+    assert filters.verdict(None) == "no baseline"
+
+
+def test_nightly_report_links_each_suite(report_run: ReportRun, tmp_path: Path) -> None:
+    from pipeline.compare import compare_runs
+
+    render_run_report(report_run.run_dir)
+    comparison = compare_runs(report_run.baseline_dir, report_run.run_dir)
+    output = tmp_path / "nightly" / "index.html"
+    suites = [
+        {
+            "name": "sr <x4>",
+            "run_dir": report_run.run_dir,
+            "passed": comparison.passed,
+            "comparison": comparison,
+        },
+        {
+            "name": "baseline",
+            "run_dir": report_run.baseline_dir,
+            "passed": None,
+            "comparison": None,
+            "notes": ["note <b>x</b>"],
+        },
+        {"name": "broken", "run_dir": tmp_path / "absent", "passed": False, "comparison": None},
+    ]
+    html = render_nightly_report(suites, output).read_text(encoding="utf-8")
+    assert "sr &lt;x4&gt;" in html and "sr <x4>" not in html
+    assert "note &lt;b&gt;x&lt;/b&gt;" in html
+    hrefs = re.findall(r'href="([^"#][^"]*report\.html)"', html)
+    assert hrefs and all(not h.startswith(("/", "file:", "http")) for h in hrefs)
+    assert (output.parent / hrefs[0]).resolve() == (report_run.run_dir / "report.html").resolve()
+    assert "no baseline" in html and "REGRESSED" in html
+    assert "http://" not in html and "https://" not in html
+
+
+def test_cli_report_command(report_run: ReportRun, tmp_path: Path) -> None:
+    from pipeline.cli import app
+
+    output = tmp_path / "cli-report.html"
+    result = CliRunner().invoke(app, ["report", str(report_run.run_dir), "-o", str(output), "--worst", "2"])
+    assert result.exit_code == 0, result.output
+    assert str(output) in result.output
+    assert '<section id="worst"' in output.read_text(encoding="utf-8")
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "no-such-run")])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
