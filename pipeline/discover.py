@@ -297,7 +297,12 @@ def _index(
     for rel, path in files:
         raw_key = _raw_key(rel)
         if raw_key is None:
-            skipped.append({"path": path, "reason": "file name is not valid UTF-8; rename the file"})
+            reason = "file name is not valid UTF-8; rename the file"
+            skipped.append({"path": _printable(path), "reason": reason})
+            continue
+        if not _is_clean_key(raw_key):
+            reason = "path contains a backslash, which a key cannot hold (keys use '/'); rename it"
+            skipped.append({"path": path, "reason": reason})
             continue
         key = raw_key
         if mapper is not None:
@@ -314,6 +319,11 @@ def _index(
     return index, unmatched
 
 
+def _printable(path: str) -> str:
+    """`path` with undecodable bytes (surrogate escapes) shown as `\\xff`, so it can be printed and saved."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _raw_key(rel: str) -> str | None:
     """Relative path without extension, NFC-normalised; None for names that are not valid UTF-8."""
     key = os.path.splitext(rel)[0]
@@ -323,7 +333,6 @@ def _raw_key(rel: str) -> str | None:
         except UnicodeEncodeError:
             return None
         key = unicodedata.normalize("NFC", key)
-    assert _is_clean_key(key), key
     return key
 
 

@@ -270,7 +270,7 @@ def score_folders(
                 fresh = [row for row in rows if row["status"] != REUSED]
                 reused_count += len(rows) - len(fresh)
                 if fresh:
-                    writer.write(fresh)
+                    _write_part(writer, fresh)
                 error_count += sum(row["status"] == "error" for row in fresh)
                 bar.update(len(rows))
                 bar.set_postfix(failed=error_count, refresh=False)
@@ -370,6 +370,17 @@ def build_manifest(
         "skipped": pairing.skipped,
         "notices": notices,
     }
+
+
+def _write_part(writer: PartWriter, rows: list[dict[str, Any]]) -> None:
+    """Write one part; on a write failure stop the run, saying the finished parts are kept for --resume."""
+    try:
+        writer.write(rows)
+    except RunDirError as exc:
+        raise RunDirError(
+            f"{exc} The run stopped; the {len(writer.written)} part(s) already written are kept: "
+            "fix the problem and rerun with --resume to continue."
+        ) from exc
 
 
 def _write_report(run_dir: Path, notices: list[str]) -> None:

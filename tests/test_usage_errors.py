@@ -1,0 +1,154 @@
+"""Issue 7: usage errors exit 2 with one clear `error:` line and no traceback."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import degrade, real_image
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+runner = CliRunner()
+FAST = ["--metrics", "psnr", "--scheduler", "sync", "--no-report", "--no-progress"]
+
+
+@pytest.fixture
+def folders(tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    image = real_image("camera.png")[:64, :64]
+    for root, array in ((ref, image), (out, degrade(image, "noise"))):
+        root.mkdir()
+        Image.fromarray(array).save(root / "camera.png")
+    return ref, out
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["score", *args])
+
+
+def assert_one_error_line(result, *needles: str) -> str:
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_missing_reference_folder(folders, tmp_path):
+    _, out = folders
+    result = invoke(str(tmp_path / "no-such-ref"), str(out), "-o", str(tmp_path / "run"), *FAST)
+    assert_one_error_line(result, "Reference folder", "no-such-ref", "does not exist")
+
+
+def test_missing_output_folder(folders, tmp_path):
+    ref, _ = folders
+    result = invoke(str(ref), str(tmp_path / "no-such-out"), "-o", str(tmp_path / "run"), *FAST)
+    assert_one_error_line(result, "Output folder", "no-such-out", "does not exist")
+
+
+def test_reference_given_as_a_file(folders, tmp_path):
+    ref, out = folders
+    result = invoke(str(ref / "camera.png"), str(out), "-o", str(tmp_path / "run"), *FAST)
+    assert_one_error_line(result, "not a directory")
+
+
+def test_reference_and_output_are_the_same_folder(folders, tmp_path):
+    ref, _ = folders
+    result = invoke(str(ref), str(ref / "." / ""), "-o", str(tmp_path / "run"), *FAST)
+    assert_one_error_line(result, "same folder")
+
+
+@pytest.mark.parametrize("side", ["reference", "output"])
+def test_run_dir_inside_an_input_folder(folders, tmp_path, side):
+    ref, out = folders
+    inside = (ref if side == "reference" else out) / "results" / "run"
+    result = invoke(str(ref), str(out), "-o", str(inside), *FAST)
+    assert_one_error_line(result, f"inside the {side} folder", "outside both input folders")
+    assert not inside.exists()
+
+
+def test_run_dir_equal_to_an_input_folder(folders):
+    ref, out = folders
+    assert_one_error_line(invoke(str(ref), str(out), "-o", str(out), *FAST), "inside the output folder")
+
+
+def test_unknown_metric(folders, tmp_path):
+    ref, out = folders
+    args = [str(ref), str(out), "-o", str(tmp_path / "run"), "--scheduler", "sync", "--metrics", "psnr,psnrr"]
+    assert_one_error_line(invoke(*args), "Unknown metric 'psnrr'", "psnr, ssim")
+
+
+def test_unknown_convention_on_the_command_line(folders, tmp_path):
+    ref, out = folders
+    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, "--convention", "matlab")
+    assert result.exit_code == 2, result.output
+    assert "matlab" in result.output and "Traceback" not in result.output
+
+
+def test_unknown_convention_in_config(folders, tmp_path):
+    ref, out = folders
+    config = tmp_path / "c.yaml"
+    config.write_text("convention: matlab\n")
+    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, "--config", str(config))
+    assert_one_error_line(result, "Unknown convention 'matlab'", "sr-paper")
+
+
+def test_config_with_bad_yaml_names_the_line(folders, tmp_path):
+    ref, out = folders
+    config = tmp_path / "bad.yaml"
+    config.write_text("metrics: [psnr, ssim]\nscale: 4\nconvention: [sr-paper\n")
+    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, "--config", str(config))
+    assert_one_error_line(result, "bad.yaml", "line ", "not valid YAML")
+
+
+def test_config_with_unknown_key_names_line_and_key(folders, tmp_path):
+    ref, out = folders
+    config = tmp_path / "typo.yaml"
+    config.write_text("metrics: [psnr]\nscale: 2\n\nworkerz: 3\n")
+    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, "--config", str(config))
+    assert_one_error_line(result, "typo.yaml", "line 4", "'workerz'")
+
+
+def test_config_that_is_not_a_mapping(folders, tmp_path):
+    ref, out = folders
+    config = tmp_path / "list.yaml"
+    config.write_text("- psnr\n- ssim\n")
+    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, "--config", str(config))
+    assert_one_error_line(result, "list.yaml", "mapping")
+
+
+def test_missing_config_file(folders, tmp_path):
+    ref, out = folders
+    result = invoke(
+        str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, "--config", str(tmp_path / "x.yaml")
+    )
+    assert_one_error_line(result, "x.yaml")
+
+
+def test_resume_with_overwrite(folders, tmp_path):
+    ref, out = folders
+    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, "--resume", "--overwrite")
+    assert_one_error_line(result, "--resume", "--overwrite")
+
+
+def test_scheduler_address_with_workers(folders, tmp_path):
+    ref, out = folders
+    args = [str(ref), str(out), "-o", str(tmp_path / "run"), "--metrics", "psnr", "--no-report"]
+    result = invoke(*args, "--scheduler", "tcp://127.0.0.1:1", "--workers", "2")
+    assert_one_error_line(result, "--workers", "--scheduler ADDRESS")
+
+
+def test_scheduler_with_scheduler_file(folders, tmp_path):
+    ref, out = folders
+    args = [str(ref), str(out), "-o", str(tmp_path / "run"), "--metrics", "psnr", "--no-report"]
+    result = invoke(*args, "--scheduler", "tcp://127.0.0.1:1", "--scheduler-file", str(tmp_path / "s.json"))
+    assert_one_error_line(result, "--scheduler-file")
+
+
+def test_pairs_with_missing_folder(tmp_path):
+    result = runner.invoke(app, ["pairs", str(tmp_path / "a"), str(tmp_path)])
+    assert_one_error_line(result, "does not exist")
