@@ -31,7 +31,9 @@ class AlignedPair:
     warnings: list[str] = field(default_factory=list)
 
 
-def align_pair(ref: DecodedImage, out: DecodedImage, *, size_mismatch: str = "error") -> AlignedPair:
+def align_pair(
+    ref: DecodedImage, out: DecodedImage, *, size_mismatch: str = "error", as_float64: bool = True
+) -> AlignedPair:
     """Align an output image to its reference.
 
     The output is rescaled into the reference data range when the two differ, a gray image is replicated
@@ -43,6 +45,8 @@ def align_pair(ref: DecodedImage, out: DecodedImage, *, size_mismatch: str = "er
         out: Output image, pixels `(H', W', C')`.
         size_mismatch: "error" raises when sizes differ, "crop" crops both top-left to the common size,
             "resize" resizes the output to the reference size (bicubic, clipped to the data range).
+        as_float64: return float64 arrays; False keeps the stored dtype (8x less memory for 8-bit images)
+            wherever no rescaling or resizing was needed, for consumers that convert to float themselves.
 
     Returns:
         The aligned pair with both arrays of shape `(H, W, max(C, C'))` (common size for "crop").
@@ -58,10 +62,10 @@ def align_pair(ref: DecodedImage, out: DecodedImage, *, size_mismatch: str = "er
         )
     warnings: list[str] = []
     data_range = float(ref.data_range)
-    ref_pixels = ref.pixels.astype(np.float64)
-    out_pixels = out.pixels.astype(np.float64)
+    ref_pixels = ref.pixels.astype(np.float64) if as_float64 else ref.pixels
+    out_pixels = out.pixels.astype(np.float64) if as_float64 else out.pixels
     if out.data_range != ref.data_range:
-        out_pixels *= data_range / out.data_range
+        out_pixels = out_pixels * (data_range / out.data_range)
         warnings.append(
             f"output data range {_describe_range(out)} rescaled to "
             f"the reference data range {_describe_range(ref)}"
@@ -119,7 +123,8 @@ def _match_size(
         )
         return ref_pixels[:height, :width].copy(), out_pixels[:height, :width].copy()
     warnings.append(f"output resized from {out_size} to the reference size {ref_size} (bicubic)")
-    return ref_pixels, _resize_bicubic(out_pixels, ref.height, ref.width, float(ref.data_range))
+    resized = _resize_bicubic(out_pixels.astype(np.float64), ref.height, ref.width, float(ref.data_range))
+    return ref_pixels, resized
 
 
 def _resize_bicubic(pixels: np.ndarray, height: int, width: int, data_range: float) -> np.ndarray:

@@ -295,6 +295,67 @@ def report(
     typer.echo(f"report: {path}")
 
 
+class SimilarMetric(str, Enum):
+    ssim = "ssim"
+    ms_ssim = "ms_ssim"
+    psnr = "psnr"
+    lpips = "lpips"
+
+
+@app.command()
+@user_errors
+def similar(
+    folder: Annotated[Path, typer.Argument(help="Folder of images (recursive) to compare with each other.")],
+    run_dir: Annotated[
+        Path, typer.Option("-o", "--out", help="Run directory for similarity.parquet, nearest.csv, HTML.")
+    ],
+    against: Annotated[
+        Path | None, typer.Option(help="Reference folder: compare every image with every reference instead.")
+    ] = None,
+    metric: Annotated[SimilarMetric, typer.Option(help="ssim, ms_ssim, psnr or lpips.")] = SimilarMetric.ssim,
+    size: Annotated[
+        int,
+        typer.Option(
+            help="Common size: each image (RGB, [0, 1]) is resized bicubic (antialiased) so its short "
+            "side is SIZE, then centre-cropped to SIZE x SIZE (aspect ratio kept up to the crop). 128 by "
+            "default (SSIM cost grows with SIZE^2); MS-SSIM uses 5 scales from 161 px, fewer below."
+        ),
+    ] = 128,
+    block: Annotated[int, typer.Option(help="Images per block; one Dask task compares two blocks.")] = 64,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786), or 'threads' / 'sync' to debug."),
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes of the embedded cluster.")] = None,
+    lpips_net: Annotated[
+        LpipsNet, typer.Option(help="LPIPS backbone: alex, vgg or squeeze.")
+    ] = LpipsNet.alex,
+    lpips_weights: Annotated[
+        str | None, typer.Option(help="Backbone checkpoint file (or folder holding it) for LPIPS.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace results already in the run directory.")] = False,
+    report: Annotated[bool, typer.Option(help="Write RUN_DIR/similar.html.")] = True,
+) -> None:
+    """Compare every image with every other (or every reference) and print each image's nearest match."""
+    from pipeline.similar import format_nearest, run_similar
+
+    result = run_similar(
+        folder,
+        run_dir,
+        against=against,
+        metric=metric.value,
+        size=size,
+        block=block,
+        scheduler=scheduler,
+        workers=workers,
+        lpips_net=lpips_net.value,
+        lpips_weights=lpips_weights,
+        overwrite=overwrite,
+        report=report,
+    )
+    typer.echo(format_nearest(result))
+
+
 def main() -> None:
     """Console entry point (`iqa`, `python -m pipeline`)."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

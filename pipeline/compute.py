@@ -28,7 +28,7 @@ from pipeline.metrics.ssim import WINDOW_SIZE, gaussian_window, ms_ssim_min_side
 REUSED = "reused"
 CPU_BATCH_VALUES = 4_000_000
 GPU_BATCH_VALUES = 64_000_000
-PREFETCH_DEPTH = 2
+PREFETCH_DEPTH = 1
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,7 @@ def load_pair(task: PairTask, settings: ScoreSettings) -> LoadedPair:
         ref = decode_image(ref_file, data_range=settings.data_range)
         row.update(_describe(ref))
         out = decode_image(out_file, data_range=settings.data_range)
-        loaded.aligned = align_pair(ref, out, size_mismatch=settings.size_mismatch)
+        loaded.aligned = align_pair(ref, out, size_mismatch=settings.size_mismatch, as_float64=False)
         row["warnings"] = [
             *_prefixed("reference", ref.warnings),
             *_prefixed("output", out.warnings),
@@ -238,10 +238,12 @@ def score_pending(
         batches.setdefault((loaded.aligned.ref.shape, loaded.aligned.data_range), []).append(loaded)
     for batch in batches.values():
         start = time.perf_counter()
+        data_range = batch[0].aligned.data_range
         try:
-            ref = _stack([p.aligned.ref for p in batch], convention.dtype, device)
-            out = _stack([p.aligned.out for p in batch], convention.dtype, device)
-            data_range = batch[0].aligned.data_range
+            ref = _stack([p.aligned.ref for p in batch], device)
+            out = _stack([p.aligned.out for p in batch], device)
+            for loaded in batch:
+                loaded.aligned = None
             values, warnings = compute_metrics(ref, out, data_range, settings, convention, state)
         except ImageError as exc:
             for loaded in batch:
@@ -258,18 +260,20 @@ def score_pending(
             loaded.row.update({name: column[index] for name, column in values.items()})
             loaded.row["warnings"] = [*loaded.row["warnings"], *warnings]
             loaded.row["seconds"] += share
-        for loaded in batch:
-            loaded.aligned = None
 
 
 def _task_of(row: dict[str, Any]) -> PairTask:
     return PairTask(row["key"], row["group"], row["ref_path"], row["out_path"])
 
 
-def _stack(images: list[np.ndarray], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(H, W, C) float64 arrays -> (N, C, H, W) tensor on `device`."""
-    batch = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2))
-    return batch.to(device=device, dtype=dtype, non_blocking=True)
+def _stack(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """(H, W, C) arrays of one shape -> (N, C, H, W) tensor on `device`, keeping the stored values' dtype.
+
+    16-bit images become int32 (torch has no arithmetic on uint16); floats stay as they are.
+    """
+    arrays = [image.astype(np.int32) if image.dtype == np.uint16 else image for image in images]
+    batch = torch.from_numpy(np.ascontiguousarray(arrays[0])[None] if len(arrays) == 1 else np.stack(arrays))
+    return batch.to(device=device, non_blocking=True).permute(0, 3, 1, 2)
 
 
 def _floats(tensor: torch.Tensor) -> list[float]:
@@ -287,7 +291,7 @@ def compute_metrics(
     """Metric values for a batch of aligned pairs of one shape, under a convention.
 
     Args:
-        ref, out: (N, C, H, W) in the convention's dtype, values in [0, data_range].
+        ref, out: (N, C, H, W) stored values (integers or floats) in [0, data_range].
 
     Returns:
         ({metric: N values or None}, warnings explaining every None; the same for the whole batch).
@@ -318,8 +322,10 @@ def compute_metrics(
         from pipeline.metrics.perceptual import lpips
 
         network = state.lpips_network(settings, ref.device)
-        ref_rgb = crop_border(ref, crop).float()
-        out_rgb = crop_border(out, crop).float()
+        if ref_pix.dtype == torch.float32 and ref_pix.shape[1] == ref.shape[1]:
+            ref_rgb, out_rgb = ref_pix, out_pix
+        else:
+            ref_rgb, out_rgb = crop_border(ref, crop).float(), crop_border(out, crop).float()
         values["lpips"] = _floats(lpips(ref_rgb, out_rgb, data_range=data_range, network=network))
     return values, warnings
 

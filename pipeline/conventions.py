@@ -43,16 +43,18 @@ def make_convention(name: str, *, crop: int = 0) -> Convention:
     raise ConfigError(f"Unknown convention {name!r}: choose default or sr-paper.")
 
 
-def rgb_to_y(x: Tensor, *, data_range: float) -> Tensor:
+def rgb_to_y(x: Tensor, *, data_range: float, dtype: torch.dtype | None = None) -> Tensor:
     """BT.601 luma as MATLAB's rgb2ycbcr computes it, in the units of `data_range`, unrounded.
 
     Args:
-        x: (N, 3, H, W) RGB in [0, data_range].
+        x: (N, 3, H, W) RGB in [0, data_range], any dtype (integers are converted channel by channel).
+        dtype: result dtype (default: x's dtype if floating, else float32).
 
     Returns:
         (N, 1, H, W) Y in [16/255 R, 235/255 R] for R = data_range.
     """
-    red, green, blue = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    dtype = dtype or (x.dtype if x.is_floating_point() else torch.float32)
+    red, green, blue = (x[:, index : index + 1].to(dtype) for index in range(3))
     weighted = Y_COEFFICIENTS[0] * red + Y_COEFFICIENTS[1] * green + Y_COEFFICIENTS[2] * blue
     return Y_OFFSET * data_range / 255.0 + weighted / 255.0
 
@@ -73,8 +75,11 @@ def crop_border(x: Tensor, crop: int) -> Tensor:
 
 
 def prepare_for_pixel_metrics(x: Tensor, convention: Convention, *, data_range: float) -> Tensor:
-    """Crop, cast and (for luma conventions) convert RGB to Y: (N, C, H, W) -> (N, C', H', W')."""
-    x = crop_border(x.to(convention.dtype), convention.crop)
+    """Crop, cast and (for luma conventions) convert RGB to Y: (N, C, H, W) -> (N, C', H', W').
+
+    `x` may hold the stored integers; the conversion to the convention's dtype happens after the crop.
+    """
+    x = crop_border(x, convention.crop)
     if convention.luma_only and x.shape[1] == 3:
-        x = rgb_to_y(x, data_range=data_range)
-    return x
+        return rgb_to_y(x, data_range=data_range, dtype=convention.dtype)
+    return x.to(convention.dtype)

@@ -35,6 +35,7 @@ _ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
 }
 
 _HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
+LAYER_STRIP_VALUES = 4_000_000
 
 
 def _check_net(net: str) -> None:
@@ -245,4 +246,37 @@ def lpips(x: Tensor, y: Tensor, *, data_range: float, network: torch.nn.Module) 
         x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
     x = 2 * x / data_range - 1
     y = 2 * y / data_range - 1
-    return network(x, y, normalize=False).reshape(x.shape[0])
+    return layerwise_distance(network, x, y).reshape(x.shape[0])
+
+
+def layerwise_distance(network: lpips_package.LPIPS, x: Tensor, y: Tensor) -> Tensor:
+    """The LPIPS v0.1 forward pass, one backbone layer at a time: (N, 3, H, W) in [-1, 1] x2 -> (N, 1, 1, 1).
+
+    The same operations in the same order as `lpips.LPIPS.forward`, but each layer's activations are freed as
+    soon as the next layer is computed and the per-pixel distance is reduced in row strips, so peak memory is
+    about two activations of the largest layer instead of all layers of both images.
+    """
+    x, y = network.scaling_layer(x), network.scaling_layer(y)
+    total: Tensor | int = 0
+    for index in range(network.L):
+        layer = getattr(network.net, f"slice{index + 1}")
+        x, y = layer(x), layer(y)
+        total = total + _layer_distance(network.lins[index], x, y)
+    return total
+
+
+def _layer_distance(linear: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Spatial mean of lin((unit(x) - unit(y))^2) over (N, C, H, W) activations, in strips of rows."""
+    rows = max(1, LAYER_STRIP_VALUES // max(1, x[:, :, 0].numel()))
+    if rows >= x.shape[2]:
+        return lpips_package.spatial_average(linear(_squared_unit_difference(x, y)), keepdim=True)
+    strips = [
+        linear(_squared_unit_difference(x[:, :, start : start + rows], y[:, :, start : start + rows]))
+        .sum(dim=(2, 3), keepdim=True, dtype=torch.float64)
+        for start in range(0, x.shape[2], rows)
+    ]
+    return (torch.stack(strips).sum(dim=0) / (x.shape[2] * x.shape[3])).to(x.dtype)
+
+
+def _squared_unit_difference(x: Tensor, y: Tensor) -> Tensor:
+    return (lpips_package.normalize_tensor(x) - lpips_package.normalize_tensor(y)) ** 2
