@@ -71,9 +71,15 @@ def align_pair(
             f"the reference data range {_describe_range(ref)}"
         )
     ref_pixels, out_pixels = _match_channels(ref, out, ref_pixels, out_pixels, warnings)
-    if ref_pixels.shape[:2] != out_pixels.shape[:2]:
+    if ref_pixels.shape[:-1] != out_pixels.shape[:-1]:
         ref_pixels, out_pixels = _match_size(ref, out, ref_pixels, out_pixels, size_mismatch, warnings)
     return AlignedPair(ref_pixels, out_pixels, data_range, warnings)
+
+
+def _size_text(image: DecodedImage) -> str:
+    """'WxH' for images, 'WxHxD' for volumes."""
+    size = f"{image.width}x{image.height}"
+    return size if image.depth is None else f"{size}x{image.depth}"
 
 
 def _describe_range(image: DecodedImage) -> str:
@@ -85,16 +91,21 @@ def _match_channels(
     ref: DecodedImage, out: DecodedImage, ref_pixels: np.ndarray, out_pixels: np.ndarray, warnings: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     for image in (ref, out):
-        if image.pixels.ndim != 3 or image.channels not in (1, 3):
+        if image.pixels.ndim not in (3, 4) or image.channels not in (1, 3):
             raise ImageError(
-                f"{image.path} has pixel shape {image.pixels.shape}; expected (H, W, 1) or (H, W, 3)"
+                f"{image.path} has pixel shape {image.pixels.shape}; expected (H, W, 1|3) or (D, H, W, 1|3)"
             )
+    if ref.pixels.ndim != out.pixels.ndim:
+        volume, flat = (ref, out) if ref.pixels.ndim == 4 else (out, ref)
+        raise ImageError(
+            f"{volume.path} is a volume but {flat.path} is a 2-D image; pair volumes with volumes"
+        )
     if ref.channels == 3 and out.channels == 1:
         warnings.append("output is grayscale, reference RGB: gray replicated to 3 channels")
-        return ref_pixels, np.repeat(out_pixels, 3, axis=2)
+        return ref_pixels, np.repeat(out_pixels, 3, axis=-1)
     if ref.channels == 1 and out.channels == 3:
         warnings.append("reference is grayscale, output RGB: gray replicated to 3 channels")
-        return np.repeat(ref_pixels, 3, axis=2), out_pixels
+        return np.repeat(ref_pixels, 3, axis=-1), out_pixels
     return ref_pixels, out_pixels
 
 
@@ -106,8 +117,8 @@ def _match_size(
     policy: str,
     warnings: list[str],
 ) -> tuple[np.ndarray, np.ndarray]:
-    ref_size = f"{ref.width}x{ref.height}"
-    out_size = f"{out.width}x{out.height}"
+    ref_size = _size_text(ref)
+    out_size = _size_text(out)
     if policy == "error":
         raise ImageError(
             f"size mismatch: reference {ref.path} is {ref_size} and output {out.path} is {out_size} "
@@ -115,13 +126,18 @@ def _match_size(
             "or resize the output to the reference"
         )
     if policy == "crop":
-        height = min(ref.height, out.height)
-        width = min(ref.width, out.width)
+        sides = zip(ref_pixels.shape[:-1], out_pixels.shape[:-1], strict=True)
+        common = tuple(slice(0, min(a, b)) for a, b in sides)
         warnings.append(
             f"sizes differ (reference {ref_size}, output {out_size}): "
-            f"both cropped top-left to {width}x{height}"
+            f"both cropped top-left to {'x'.join(str(c.stop) for c in reversed(common))}"
         )
-        return ref_pixels[:height, :width].copy(), out_pixels[:height, :width].copy()
+        return ref_pixels[common].copy(), out_pixels[common].copy()
+    if ref_pixels.ndim == 4:
+        raise ImageError(
+            f"size mismatch between volumes {ref.path} ({ref_size}) and {out.path} ({out_size}); "
+            "resizing volumes is not supported, use --size-mismatch crop"
+        )
     warnings.append(f"output resized from {out_size} to the reference size {ref_size} (bicubic)")
     resized = _resize_bicubic(out_pixels.astype(np.float64), ref.height, ref.width, float(ref.data_range))
     return ref_pixels, resized

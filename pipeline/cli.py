@@ -95,6 +95,13 @@ def score(
         float | None,
         typer.Option(help="Peak value for float .npy arrays (integer images use their bit depth)."),
     ] = None,
+    volumes: Annotated[
+        bool | None,
+        typer.Option(
+            "--volumes/--no-volumes",
+            help="Read 3-D .npy arrays as volumes (D, H, W[, C]); NIfTI (.nii, .nii.gz) is always a volume.",
+        ),
+    ] = None,
     scheduler: Annotated[
         str | None,
         typer.Option(help="Dask scheduler address (tcp://host:8786), or 'threads' / 'sync' to debug."),
@@ -156,6 +163,7 @@ def score(
         crop_border=crop_border,
         size_mismatch=size_mismatch.value if size_mismatch else None,
         data_range=data_range,
+        volumes=volumes,
         scheduler=scheduler,
         scheduler_file=scheduler_file,
         workers=workers,

@@ -61,6 +61,7 @@ class ScoreSettings:
     device: str = "auto"
     torch_threads: int | None = None
     run_id: str = ""
+    volumes: bool = False
 
 
 @dataclass
@@ -194,9 +195,9 @@ def load_pair(task: PairTask, settings: ScoreSettings) -> LoadedPair:
         if task.known_hashes == (ref_file.sha256, out_file.sha256):
             row["status"] = REUSED
             return loaded
-        ref = decode_image(ref_file, data_range=settings.data_range)
+        ref = decode_image(ref_file, data_range=settings.data_range, volume=settings.volumes)
         row.update(_describe(ref))
-        out = decode_image(out_file, data_range=settings.data_range)
+        out = decode_image(out_file, data_range=settings.data_range, volume=settings.volumes)
         loaded.aligned = align_pair(ref, out, size_mismatch=settings.size_mismatch, as_float64=False)
         row["warnings"] = [
             *_prefixed("reference", ref.warnings),
@@ -216,9 +217,14 @@ def _unexpected(task: PairTask, exc: BaseException) -> str:
     return f"Unexpected failure scoring {task.key!r} ({task.ref_path} vs {task.out_path}): {detail}"
 
 
-def _describe(image: DecodedImage) -> dict[str, int]:
-    height, width, channels = image.pixels.shape
-    return {"height": height, "width": width, "channels": channels, "bit_depth": image.bit_depth}
+def _describe(image: DecodedImage) -> dict[str, int | None]:
+    return {
+        "height": image.height,
+        "width": image.width,
+        "depth": image.depth,
+        "channels": image.channels,
+        "bit_depth": image.bit_depth,
+    }
 
 
 def _prefixed(side: str, warnings: list[str]) -> list[str]:
@@ -273,7 +279,8 @@ def _stack(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """
     arrays = [image.astype(np.int32) if image.dtype == np.uint16 else image for image in images]
     batch = torch.from_numpy(np.ascontiguousarray(arrays[0])[None] if len(arrays) == 1 else np.stack(arrays))
-    return batch.to(device=device, non_blocking=True).permute(0, 3, 1, 2)
+    batch = batch.to(device=device, non_blocking=True)
+    return batch.permute(0, batch.dim() - 1, *range(1, batch.dim() - 1))
 
 
 def _floats(tensor: torch.Tensor) -> list[float]:
@@ -318,7 +325,10 @@ def compute_metrics(
     if wanted & {"ssim", "ms_ssim"}:
         values.update(_structural(ref_pix, out_pix, wanted, settings, data_range, state, warnings))
 
-    if "lpips" in wanted:
+    if "lpips" in wanted and ref.dim() == 5:
+        values["lpips"] = [None] * ref.shape[0]
+        warnings.append("lpips left null: LPIPS is defined on 2-D images only, not on volumes")
+    elif "lpips" in wanted:
         from pipeline.metrics.perceptual import lpips
 
         network = state.lpips_network(settings, ref.device)
@@ -340,13 +350,13 @@ def _structural(
     warnings: list[str],
 ) -> dict[str, list[float | None]]:
     count = ref.shape[0]
-    short_side = min(ref.shape[-2:])
+    short_side = min(ref.shape[2:])
+    size = "x".join(str(side) for side in reversed(ref.shape[2:]))
     window = state.window(ref.dtype, ref.device)
     values: dict[str, list[float | None]] = {name: [None] * count for name in wanted & {"ssim", "ms_ssim"}}
     if short_side < WINDOW_SIZE:
         warnings.append(
-            f"image is {ref.shape[-2]}x{ref.shape[-1]}, smaller than the {WINDOW_SIZE} px SSIM window: "
-            "ssim and ms_ssim left null"
+            f"image is {size}, smaller than the {WINDOW_SIZE} px SSIM window: ssim and ms_ssim left null"
         )
         return values
     ms_min = ms_ssim_min_side(settings.ms_ssim_scales)

@@ -35,6 +35,7 @@ class ScoreConfig:
     size_mismatch: str = "error"
     ms_ssim_scales: int = 5
     data_range: float | None = None
+    volumes: bool = False
     lpips_net: str = "alex"
     lpips_weights: str | None = None
     output_suffix: str | None = None
@@ -60,6 +61,7 @@ class ScoreConfig:
         "size_mismatch",
         "ms_ssim_scales",
         "data_range",
+        "volumes",
         "lpips_net",
     )
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.errors import ConfigError, UsageError
-from pipeline.images import IMAGE_EXTENSIONS
+from pipeline.images import image_extension
 
 KeyMapper = Callable[[str], "str | None"]
 
@@ -224,8 +224,7 @@ def _walk(root: str, root_real: str, exclude_real: str, skipped: list[dict]) -> 
             if name.startswith("."):
                 continue
             rel = f"{dir_rel}/{name}" if dir_rel else name
-            extension = os.path.splitext(name)[1].lower()
-            is_image_name = extension in IMAGE_EXTENSIONS
+            is_image_name = bool(image_extension(name))
             if _is_dir(entry):
                 if is_image_name:
                     skipped.append({"path": entry.path, "reason": "is a directory, not an image file"})
@@ -326,7 +325,7 @@ def _printable(path: str) -> str:
 
 def _raw_key(rel: str) -> str | None:
     """Relative path without extension, NFC-normalised; None for names that are not valid UTF-8."""
-    key = os.path.splitext(rel)[0]
+    key = rel[: len(rel) - len(image_extension(rel))] if image_extension(rel) else os.path.splitext(rel)[0]
     if not key.isascii():
         try:
             key.encode("utf-8")

@@ -27,8 +27,11 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.errors import ImageError, UsageError
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy"}
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy", ".nii", ".nii.gz"}
 )
+VOLUME_EXTENSIONS: frozenset[str] = frozenset({".nii", ".nii.gz"})
+_GZIP_MAGIC = b"\x1f\x8b"
+_MAX_NIFTI_BYTES = 4 << 30
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -50,12 +53,12 @@ _PNG_DEEP_COLOUR_CHANNELS = {2: 3, 4: 2, 6: 4}
 
 @dataclass
 class DecodedImage:
-    """One decoded image file.
+    """One decoded image file (or volume).
 
     Attributes:
         path: The file it was read from.
-        pixels: `(H, W, C)` array, C in {1, 3}, dtype as stored (uint8, uint16, float32 or float64), never
-            rescaled.
+        pixels: `(H, W, C)` array (volumes: `(D, H, W, C)`), C in {1, 3}, dtype as stored (uint8, uint16,
+            float32 or float64), never rescaled.
         bit_depth: 8 or 16 for integer images, 32 or 64 for float arrays.
         data_range: 255.0, 65535.0, or the explicit value given for float arrays.
         sha256: Hex SHA-256 of the file bytes.
@@ -72,22 +75,36 @@ class DecodedImage:
     @property
     def height(self) -> int:
         """Number of rows H."""
-        return int(self.pixels.shape[0])
+        return int(self.pixels.shape[-3])
 
     @property
     def width(self) -> int:
         """Number of columns W."""
-        return int(self.pixels.shape[1])
+        return int(self.pixels.shape[-2])
 
     @property
     def channels(self) -> int:
         """Number of channels C (1 or 3)."""
-        return int(self.pixels.shape[2])
+        return int(self.pixels.shape[-1])
+
+    @property
+    def depth(self) -> int | None:
+        """Number of slices D of a volume; None for a 2-D image."""
+        return int(self.pixels.shape[0]) if self.pixels.ndim == 4 else None
+
+
+def image_extension(path: str | os.PathLike[str]) -> str:
+    """The image extension of a file name, lower-case ('.nii.gz' counts as one), or '' if it is none."""
+    name = os.fspath(path).lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    extension = os.path.splitext(name)[1]
+    return extension if extension in IMAGE_EXTENSIONS else ""
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
     """Return True if the file extension (case-insensitive) is one of `IMAGE_EXTENSIONS`."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    return bool(image_extension(path))
 
 
 @dataclass(frozen=True)
@@ -110,12 +127,24 @@ def read_image_file(path: str | os.PathLike[str]) -> ImageFile:
 
 
 def decode_image(
-    image_file: ImageFile, *, data_range: float | None = None, max_pixels: int = 200_000_000
+    image_file: ImageFile,
+    *,
+    data_range: float | None = None,
+    max_pixels: int = 200_000_000,
+    volume: bool = False,
 ) -> DecodedImage:
-    """Decode bytes read by `read_image_file`; see `read_image` for the arguments and errors."""
+    """Decode bytes read by `read_image_file`; see `read_image` for the arguments and errors.
+
+    NIfTI files (`.nii`, `.nii.gz`) are always volumes; `.npy` arrays are volumes `(D, H, W)` or
+    `(D, H, W, C)` when `volume` is true.
+    """
     _check_arguments(data_range, max_pixels)
     name, data = image_file.path, image_file.data
-    if data.startswith(_NPY_MAGIC):
+    if image_extension(name) in VOLUME_EXTENSIONS:
+        pixels, warnings = _decode_nifti(data, name, max_pixels, data_range)
+    elif data.startswith(_NPY_MAGIC) and volume:
+        pixels, warnings = _decode_npy_volume(data, name, max_pixels)
+    elif data.startswith(_NPY_MAGIC):
         pixels, warnings = _decode_npy(data, name, max_pixels)
     elif Path(name).suffix.lower() == ".npy":
         raise ImageError(f"{name} is not a valid .npy array file (the NumPy magic bytes are missing)")
@@ -125,7 +154,11 @@ def decode_image(
 
 
 def read_image(
-    path: str | os.PathLike[str], *, data_range: float | None = None, max_pixels: int = 200_000_000
+    path: str | os.PathLike[str],
+    *,
+    data_range: float | None = None,
+    max_pixels: int = 200_000_000,
+    volume: bool = False,
 ) -> DecodedImage:
     """Read and decode one image file; the bytes are read once, hashed and decoded.
 
@@ -134,6 +167,7 @@ def read_image(
         data_range: Value range of float arrays (required for them); integer images take it from their
             bit depth and ignore this.
         max_pixels: Largest H * W accepted; checked from the header before any pixel is decoded.
+        volume: read 3-D `.npy` arrays as volumes (NIfTI files always are).
 
     Returns:
         The decoded image with pixels of shape `(H, W, C)`, C in {1, 3}.
@@ -144,7 +178,7 @@ def read_image(
         UsageError: `data_range` or `max_pixels` is not a positive number.
     """
     _check_arguments(data_range, max_pixels)
-    return decode_image(read_image_file(path), data_range=data_range, max_pixels=max_pixels)
+    return decode_image(read_image_file(path), data_range=data_range, max_pixels=max_pixels, volume=volume)
 
 
 def _check_arguments(data_range: float | None, max_pixels: int) -> None:
@@ -212,6 +246,85 @@ def _finish(
 
 
 def _decode_npy(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    shape, dtype = _npy_header(data, name)
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
+        raise ImageError(f"{name} has shape {shape}; expected (H, W) or (H, W, C) with C in 1, 3, 4")
+    _check_size(name, shape[1], shape[0], max_pixels)
+    pixels = _load_npy(data, name, shape, dtype)
+    warnings = []
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    elif pixels.shape[2] == 4:
+        pixels = pixels[:, :, :3]
+        warnings.append("alpha channel dropped (4th channel of the array)")
+    return pixels, warnings
+
+
+def _decode_npy_volume(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
+    shape, dtype = _npy_header(data, name)
+    if len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3)):
+        raise ImageError(
+            f"{name} has shape {shape}; a volume must be (D, H, W) or (D, H, W, C) with C in 1, 3"
+        )
+    _check_size(name, shape[2], shape[0] * shape[1], max_pixels)
+    pixels = _load_npy(data, name, shape, dtype)
+    return (pixels[..., None] if pixels.ndim == 3 else pixels), []
+
+
+def _decode_nifti(
+    data: bytes, name: str, max_pixels: int, data_range: float | None
+) -> tuple[np.ndarray, list[str]]:
+    """NIfTI-1/2 volume (X, Y, Z) -> (D, H, W, 1) = (Z, Y, X, 1); raw stored values, scaling applied."""
+    try:
+        import nibabel
+    except ImportError:
+        raise ImageError(f"{name}: reading NIfTI needs the nibabel package (pip install nibabel)") from None
+    if data.startswith(_GZIP_MAGIC):
+        data = _gunzip(data, name)
+    try:
+        image = (
+            nibabel.Nifti1Image.from_bytes(data)
+            if data[344:348] != b"n+2\x00"
+            else (nibabel.Nifti2Image.from_bytes(data))
+        )
+        shape = tuple(int(s) for s in image.shape)
+    except Exception as exc:
+        raise ImageError(f"{name} is not a NIfTI volume nibabel can read: {exc}") from None
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise ImageError(f"{name} has shape {shape}; expected a 3-D volume (X, Y, Z)")
+    _check_size(name, shape[0], shape[1] * shape[2], max_pixels)
+    try:
+        values = np.asanyarray(image.dataobj).reshape(shape)
+    except Exception as exc:
+        raise ImageError(f"{name} is truncated or corrupt: {exc}") from None
+    warnings = []
+    if values.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        if data_range is None:
+            raise ImageError(
+                f"{name}: {values.dtype} volume needs an explicit data range "
+                "(--data-range / data_range in config)"
+            )
+        warnings.append(f"{values.dtype} values converted to float64")
+        values = values.astype(np.float64)
+    return np.ascontiguousarray(values.transpose(2, 1, 0))[..., None], warnings
+
+
+def _gunzip(data: bytes, name: str) -> bytes:
+    import zlib as _zlib
+
+    decompressor = _zlib.decompressobj(wbits=31)
+    try:
+        raw = decompressor.decompress(data, _MAX_NIFTI_BYTES)
+    except _zlib.error as exc:
+        raise ImageError(f"{name} is truncated or corrupt: {exc}") from None
+    if decompressor.unconsumed_tail:
+        raise ImageError(f"{name} unpacks to more than {_MAX_NIFTI_BYTES >> 30} GiB; refusing to decode it")
+    return raw
+
+
+def _npy_header(data: bytes, name: str) -> tuple[tuple[int, ...], np.dtype]:
     stream = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(stream)
@@ -227,22 +340,16 @@ def _decode_npy(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, li
         raise ImageError(
             f"{name} holds Python objects (pickled data), which are never loaded; save a numeric array"
         )
-    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
-        raise ImageError(f"{name} has shape {shape}; expected (H, W) or (H, W, C) with C in 1, 3, 4")
-    _check_size(name, shape[1], shape[0], max_pixels)
-    if len(data) - stream.tell() < int(np.prod(shape)) * dtype.itemsize:
+    return tuple(shape), dtype
+
+
+def _load_npy(data: bytes, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if len(data) < int(np.prod(shape)) * dtype.itemsize:
         raise ImageError(f"{name} is truncated or corrupt: the array data is shorter than its header says")
     try:
-        pixels = np.load(io.BytesIO(data), allow_pickle=False)
+        return np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:
         raise ImageError(f"{name} is truncated or corrupt: {exc}") from None
-    warnings = []
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    elif pixels.shape[2] == 4:
-        pixels = pixels[:, :, :3]
-        warnings.append("alpha channel dropped (4th channel of the array)")
-    return pixels, warnings
 
 
 def _decode_raster(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:

@@ -245,6 +245,7 @@ def score_folders(
             size_mismatch=config.size_mismatch,
             ms_ssim_scales=config.ms_ssim_scales,
             data_range=config.data_range,
+            volumes=config.volumes,
             lpips_net=config.lpips_net,
             lpips_weights=backbone,
             device=config.device,

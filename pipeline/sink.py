@@ -28,8 +28,8 @@ PART_PATTERN = re.compile(r"^part-(\d{5,})\.parquet$")
 METADATA_KEY = b"iqa_pipeline"
 
 # Units: psnr in dB; mse in squared data units (of the convention's channels); ssim, ms_ssim, lpips unitless;
-# seconds is the wall time spent on the pair in the worker; height/width/channels/bit_depth describe
-# the reference.
+# seconds is the wall time spent on the pair in the worker; height/width/depth/channels/bit_depth describe
+# the reference (depth: slices of a volume, null for 2-D images).
 SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
@@ -38,6 +38,7 @@ SCHEMA = pa.schema(
         pa.field("out_path", pa.string()),
         pa.field("height", pa.int32()),
         pa.field("width", pa.int32()),
+        pa.field("depth", pa.int32()),
         pa.field("channels", pa.int16()),
         pa.field("bit_depth", pa.int16()),
         pa.field("psnr", pa.float64()),

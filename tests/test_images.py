@@ -105,10 +105,23 @@ def assert_valid(image: DecodedImage) -> None:
 
 
 def test_extensions_are_lower_case_with_dot() -> None:
-    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy"} == IMAGE_EXTENSIONS
+    assert {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".npy",
+        ".nii",
+        ".nii.gz",
+    } == IMAGE_EXTENSIONS
 
 
-@pytest.mark.parametrize("name", ["a.png", "B.PNG", "c.JpEg", "d.tiff", "e.NPY", "f.webp", "g.bmp"])
+@pytest.mark.parametrize(
+    "name", ["a.png", "B.PNG", "c.JpEg", "d.tiff", "e.NPY", "f.webp", "g.bmp", "h.nii", "i.NII.GZ"]
+)
 def test_is_image_path_true(name: str) -> None:
     assert is_image_path(name)
     assert is_image_path(Path("folder") / name)

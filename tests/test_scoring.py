@@ -195,7 +195,7 @@ def test_parquet_schema_and_metadata(tmp_path):
     parts = part_paths(tmp_path / "run")
     frame = pd.read_parquet(tmp_path / "run" / "scores")
     assert list(frame.columns) == [
-        "key", "group", "ref_path", "out_path", "height", "width", "channels", "bit_depth", "psnr",
+        "key", "group", "ref_path", "out_path", "height", "width", "depth", "channels", "bit_depth", "psnr",
         "ssim", "ms_ssim", "lpips", "mse", "status", "error", "warnings", "ref_sha256", "out_sha256",
         "seconds", "run_id",
     ]  # fmt: skip

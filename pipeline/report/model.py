@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipeline.metrics.registry import METRICS
 from pipeline.report.plots import distribution_plot
-from pipeline.report.thumbnails import Thumbnail, pair_thumbnails, regression_thumbnails
+from pipeline.report.thumbnails import ReadOptions, Thumbnail, pair_thumbnails, regression_thumbnails
 from pipeline.sink import load_results, read_manifest
 from pipeline.summary import MetricSummary, metric_columns, summarize, summarize_groups
 
@@ -281,14 +281,15 @@ def worst_rows(ok_rows: pd.DataFrame, metric: str, k: int) -> pd.DataFrame:
 class ThumbnailCache:
     """Pictures of a pair made once, however many metrics list it among their worst cases."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: ReadOptions | None = None) -> None:
         self._pairs: dict[tuple[str, str], list[Thumbnail]] = {}
+        self.options = options or ReadOptions()
 
     def pair(self, ref_path: str, out_path: str) -> list[Thumbnail]:
         """Reference, output, |error| and SSIM-map thumbnails of a pair."""
         key = (ref_path, out_path)
         if key not in self._pairs:
-            self._pairs[key] = pair_thumbnails(ref_path, out_path)
+            self._pairs[key] = pair_thumbnails(ref_path, out_path, options=self.options)
         return self._pairs[key]
 
 
@@ -397,6 +398,7 @@ def build_baseline(
     from pipeline.compare import compare_runs
 
     comparison = compare_runs(baseline_dir, run_dir)
+    options = ReadOptions.from_manifest(read_manifest(run_dir))
     baseline_frame = load_results(baseline_dir)
     try:
         baseline_run_id = _text(read_manifest(baseline_dir).get("run_id"))
@@ -427,7 +429,7 @@ def build_baseline(
                     ref_path=ref_path,
                     baseline_out=baseline_out,
                     candidate_out=candidate_out,
-                    thumbnails=regression_thumbnails(ref_path, baseline_out, candidate_out),
+                    thumbnails=regression_thumbnails(ref_path, baseline_out, candidate_out, options=options),
                 )
             )
         sections.append(RegressionSection(metric, len(rows), cases))
@@ -479,7 +481,7 @@ def build_report(
         groups=[MetricGroups(m, s) for m, s in _by_metric(group_summaries, metrics)],
         group_count=int(ok_rows["group"].nunique()),
         plots=[DistributionPlot(m, distribution_plot(ok_rows, m)) for m in metrics],
-        worst=build_worst(ok_rows, metrics, worst, ThumbnailCache()),
+        worst=build_worst(ok_rows, metrics, worst, ThumbnailCache(ReadOptions.from_manifest(manifest))),
         worst_k=worst,
         failures=failures,
         failures_total=failures_total,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from pipeline.align import AlignedPair, align_pair
-from pipeline.images import read_image
+from pipeline.images import DecodedImage, read_image
 
 THUMBNAIL_SIDE = 160
 JPEG_QUALITY = 82
@@ -140,13 +140,40 @@ def _image_thumbnail(label: str, pixels: np.ndarray, data_range: float, side: in
         return _placeholder(label, _short(exc))
 
 
-def load_pair(ref_path: str, out_path: str) -> AlignedPair:
-    """Decode and align one pair (top-left crop when sizes differ)."""
-    return align_pair(read_image(ref_path), read_image(out_path), size_mismatch="crop")
+@dataclass(frozen=True)
+class ReadOptions:
+    """How the run read its files (float data range, .npy volumes), so the pictures decode the same way."""
+
+    data_range: float | None = None
+    volume: bool = False
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> ReadOptions:
+        config = manifest.get("config") or {}
+        return cls(config.get("data_range"), bool(config.get("volumes")))
+
+
+def read_for_display(path: str, options: ReadOptions) -> DecodedImage:
+    """Decode one file; a volume is reduced to its middle slice (D // 2)."""
+    image = read_image(path, data_range=options.data_range, volume=options.volume)
+    if image.depth is not None:
+        image = replace(image, pixels=image.pixels[image.depth // 2])
+    return image
+
+
+def load_pair(ref_path: str, out_path: str, options: ReadOptions = ReadOptions()) -> AlignedPair:
+    """Decode and align one pair (top-left crop when sizes differ; middle slice of volumes)."""
+    return align_pair(
+        read_for_display(ref_path, options), read_for_display(out_path, options), size_mismatch="crop"
+    )
 
 
 def pair_thumbnails(
-    ref_path: str | None, out_path: str | None, *, side: int = THUMBNAIL_SIDE
+    ref_path: str | None,
+    out_path: str | None,
+    *,
+    side: int = THUMBNAIL_SIDE,
+    options: ReadOptions = ReadOptions(),
 ) -> list[Thumbnail]:
     """Reference, output, absolute-error heatmap and SSIM map of one pair.
 
@@ -162,7 +189,7 @@ def pair_thumbnails(
     if not ref_path or not out_path:
         return [_placeholder(label, "no file path in the results") for label in labels]
     try:
-        pair = load_pair(ref_path, out_path)
+        pair = load_pair(ref_path, out_path, options)
     except Exception as exc:
         return [_placeholder(label, _short(exc)) for label in labels]
     return [
@@ -179,6 +206,7 @@ def regression_thumbnails(
     candidate_out: str | None,
     *,
     side: int = THUMBNAIL_SIDE,
+    options: ReadOptions = ReadOptions(),
 ) -> list[Thumbnail]:
     """Reference, baseline output, candidate output and both error heatmaps on one shared scale.
 
@@ -189,9 +217,9 @@ def regression_thumbnails(
     if not ref_path or not baseline_out or not candidate_out:
         return [_placeholder(label, "no file path in the results") for label in labels]
     try:
-        reference = read_image(ref_path)
-        baseline = align_pair(reference, read_image(baseline_out), size_mismatch="crop")
-        candidate = align_pair(reference, read_image(candidate_out), size_mismatch="crop")
+        reference = read_for_display(ref_path, options)
+        baseline = align_pair(reference, read_for_display(baseline_out, options), size_mismatch="crop")
+        candidate = align_pair(reference, read_for_display(candidate_out, options), size_mismatch="crop")
         top = max(
             error_scale(error_map(baseline), baseline.data_range),
             error_scale(error_map(candidate), candidate.data_range),
