@@ -319,3 +319,18 @@ def test_repeated_calls_are_deterministic(squeeze_network: torch.nn.Module) -> N
     first = lpips(x, y, data_range=1.0, network=squeeze_network)
     second = lpips(x, y, data_range=1.0, network=squeeze_network)
     torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_strip_reduction_equals_the_lpips_package(alex_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    perceptual = importlib.import_module("pipeline.metrics.perceptual")
+    image = read_photo("astronaut.png")[:192, :256]
+    x, y = to_batch([image]), to_batch([degradations(image)[0]])
+    reference = lpips_package.LPIPS(net="alex", verbose=False).eval()
+    expected = reference(x / 127.5 - 1, y / 127.5 - 1).item()
+    monkeypatch.setattr(perceptual, "LAYER_STRIP_VALUES", 2000)
+    network = build_lpips_network("alex", allow_download=False)
+    with torch.inference_mode():
+        got = lpips(x, y, data_range=255, network=network).item()
+    assert abs(got - expected) < TOLERANCE

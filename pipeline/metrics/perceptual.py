@@ -244,9 +244,16 @@ def lpips(x: Tensor, y: Tensor, *, data_range: float, network: torch.nn.Module) 
         raise ValueError(f"LPIPS needs 1 or 3 channels, got shape {tuple(x.shape)}.")
     if channels == 1:
         x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
-    x = 2 * x / data_range - 1
-    y = 2 * y / data_range - 1
-    return layerwise_distance(network, x, y).reshape(x.shape[0])
+    distance = layerwise_distance(network, _to_network_input(x, data_range), _to_network_input(y, data_range))
+    return distance.reshape(x.shape[0])
+
+
+def _to_network_input(x: Tensor, data_range: float) -> Tensor:
+    """[0, data_range] -> [-1, 1] (what `lpips.LPIPS` expects); in place on a fresh copy when no gradient."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return 2 * x / data_range - 1
+    scaled = 2 * x
+    return scaled.div_(data_range).sub_(1)
 
 
 def layerwise_distance(network: lpips_package.LPIPS, x: Tensor, y: Tensor) -> Tensor:
@@ -256,7 +263,7 @@ def layerwise_distance(network: lpips_package.LPIPS, x: Tensor, y: Tensor) -> Te
     soon as the next layer is computed and the per-pixel distance is reduced in row strips, so peak memory is
     about two activations of the largest layer instead of all layers of both images.
     """
-    x, y = network.scaling_layer(x), network.scaling_layer(y)
+    x, y = _scale(network, x), _scale(network, y)
     total: Tensor | int = 0
     for index in range(network.L):
         layer = getattr(network.net, f"slice{index + 1}")
@@ -265,14 +272,23 @@ def layerwise_distance(network: lpips_package.LPIPS, x: Tensor, y: Tensor) -> Te
     return total
 
 
+def _scale(network: lpips_package.LPIPS, x: Tensor) -> Tensor:
+    """LPIPS's ScalingLayer, (x - shift) / scale, in place when no gradient is needed."""
+    layer = network.scaling_layer
+    if torch.is_grad_enabled() and x.requires_grad:
+        return layer(x)
+    return x.sub_(layer.shift).div_(layer.scale)
+
+
 def _layer_distance(linear: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Spatial mean of lin((unit(x) - unit(y))^2) over (N, C, H, W) activations, in strips of rows."""
     rows = max(1, LAYER_STRIP_VALUES // max(1, x[:, :, 0].numel()))
     if rows >= x.shape[2]:
         return lpips_package.spatial_average(linear(_squared_unit_difference(x, y)), keepdim=True)
     strips = [
-        linear(_squared_unit_difference(x[:, :, start : start + rows], y[:, :, start : start + rows]))
-        .sum(dim=(2, 3), keepdim=True, dtype=torch.float64)
+        linear(_squared_unit_difference(x[:, :, start : start + rows], y[:, :, start : start + rows])).sum(
+            dim=(2, 3), keepdim=True, dtype=torch.float64
+        )
         for start in range(0, x.shape[2], rows)
     ]
     return (torch.stack(strips).sum(dim=0) / (x.shape[2] * x.shape[3])).to(x.dtype)
