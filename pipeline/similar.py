@@ -61,7 +61,7 @@ DEFAULT_METRIC = "ssim"
 DEFAULT_SIZE = 128
 DEFAULT_BLOCK = 64
 CACHE_BYTES = 512 * 2**20
-PAIR_CHUNK_VALUES = 24_000_000
+PAIR_CHUNK_VALUES = 200_000
 TOP_PAIRS = 20
 PARQUET_NAME = "similarity.parquet"
 NEAREST_NAME = "nearest.csv"
@@ -328,7 +328,7 @@ def ms_ssim_matrix(
 ) -> torch.Tensor:
     """MS-SSIM (data_range 1) of every pair of `(Ba, 3, S, S)` and `(Bb, 3, S, S)`; `(Ba, Bb)` float64."""
     out = torch.full((a.shape[0], b.shape[0]), float("nan"), dtype=torch.float64)
-    chunk = max(1, PAIR_CHUNK_VALUES // (4 * a[0].numel()))
+    chunk = max(1, PAIR_CHUNK_VALUES // a[0].numel())
     for i in range(a.shape[0]):
         first = i + 1 if diagonal else 0
         for start in range(first, b.shape[0], chunk):
