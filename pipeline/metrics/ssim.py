@@ -53,17 +53,19 @@ def blur_valid(stack: Tensor, window: Tensor) -> Tensor:
         window: (S,) 1-D taps applied along each spatial dimension in turn.
 
     Returns:
-        (N, K, *spatial - S + 1).
+        (N, K, *spatial - S + 1). 2-D inputs are filtered in channels-last layout, where PyTorch's depthwise
+        convolution is about three times faster on CPU; the values are the same.
     """
     channels = stack.shape[1]
     spatial = stack.dim() - 2
     conv = _CONV[spatial]
-    out = stack
+    out = stack.contiguous(memory_format=torch.channels_last) if spatial == 2 else stack
     for axis in range(spatial):
         shape = [1] * spatial
         shape[axis] = window.numel()
-        out = conv(out, window.view(1, 1, *shape).expand(channels, 1, *shape), groups=channels)
-    return out
+        taps = window.view(1, 1, *shape).expand(channels, 1, *shape).contiguous()
+        out = conv(out, taps, groups=channels)
+    return out.contiguous()
 
 
 def _centre(x: Tensor) -> Tensor:
@@ -75,11 +77,19 @@ def _ssim_and_cs_maps(
     x: Tensor, y: Tensor, window: Tensor, data_range: float, centre: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """SSIM and contrast-structure maps, each (N, C, *valid spatial)."""
-    c = x.shape[1]
     c1 = (K1 * data_range) ** 2
     c2 = (K2 * data_range) ** 2
     # Centering by the reference's mean keeps float32 variances accurate; SSIM is unchanged by it.
     centre = _centre(x) if centre is None else centre
+    if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+        return _maps_differentiable(x, y, window, centre, c1, c2)
+    return _maps_in_place(x, y, window, centre, c1, c2)
+
+
+def _maps_differentiable(
+    x: Tensor, y: Tensor, window: Tensor, centre: Tensor, c1: float, c2: float
+) -> tuple[Tensor, Tensor]:
+    c = x.shape[1]
     xc, yc = x - centre, y - centre
     blurred = blur_valid(torch.cat([xc, yc, xc * xc, yc * yc, xc * yc], dim=1), window)
     mu_xc, mu_yc, xx, yy, xy = blurred.split(c, dim=1)
@@ -92,6 +102,32 @@ def _ssim_and_cs_maps(
     mu_x, mu_y = mu_xc + centre, mu_yc + centre
     luminance = (2 * mu_x * mu_y + c1) / (mu_x * mu_x + mu_y * mu_y + c1)
     return luminance * cs_map, cs_map
+
+
+def _maps_in_place(
+    x: Tensor, y: Tensor, window: Tensor, centre: Tensor, c1: float, c2: float
+) -> tuple[Tensor, Tensor]:
+    """The same maps as `_maps_differentiable`, with one preallocated stack and in-place arithmetic."""
+    c = x.shape[1]
+    stack = torch.empty((x.shape[0], 5 * c, *x.shape[2:]), dtype=x.dtype, device=x.device)
+    xc, yc, xx, yy, xy = stack.split(c, dim=1)
+    torch.sub(x, centre, out=xc)
+    torch.sub(y, centre, out=yc)
+    torch.mul(xc, xc, out=xx)
+    torch.mul(yc, yc, out=yy)
+    torch.mul(xc, yc, out=xy)
+    mu_x, mu_y, xx, yy, xy = blur_valid(stack, window).split(c, dim=1)
+    # Variance and covariance
+    xx.addcmul_(mu_x, mu_x, value=-1)
+    yy.addcmul_(mu_y, mu_y, value=-1)
+    xy.addcmul_(mu_x, mu_y, value=-1)
+    cs_map = xy.mul_(2).add_(c2).div_(xx.add_(yy).add_(c2))
+    # Luminance on the uncentred means
+    mu_x.add_(centre)
+    mu_y.add_(centre)
+    numerator = torch.mul(mu_x, mu_y, out=yy).mul_(2).add_(c1)
+    denominator = mu_x.mul_(mu_x).addcmul_(mu_y, mu_y).add_(c1)
+    return numerator.div_(denominator).mul_(cs_map), cs_map
 
 
 def _strip_rows(x: Tensor, window_size: int) -> int:
