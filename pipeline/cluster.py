@@ -120,6 +120,7 @@ def open_executor(
         return
     from distributed import Client
 
+    quiet_dask_logs()
     if remote:
         client = _connect(scheduler, scheduler_file)
         try:
@@ -156,6 +157,13 @@ def open_executor(
     finally:
         client.close()
         cluster.close()
+
+
+def quiet_dask_logs(level: int = logging.ERROR) -> None:
+    """Keep Dask's INFO chatter (workers starting and closing) off the console; warnings still show."""
+    for name in list(logging.root.manager.loggerDict):
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(level)
 
 
 def _start_local_cluster(kwargs: dict[str, Any]):

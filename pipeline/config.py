@@ -125,25 +125,29 @@ def _require_choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"Unknown {what} {value!r}: choose one of {', '.join(choices)}.")
 
 
+def read_yaml(path: Path, what: str) -> tuple[Any, Any]:
+    """Parse a YAML file into (data, node tree for line numbers); errors name `what`, file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise ConfigError(f"Cannot read {what.lower()} {path}: {reason}. Check the path.") from exc
+    try:
+        return yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{what} {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}.") from exc
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config into a dict of ScoreConfig field values.
 
     Keys may use dashes or underscores. Unknown keys and bad YAML raise ConfigError naming file, line and key.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}. Check the path.") from exc
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            f"Config file {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}."
-        ) from exc
+    data, node = read_yaml(path, "Config file")
+    data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"Config file {path} must hold a mapping of option: value, got {type(data).__name__}."

@@ -152,21 +152,17 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def software_versions() -> dict[str, str]:
+RECORDED_PACKAGES = (
+    "iqa-pipeline", "torch", "torchvision", "lpips", "dask", "distributed", "numpy", "pillow", "pyarrow",
+)  # fmt: skip
+
+
+def software_versions(packages: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str]:
+    """{'python': version, package: installed version or 'not installed'}."""
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for name in (
-        "iqa-pipeline",
-        "torch",
-        "torchvision",
-        "lpips",
-        "dask",
-        "distributed",
-        "numpy",
-        "pillow",
-        "pyarrow",
-    ):
+    for name in packages:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from pipeline.compare import DEFAULT_TOLERANCES, Comparison, check_tolerances, compare_runs
-from pipeline.config import ScoreConfig, build_config
+from pipeline.config import ScoreConfig, build_config, read_yaml
 from pipeline.errors import ConfigError, IQAError, RunDirError, UsageError
 
 TOP_KEYS = ("baseline", "runs", "tolerances", "score", "suites")
@@ -181,21 +181,7 @@ def _join(folder: Path, value: Any) -> Path:
 def load_nightly_config(path: str | Path) -> NightlyConfig:
     """Read and check a nightly YAML file; every problem is a ConfigError naming the file, line and key."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"Cannot read nightly config {path}: {exc.strerror or exc}. Check the path."
-        ) from exc
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            f"Nightly config {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}."
-        ) from exc
+    data, node = read_yaml(path, "Nightly config")
     data = _mapping(data or {}, f"Nightly config {path}")
     for key in data:
         if key not in TOP_KEYS:

@@ -408,10 +408,9 @@ def machine_description() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    from importlib import metadata
+    from pipeline.scoring import software_versions
 
-    versions = {}
-    for package in (
+    peers = (
         "torch",
         "numpy",
         "pillow",
@@ -421,11 +420,8 @@ def machine_description() -> dict[str, Any]:
         "piq",
         "torchmetrics",
         "lpips",
-    ):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
+    )
+    versions = software_versions(peers)
     return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(), "versions": versions}
 
 

@@ -91,7 +91,7 @@ class DaskCluster:
                 process.terminate()
         for process in [*self.workers, self.scheduler]:
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 process.kill()
 
