@@ -114,3 +114,20 @@ def test_pairs_lists_counts(folders):
 def test_python_dash_m_runs_the_cli():
     completed = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True)
     assert completed.returncode == 0 and "score" in completed.stdout
+
+
+def test_threads_scheduler_scores_like_sync(folders, tmp_path):
+    ref, out = folders
+    base = ["--metrics", "psnr,ssim", "--no-report", "--no-progress"]
+    threads = runner.invoke(
+        app, ["score", str(ref), str(out), "-o", str(tmp_path / "t"), *base, "--scheduler", "threads"]
+    )
+    assert threads.exit_code == 0, threads.output
+    sync = runner.invoke(
+        app, ["score", str(ref), str(out), "-o", str(tmp_path / "s"), *base, "--scheduler", "sync"]
+    )
+    assert sync.exit_code == 0, sync.output
+    from pipeline.sink import load_results
+
+    columns = ["key", "psnr", "ssim"]
+    assert load_results(tmp_path / "t")[columns].equals(load_results(tmp_path / "s")[columns])
