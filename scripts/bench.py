@@ -660,13 +660,18 @@ def run_on_running_cluster(ours, ref_dir, out_dir, workdir, weights, args, worke
 
     from distributed import LocalCluster
 
-    with LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        silence_logs=logging.ERROR,
-    ) as cluster:
+    from pipeline.cluster import local_worker_environment
+
+    with (
+        local_worker_environment(),
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+    ):
         for metrics, (_, _, warm) in ours.items():
             config = pipeline_config(metrics, weights, args, cluster.scheduler_address)
             run_pipeline(ref_dir, out_dir, workdir / "runs" / "warm-up", config)
