@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,6 @@ class ScoreConfig:
     max_in_flight: int | None = None
     report: bool = True
     worst: int = 8
-    extra: dict[str, Any] = field(default_factory=dict)
 
     VALUE_FIELDS = (
         "metrics",
@@ -153,7 +151,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             f"Config file {path} must hold a mapping of option: value, got {type(data).__name__}."
         )
     lines = _key_lines(node)
-    known = {f.name for f in fields(ScoreConfig)} - {"extra", "metrics_explicit"}
+    known = {f.name for f in fields(ScoreConfig)} - {"metrics_explicit"}
     values: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
@@ -186,7 +184,3 @@ def build_config(file_values: dict[str, Any] | None = None, **cli_values: Any) -
     except TypeError as exc:
         raise ConfigError(f"Bad configuration: {exc}.") from exc
     return config.validate()
-
-
-def replace(config: ScoreConfig, **changes: Any) -> ScoreConfig:
-    return dataclasses.replace(config, **changes).validate()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -57,12 +56,6 @@ def rgb_to_y(x: Tensor, *, data_range: float, dtype: torch.dtype | None = None) 
     red, green, blue = (x[:, index : index + 1].to(dtype) for index in range(3))
     weighted = Y_COEFFICIENTS[0] * red + Y_COEFFICIENTS[1] * green + Y_COEFFICIENTS[2] * blue
     return Y_OFFSET * data_range / 255.0 + weighted / 255.0
-
-
-def to_batch(image: np.ndarray, *, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
-    """(H, W, C) array -> (1, C, H, W) tensor."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    return tensor.unsqueeze(0).to(device=device, dtype=dtype)
 
 
 def crop_border(x: Tensor, crop: int) -> Tensor:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -127,11 +126,6 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
         ) from exc
     except (OSError, json.JSONDecodeError) as exc:
         raise RunDirError(f"Cannot read {path}: {exc}. The run directory may be damaged.") from exc
-
-
-def iter_part_tables(run_dir: str | Path) -> Iterable[tuple[Path, pa.Table]]:
-    for path in part_paths(run_dir):
-        yield path, pq.read_table(path, schema=SCHEMA)
 
 
 def part_metadata(path: str | Path) -> dict[str, Any]:

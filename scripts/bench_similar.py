@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import make_demo_data
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 from typer.testing import CliRunner
@@ -22,19 +23,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
-PHOTOS = (
-    "astronaut.png",
-    "coffee.png",
-    "chelsea.png",
-    "camera.png",
-    "rocket.jpg",
-    "motorcycle_left.png",
-    "page.png",
-    "moon.png",
-    "retina.jpg",
-    "hubble_deep_field.jpg",
-    "immunohistochemistry.png",
-)
+PHOTOS = (*make_demo_data.PHOTOS, "retina.jpg", "hubble_deep_field.jpg", "immunohistochemistry.png")
 
 
 def make_images(folder: Path, count: int, seed: int = 0) -> None:

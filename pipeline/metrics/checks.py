@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -23,6 +24,11 @@ def check_data_range(data_range: float) -> float:
     if not value > 0 or value == float("inf"):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}.")
     return value
+
+
+def needs_grad(*tensors: Tensor) -> bool:
+    """True when autograd will record operations on any of `tensors` (the differentiable path is needed)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def check_min_side(x: Tensor, min_side: int, what: str) -> None:

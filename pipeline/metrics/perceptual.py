@@ -20,7 +20,7 @@ import torchvision
 from torch import Tensor
 
 from pipeline.errors import WeightsError
-from pipeline.metrics.checks import check_data_range, check_pair
+from pipeline.metrics.checks import check_data_range, check_pair, needs_grad
 
 BACKBONES: dict[str, str] = {
     "alex": "AlexNet_Weights.IMAGENET1K_V1",
@@ -251,7 +251,7 @@ def lpips(x: Tensor, y: Tensor, *, data_range: float, network: torch.nn.Module) 
 def _to_network_input(x: Tensor, data_range: float) -> Tensor:
     """[0, data_range] -> [-1, 1] (what `lpips.LPIPS` expects); without gradients, in place on a fresh
     channels-last copy (the layout the convolutions run fastest in on CPU)."""
-    if torch.is_grad_enabled() and x.requires_grad:
+    if needs_grad(x):
         return 2 * x / data_range - 1
     scaled = torch.empty_like(x, memory_format=torch.channels_last)
     return torch.mul(x, 2, out=scaled).div_(data_range).sub_(1)
@@ -276,7 +276,7 @@ def layerwise_distance(network: lpips_package.LPIPS, x: Tensor, y: Tensor) -> Te
 def _scale(network: lpips_package.LPIPS, x: Tensor) -> Tensor:
     """LPIPS's ScalingLayer, (x - shift) / scale, in place when no gradient is needed."""
     layer = network.scaling_layer
-    if torch.is_grad_enabled() and x.requires_grad:
+    if needs_grad(x):
         return layer(x)
     return x.sub_(layer.shift).div_(layer.scale)
 

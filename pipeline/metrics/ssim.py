@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.metrics.checks import check_data_range, check_min_side, check_pair
+from pipeline.metrics.checks import check_data_range, check_min_side, check_pair, needs_grad
 
 WINDOW_SIZE = 11
 WINDOW_SIGMA = 1.5
@@ -81,7 +81,7 @@ def _ssim_and_cs_maps(
     c2 = (K2 * data_range) ** 2
     # Centering by the reference's mean keeps float32 variances accurate; SSIM is unchanged by it.
     centre = _centre(x) if centre is None else centre
-    if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+    if needs_grad(x, y):
         return _maps_differentiable(x, y, window, centre, c1, c2)
     return _maps_in_place(x, y, window, centre, c1, c2)
 
