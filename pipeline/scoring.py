@@ -301,7 +301,9 @@ def score_folders(
     )
     write_manifest(run_dir, manifest)
     if config.report:
-        _write_report(run_dir, notices)
+        from pipeline.report import render_run_report
+
+        render_run_report(run_dir)
     return RunResult(run_dir, manifest, notices)
 
 
@@ -378,14 +380,6 @@ def _write_part(writer: PartWriter, rows: list[dict[str, Any]]) -> None:
             f"{exc} The run stopped; the {len(writer.written)} part(s) already written are kept: "
             "fix the problem and rerun with --resume to continue."
         ) from exc
-
-
-def _write_report(run_dir: Path, notices: list[str]) -> None:
-    try:
-        from pipeline.report import render_run_report
-    except ImportError:
-        return
-    render_run_report(run_dir)
 
 
 class _NullBar:
