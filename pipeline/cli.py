@@ -109,9 +109,16 @@ def score(
     scheduler_file: Annotated[
         str | None, typer.Option(help="Dask scheduler file of an existing cluster.")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes of the embedded cluster.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes of the embedded cluster, one task each at a time (default on CPU: one "
+            "in-process worker with a thread per core; above 4 cores, processes of up to 4 threads)."
+        ),
+    ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="Torch threads per worker (default: cores / workers).")
+        int | None,
+        typer.Option(help="Torch threads per task (default 1; with --workers: cores / workers)."),
     ] = None,
     device: Annotated[Device | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = None,
     lpips_net: Annotated[LpipsNet | None, typer.Option(help="LPIPS backbone: alex, vgg or squeeze.")] = None,

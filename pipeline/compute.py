@@ -1,12 +1,14 @@
 """Score one shard of pairs inside a worker: read -> hash -> decode -> align -> metrics on device -> rows.
 
-Decoding of the next pairs runs in a background thread while the current batch is scored; pairs of the same
-size are stacked into one batch (the big win on a GPU). Expensive state (the LPIPS network, Gaussian taps, the
-torch thread setting) lives in `WorkerState`, built once per worker process and reused by every shard.
+On a GPU (or a CPU task with several torch threads) decoding of the next pairs runs in a background thread
+while the current batch is scored; pairs of the same size are stacked into one batch (the big win on a
+GPU). Expensive state (the LPIPS network, Gaussian taps, the torch thread setting) lives in `WorkerState`,
+built once per worker process and reused by every shard and task thread.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from pipeline.align import AlignedPair, align_pair
+from pipeline.allocator import keep_freed_memory
 from pipeline.conventions import Convention, crop_border, make_convention, prepare_for_pixel_metrics
 from pipeline.errors import ImageError, UsageError, WeightsError
 from pipeline.images import DecodedImage, decode_image, read_image_file
@@ -26,7 +29,7 @@ from pipeline.metrics.psnr import psnr_from_mse
 from pipeline.metrics.ssim import WINDOW_SIZE, gaussian_window, ms_ssim_min_side, ssim, ssim_and_ms_ssim
 
 REUSED = "reused"
-CPU_BATCH_VALUES = 4_000_000
+CPU_BATCH_VALUES = 1_000_000
 GPU_BATCH_VALUES = 64_000_000
 PREFETCH_DEPTH = 1
 
@@ -66,13 +69,18 @@ class ScoreSettings:
 
 @dataclass
 class WorkerState:
-    """Per-process cache: LPIPS networks and Gaussian windows, built on first use."""
+    """Per-process cache: LPIPS networks and Gaussian windows, built on first use.
+
+    Shared by the task threads of a worker; the lock makes each network be built once.
+    """
 
     threads_set: int | None = None
     networks: dict[tuple, torch.nn.Module] = field(default_factory=dict)
     windows: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def configure_threads(self, threads: int | None) -> None:
+        keep_freed_memory()
         if threads and threads != self.threads_set:
             torch.set_num_threads(threads)
             self.threads_set = threads
@@ -87,11 +95,12 @@ class WorkerState:
         from pipeline.metrics.perceptual import build_lpips_network
 
         key = (settings.lpips_net, settings.lpips_weights, str(device))
-        if key not in self.networks:
-            self.networks[key] = build_lpips_network(
-                settings.lpips_net, settings.lpips_weights, device=device, allow_download=False
-            )
-        return self.networks[key]
+        with self.lock:
+            if key not in self.networks:
+                self.networks[key] = build_lpips_network(
+                    settings.lpips_net, settings.lpips_weights, device=device, allow_download=False
+                )
+            return self.networks[key]
 
 
 _STATE = WorkerState()
@@ -135,7 +144,7 @@ def score_shard(tasks: list[PairTask], settings: ScoreSettings) -> list[dict[str
     pending: list[LoadedPair] = []
     pending_values = 0
     with torch.inference_mode():
-        for loaded in prefetch(lambda task: load_pair(task, settings), tasks, PREFETCH_DEPTH):
+        for loaded in prefetch(lambda task: load_pair(task, settings), tasks, prefetch_depth(device)):
             loaded_pairs.append(loaded)
             if loaded.aligned is None:
                 continue
@@ -148,8 +157,20 @@ def score_shard(tasks: list[PairTask], settings: ScoreSettings) -> list[dict[str
     return [loaded.row for loaded in loaded_pairs]
 
 
+def prefetch_depth(device: torch.device) -> int:
+    """Pairs decoded ahead in a background thread: none for a single-threaded CPU task (its thread already
+    has a core to itself and decoding beside it only competes for that core; measured 10% slower on 2 cores),
+    `PREFETCH_DEPTH` when the device or other torch threads would otherwise wait for decoding."""
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return 0
+    return PREFETCH_DEPTH
+
+
 def prefetch(fn: Callable[[Any], Any], items: Iterable[Any], depth: int) -> Iterator[Any]:
-    """Yield fn(item) in order, computing up to `depth` items ahead in one background thread."""
+    """Yield fn(item) in order, computing up to `depth` items ahead in one background thread (none at 0)."""
+    if depth <= 0:
+        yield from map(fn, items)
+        return
     items = iter(items)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqa-decode") as pool:
         queue: list[Future] = [pool.submit(fn, item) for item in _take(items, depth)]
@@ -312,32 +333,46 @@ def compute_metrics(
             f"the reference is {ref.shape[-2]}x{ref.shape[-1]}, too small to crop {crop} px from each "
             "border. Use a smaller --crop-border or --scale."
         )
+    if wanted - {"lpips"}:
+        values.update(_pixel_metrics(ref, out, data_range, settings, convention, state, warnings))
+
+    if "lpips" in wanted and ref.dim() == 5:
+        values["lpips"] = [None] * ref.shape[0]
+        warnings.append("lpips left null: LPIPS is defined on 2-D images only, not on volumes")
+    elif "lpips" in wanted:
+        from pipeline.metrics.perceptual import lpips_of_stored_values
+
+        network = state.lpips_network(settings, ref.device)
+        distance = lpips_of_stored_values(
+            crop_border(ref, crop), crop_border(out, crop), data_range=data_range, network=network
+        )
+        values["lpips"] = _floats(distance)
+    return values, warnings
+
+
+def _pixel_metrics(
+    ref: torch.Tensor,
+    out: torch.Tensor,
+    data_range: float,
+    settings: ScoreSettings,
+    convention: Convention,
+    state: WorkerState,
+    warnings: list[str],
+) -> dict[str, list[float | None]]:
+    """MSE, PSNR, SSIM and MS-SSIM on the convention's channels; its float copies are freed on return."""
+    wanted = set(settings.metrics)
+    values: dict[str, list[float | None]] = {}
     ref_pix = prepare_for_pixel_metrics(ref, convention, data_range=data_range)
     out_pix = prepare_for_pixel_metrics(out, convention, data_range=data_range)
-
     if wanted & {"mse", "psnr"}:
         mse_value = mse_metric(ref_pix, out_pix)
         if "mse" in wanted:
             values["mse"] = _floats(mse_value)
         if "psnr" in wanted:
             values["psnr"] = _floats(psnr_from_mse(mse_value, data_range=data_range))
-
     if wanted & {"ssim", "ms_ssim"}:
         values.update(_structural(ref_pix, out_pix, wanted, settings, data_range, state, warnings))
-
-    if "lpips" in wanted and ref.dim() == 5:
-        values["lpips"] = [None] * ref.shape[0]
-        warnings.append("lpips left null: LPIPS is defined on 2-D images only, not on volumes")
-    elif "lpips" in wanted:
-        from pipeline.metrics.perceptual import lpips
-
-        network = state.lpips_network(settings, ref.device)
-        if ref_pix.dtype == torch.float32 and ref_pix.shape[1] == ref.shape[1]:
-            ref_rgb, out_rgb = ref_pix, out_pix
-        else:
-            ref_rgb, out_rgb = crop_border(ref, crop).float(), crop_border(out, crop).float()
-        values["lpips"] = _floats(lpips(ref_rgb, out_rgb, data_range=data_range, network=network))
-    return values, warnings
+    return values
 
 
 def _structural(

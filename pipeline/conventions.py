@@ -53,9 +53,14 @@ def rgb_to_y(x: Tensor, *, data_range: float, dtype: torch.dtype | None = None) 
         (N, 1, H, W) Y in [16/255 R, 235/255 R] for R = data_range.
     """
     dtype = dtype or (x.dtype if x.is_floating_point() else torch.float32)
-    red, green, blue = (x[:, index : index + 1].to(dtype) for index in range(3))
-    weighted = Y_COEFFICIENTS[0] * red + Y_COEFFICIENTS[1] * green + Y_COEFFICIENTS[2] * blue
-    return Y_OFFSET * data_range / 255.0 + weighted / 255.0
+    if x.requires_grad and torch.is_grad_enabled():
+        red, green, blue = (x[:, index : index + 1].to(dtype) for index in range(3))
+        weighted = Y_COEFFICIENTS[0] * red + Y_COEFFICIENTS[1] * green + Y_COEFFICIENTS[2] * blue
+        return Y_OFFSET * data_range / 255.0 + weighted / 255.0
+    # One Y-sized buffer: the other channels are converted as they are added
+    luma = x[:, 0:1].to(dtype, copy=True).mul_(Y_COEFFICIENTS[0])
+    luma.add_(x[:, 1:2], alpha=Y_COEFFICIENTS[1]).add_(x[:, 2:3], alpha=Y_COEFFICIENTS[2])
+    return luma.div_(255.0).add_(Y_OFFSET * data_range / 255.0)
 
 
 def crop_border(x: Tensor, crop: int) -> Tensor:

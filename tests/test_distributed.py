@@ -232,5 +232,27 @@ def test_local_plan_never_oversubscribes_cores():
     from pipeline.cluster import available_cores, plan_local_cluster
 
     plan = plan_local_cluster(None, None, "cpu")
-    assert plan.workers * plan.torch_threads <= available_cores() and plan.gpus == 0
+    assert plan.workers * plan.threads_per_worker * plan.torch_threads <= available_cores()
+    assert plan.gpus == 0 and plan.torch_threads == 1
     assert plan_local_cluster(1, None, "cpu").torch_threads == available_cores()
+
+
+@pytest.mark.parametrize(
+    ("cores", "threads", "expected"),
+    [
+        (1, None, (1, 1, 1, False)),
+        (2, None, (1, 2, 1, False)),
+        (4, None, (1, 4, 1, False)),
+        (8, None, (2, 4, 1, True)),
+        (16, None, (4, 4, 1, True)),
+        (6, None, (2, 3, 1, True)),
+        (8, 2, (1, 4, 2, False)),
+        (2, 4, (1, 1, 4, False)),
+    ],
+)
+def test_local_plan_threads_in_process_up_to_four_then_processes(monkeypatch, cores, threads, expected):
+    from pipeline import cluster as cluster_module
+
+    monkeypatch.setattr(cluster_module, "available_cores", lambda: cores)
+    plan = cluster_module.plan_local_cluster(None, threads, "cpu")
+    assert (plan.workers, plan.threads_per_worker, plan.torch_threads, plan.processes) == expected

@@ -238,37 +238,56 @@ def lpips(x: Tensor, y: Tensor, *, data_range: float, network: torch.nn.Module) 
         torch.Size([2])
     """
     check_pair(x, y)
+    return lpips_of_stored_values(x, y, data_range=data_range, network=network)
+
+
+def lpips_of_stored_values(x: Tensor, y: Tensor, *, data_range: float, network: torch.nn.Module) -> Tensor:
+    """`lpips` for images of any dtype, e.g. the stored uint8 values: (N, C, H, W) x2 -> (N,).
+
+    Integer images are converted straight into the float32 network input, so no other float copy of the
+    pair is made (what bounds memory on large images when scoring).
+    """
+    if x.shape != y.shape:
+        raise ValueError(
+            f"Input images should have the same dimensions, but got {tuple(x.shape)} and {tuple(y.shape)}."
+        )
     data_range = check_data_range(data_range)
     channels = x.shape[1]
-    if channels not in (1, 3):
-        raise ValueError(f"LPIPS needs 1 or 3 channels, got shape {tuple(x.shape)}.")
+    if x.dim() != 4 or channels not in (1, 3):
+        raise ValueError(f"LPIPS needs (N, C, H, W) images with 1 or 3 channels, got shape {tuple(x.shape)}.")
     if channels == 1:
         x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
-    distance = layerwise_distance(network, _to_network_input(x, data_range), _to_network_input(y, data_range))
+    dtype = next(network.parameters()).dtype
+    distance = layerwise_distance(
+        network, _to_network_input(x, data_range, dtype), _to_network_input(y, data_range, dtype)
+    )
     return distance.reshape(x.shape[0])
 
 
-def _to_network_input(x: Tensor, data_range: float) -> Tensor:
-    """[0, data_range] -> [-1, 1] (what `lpips.LPIPS` expects); without gradients, in place on a fresh
-    channels-last copy (the layout the convolutions run fastest in on CPU)."""
+def _to_network_input(x: Tensor, data_range: float, dtype: torch.dtype) -> Tensor:
+    """[0, data_range] -> [-1, 1] in the network's dtype (what `lpips.LPIPS` expects); without gradients, in
+    place on a fresh channels-last copy (the layout the convolutions run fastest in on CPU)."""
     if needs_grad(x):
-        return 2 * x / data_range - 1
-    scaled = torch.empty_like(x, memory_format=torch.channels_last)
-    return torch.mul(x, 2, out=scaled).div_(data_range).sub_(1)
+        return 2 * x.to(dtype) / data_range - 1
+    scaled = torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=torch.channels_last)
+    return scaled.copy_(x).mul_(2).div_(data_range).sub_(1)
 
 
 def layerwise_distance(network: lpips_package.LPIPS, x: Tensor, y: Tensor) -> Tensor:
     """The LPIPS v0.1 forward pass, one backbone layer at a time: (N, 3, H, W) in [-1, 1] x2 -> (N, 1, 1, 1).
 
-    The same operations in the same order as `lpips.LPIPS.forward`, but each layer's activations are freed as
-    soon as the next layer is computed and the per-pixel distance is reduced in row strips, so peak memory is
-    about two activations of the largest layer instead of all layers of both images.
+    The same operations in the same order as `lpips.LPIPS.forward`, but module by module, so each image's
+    activation is freed as soon as the next one exists, and the per-pixel distance is reduced in row strips:
+    peak memory is about three activations of the largest layer instead of all layers of both images.
     """
     x, y = _scale(network, x), _scale(network, y)
     total: Tensor | int = 0
     for index in range(network.L):
         layer = getattr(network.net, f"slice{index + 1}")
-        x, y = layer(x), layer(y)
+        for module in layer:
+            x = module(x)
+        for module in layer:
+            y = module(y)
         total = total + _layer_distance(network.lins[index], x, y)
     return total
 
