@@ -161,8 +161,7 @@ def open_executor(
         return
     quiet_dask_logs()
     if not remote:
-        with local_worker_environment():
-            yield from _local_execution(scheduler, workers, threads, device)
+        yield from _local_execution(scheduler, workers, threads, device)
         return
     client = _connect(scheduler, scheduler_file)
     try:
@@ -211,21 +210,6 @@ def _local_execution(
     finally:
         client.close()
         cluster.close()
-
-
-def local_worker_environment():
-    """Worker processes of our local clusters start without distributed's MALLOC_TRIM_THRESHOLD_.
-
-    Setting any trim threshold turns off glibc's adaptive mmap threshold, so every image-sized tensor is
-    mmapped and zero-filled afresh; scoring ran about 2x slower in such workers than in a plain process.
-    The thread-count variables (OMP/MKL/OpenBLAS = 1) are kept.
-    """
-    import dask
-    import distributed  # noqa: F401  (registers its config defaults before they are overridden)
-
-    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
-    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-    return dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
 
 
 def remote_torch_threads(client: Any) -> int:

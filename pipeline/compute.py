@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ REUSED = "reused"
 CPU_BATCH_VALUES = 1_000_000
 GPU_BATCH_VALUES = 64_000_000
 PREFETCH_DEPTH = 1
+SCORING_BUDGET_VALUES = 64_000_000  # one 4096 x 4096 RGB pair (50M values) at a time, or many smaller ones
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,29 @@ class ScoreSettings:
     volumes: bool = False
 
 
+class ValueBudget:
+    """Image values being scored at once in this process; a batch waits until it fits (a batch larger than
+    the whole budget runs alone)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, values: int) -> Iterator[None]:
+        values = min(values, self.limit)
+        with self._changed:
+            self._changed.wait_for(lambda: self.used + values <= self.limit)
+            self.used += values
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.used -= values
+                self._changed.notify_all()
+
+
 @dataclass
 class WorkerState:
     """Per-process cache: LPIPS networks and Gaussian windows, built on first use.
@@ -78,6 +103,7 @@ class WorkerState:
     networks: dict[tuple, torch.nn.Module] = field(default_factory=dict)
     windows: dict[tuple, torch.Tensor] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    budget: ValueBudget = field(default_factory=lambda: ValueBudget(SCORING_BUDGET_VALUES))
 
     def configure_threads(self, threads: int | None) -> None:
         keep_freed_memory()
@@ -259,34 +285,49 @@ def score_pending(
     device: torch.device,
     state: WorkerState,
 ) -> None:
-    """Score decoded pairs in batches of equal shape and data range; fills each pair's row."""
+    """Score decoded pairs in batches of equal shape and data range; fills each pair's row.
+
+    Each batch first takes its values from the worker's `budget`, so the task threads of one worker never
+    hold more than `SCORING_BUDGET_VALUES` of images in scoring at once (large images one after another).
+    """
     batches: dict[tuple, list[LoadedPair]] = {}
     for loaded in pending:
         batches.setdefault((loaded.aligned.ref.shape, loaded.aligned.data_range), []).append(loaded)
     for batch in batches.values():
-        start = time.perf_counter()
-        data_range = batch[0].aligned.data_range
-        try:
-            ref = _stack([p.aligned.ref for p in batch], device)
-            out = _stack([p.aligned.out for p in batch], device)
-            for loaded in batch:
-                loaded.aligned = None
-            values, warnings = compute_metrics(ref, out, data_range, settings, convention, state)
-        except ImageError as exc:
-            for loaded in batch:
-                loaded.row.update(status="error", error=f"{loaded.row['key']}: {exc}")
-            continue
-        except WeightsError:
-            raise
-        except Exception as exc:
-            for loaded in batch:
-                loaded.row.update(status="error", error=_unexpected(_task_of(loaded.row), exc))
-            continue
-        share = (time.perf_counter() - start) / len(batch)
-        for index, loaded in enumerate(batch):
-            loaded.row.update({name: column[index] for name, column in values.items()})
-            loaded.row["warnings"] = [*loaded.row["warnings"], *warnings]
-            loaded.row["seconds"] += share
+        with state.budget.hold(sum(loaded.aligned.ref.size for loaded in batch)):
+            _score_batch(batch, settings, convention, device, state)
+
+
+def _score_batch(
+    batch: list[LoadedPair],
+    settings: ScoreSettings,
+    convention: Convention,
+    device: torch.device,
+    state: WorkerState,
+) -> None:
+    start = time.perf_counter()
+    data_range = batch[0].aligned.data_range
+    try:
+        ref = _stack([p.aligned.ref for p in batch], device)
+        out = _stack([p.aligned.out for p in batch], device)
+        for loaded in batch:
+            loaded.aligned = None
+        values, warnings = compute_metrics(ref, out, data_range, settings, convention, state)
+    except ImageError as exc:
+        for loaded in batch:
+            loaded.row.update(status="error", error=f"{loaded.row['key']}: {exc}")
+        return
+    except WeightsError:
+        raise
+    except Exception as exc:
+        for loaded in batch:
+            loaded.row.update(status="error", error=_unexpected(_task_of(loaded.row), exc))
+        return
+    share = (time.perf_counter() - start) / len(batch)
+    for index, loaded in enumerate(batch):
+        loaded.row.update({name: column[index] for name, column in values.items()})
+        loaded.row["warnings"] = [*loaded.row["warnings"], *warnings]
+        loaded.row["seconds"] += share
 
 
 def _task_of(row: dict[str, Any]) -> PairTask:

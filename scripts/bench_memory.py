@@ -1,12 +1,17 @@
-"""Peak memory of one worker scoring large pairs (DESIGN: a worker stays under 2 GB on 4096x4096 RGB).
+"""Peak memory of scoring large pairs (issue 6: a worker stays under 2 GB on 4096x4096 RGB).
 
     python scripts/bench_memory.py                  # 4096x4096 RGB, default metrics, both conventions
     python scripts/bench_memory.py --size 8192
 
-Each measurement runs the worker's scoring function (`pipeline.compute.score_shard`) on two pairs in a fresh
-child process and reports that process's peak RSS, next to its RSS right after importing torch and the
-pipeline, so the figure shows what scoring itself adds. LPIPS uses a seeded AlexNet checkpoint (speed and
-memory do not depend on the weight values).
+Two kinds of measurement, each in a fresh child process whose peak RSS is reported:
+
+* one task: the worker's scoring function (`pipeline.compute.score_shard`) on two pairs with one torch
+  thread, next to the child's RSS right after importing torch and the pipeline, so the figure shows what
+  scoring adds. This is what each task thread of a worker needs.
+* the whole `iqa score` process with its default embedded cluster (on up to 4 cores one in-process worker
+  with a task thread per core, so that many pairs are in memory at once), on four pairs, all metrics.
+
+LPIPS uses a seeded AlexNet checkpoint (speed and memory do not depend on the weight values).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch
 from pipeline.compute import PairTask, ScoreSettings, score_shard
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 folder, convention, metrics, weights = sys.argv[1], sys.argv[2], tuple(sys.argv[3].split(",")), sys.argv[4]
-tasks = [PairTask(f"k{i}", "", f"{folder}/ref{i}.png", f"{folder}/out{i}.png") for i in range(2)]
+tasks = [PairTask(f"k{i}", "", f"{folder}/reference/p{i}.png", f"{folder}/output/p{i}.png") for i in range(2)]
 settings = ScoreSettings(metrics=metrics, convention=convention, crop=4 if convention == "sr-paper" else 0,
                          lpips_weights=weights or None, device="cpu", torch_threads=1)
 rows = score_shard(tasks, settings)
@@ -39,16 +44,37 @@ print(json.dumps({"import_rss_mb": baseline, "peak_rss_mb": peak, "values": valu
 """
 
 
+PAIRS = 4
+
+
 def make_pairs(folder: Path, size: int) -> None:
+    """folder/reference/p{i}.png and folder/output/p{i}.png: a photo and a noisy copy, `PAIRS` times."""
     import skimage
 
     photo = Image.open(Path(skimage.__file__).parent / "data" / "astronaut.png").convert("RGB")
     big = np.asarray(photo.resize((size, size), Image.BICUBIC))
     rng = np.random.default_rng(0)
-    for index in range(2):
+    for side in ("reference", "output"):
+        (folder / side).mkdir()
+    for index in range(PAIRS):
         noisy = np.clip(big + rng.normal(0, 10, big.shape), 0, 255).astype(np.uint8)
-        Image.fromarray(big).save(folder / f"ref{index}.png", compress_level=1)
-        Image.fromarray(noisy).save(folder / f"out{index}.png", compress_level=1)
+        Image.fromarray(big).save(folder / "reference" / f"p{index}.png", compress_level=1)
+        Image.fromarray(noisy).save(folder / "output" / f"p{index}.png", compress_level=1)
+
+
+def whole_run_peak_mb(folder: Path, weights: Path) -> float:
+    """Peak RSS of an `iqa score` process (default layout) scoring every pair with all metrics."""
+    import resource
+
+    command = [
+        sys.executable, "-m", "pipeline", "score", str(folder / "reference"), str(folder / "output"),
+        "-o", str(folder / "run"), "--metrics", "psnr,ssim,ms_ssim,lpips,mse",
+        "--lpips-weights", str(weights), "--device", "cpu", "--no-report", "--no-progress", "--overwrite",
+    ]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise SystemExit(completed.stdout[-2000:] + completed.stderr[-3000:])
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def seeded_alexnet(folder: Path) -> Path:
@@ -71,10 +97,18 @@ def main() -> None:
         folder = Path(tmp)
         make_pairs(folder, args.size)
         weights = seeded_alexnet(folder)
+        peak = whole_run_peak_mb(folder, weights)  # first: RUSAGE_CHILDREN then holds this child's peak alone
+        print(
+            f"{args.size}x{args.size} RGB  iqa score (default layout, {PAIRS} pairs)  "
+            f"psnr,ssim,ms_ssim,lpips,mse  peak RSS {peak:7.0f} MB",
+            flush=True,
+        )
         cases = [
             ("default", "psnr,ssim,ms_ssim,mse", ""),
             ("sr-paper", "psnr,ssim,ms_ssim,mse", ""),
             ("default", "lpips", str(weights)),
+            ("default", "psnr,ssim,ms_ssim,lpips,mse", str(weights)),
+            ("sr-paper", "psnr,ssim,ms_ssim,lpips,mse", str(weights)),
         ]
         for convention, metrics, lpips_weights in cases:
             command = [sys.executable, "-c", CHILD, tmp, convention, metrics, lpips_weights]
@@ -84,7 +118,7 @@ def main() -> None:
                 raise SystemExit(completed.stderr[-3000:])
             result = json.loads(completed.stdout.strip().splitlines()[-1])
             print(
-                f"{args.size}x{args.size} RGB  {convention:8s}  {metrics:22s}  "
+                f"{args.size}x{args.size} RGB  one task  {convention:8s}  {metrics:26s}  "
                 f"peak RSS {result['peak_rss_mb']:7.0f} MB "
                 f"(after imports {result['import_rss_mb']:5.0f} MB)",
                 flush=True,

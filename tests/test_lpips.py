@@ -334,3 +334,17 @@ def test_strip_reduction_equals_the_lpips_package(alex_home: Path, monkeypatch: 
     with torch.inference_mode():
         got = lpips(x, y, data_range=255, network=network).item()
     assert abs(got - expected) < TOLERANCE
+
+
+def test_stored_integers_give_the_float_values(squeeze_network: torch.nn.Module) -> None:
+    from pipeline.metrics.perceptual import lpips_of_stored_values
+
+    image = read_photo("chelsea.png")[:96, :128]
+    ref, out = to_batch([image]), to_batch([degradations(image)[1]])
+    stored_ref = torch.from_numpy(image[None].copy()).permute(0, 3, 1, 2)
+    stored_out = torch.from_numpy(degradations(image)[1][None].copy()).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        expected = lpips(ref, out, data_range=255, network=squeeze_network)
+        got = lpips_of_stored_values(stored_ref, stored_out, data_range=255, network=squeeze_network)
+    assert stored_ref.dtype == torch.uint8
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

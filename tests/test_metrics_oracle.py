@@ -118,3 +118,48 @@ def test_strip_processing_of_large_images_gives_the_same_values(monkeypatch):
     assert abs(strips[1].item() - expected) < SSIM_TOL
     torch.testing.assert_close(strips[0], whole[0], rtol=0, atol=1e-12)
     torch.testing.assert_close(strips[1], whole[1], rtol=0, atol=1e-12)
+
+
+# The CPU fast paths equal the straightforward PyTorch operations they replace
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 40), (2, 3, 37, 52), (1, 2, 15, 18, 21)])
+def test_shifted_sum_blur_equals_grouped_convolution(shape):
+    import importlib
+
+    ssim_module = importlib.import_module("pipeline.metrics.ssim")
+    stack = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    window = ssim_module.gaussian_window()
+    fast = ssim_module.blur_valid(stack, window)
+    reference = ssim_module._grouped_conv_blur(stack, window)
+    assert fast.shape == tuple([*shape[:2], *(side - 10 for side in shape[2:])])
+    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 9), (2, 3, 16, 16), (1, 3, 17, 10), (1, 1, 5, 7, 9)])
+def test_strided_pooling_equals_pytorch_msssim_pooling(shape):
+    import torch.nn.functional as F
+
+    from pipeline.metrics.ssim import average_pool_2x
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    pool = {3: F.avg_pool1d, 4: F.avg_pool2d, 5: F.avg_pool3d}[x.dim()]
+    expected = pool(x, kernel_size=2, padding=[side % 2 for side in shape[2:]])
+    torch.testing.assert_close(average_pool_2x(x), expected, rtol=0, atol=0)
+
+
+def test_mse_in_strips_equals_the_whole_image(monkeypatch):
+    import importlib
+
+    from pipeline.metrics import mse
+
+    psnr_module = importlib.import_module("pipeline.metrics.psnr")
+    reference = real_image("coffee.png")
+    x = as_batch(reference, torch.float32)
+    y = as_batch(degrade(reference, "noise"), torch.float32)
+    whole = mse(x, y)
+    monkeypatch.setattr(psnr_module, "STRIP_VALUES", 3 * 400 * 7)
+    strips = mse(x, y)
+    expected = np.mean((reference.astype(np.float64) - degrade(reference, "noise")) ** 2)
+    assert abs(strips.item() - expected) / expected < 1e-6
+    torch.testing.assert_close(strips, whole, rtol=1e-6, atol=0)

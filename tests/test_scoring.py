@@ -219,6 +219,22 @@ def test_local_cluster_rows_equal_sync_rows(tmp_path):
     pd.testing.assert_frame_equal(a[columns], b[columns])
 
 
+def test_default_embedded_cluster_rows_equal_sync_rows(tmp_path, alex_home):
+    from pipeline.cluster import THREADS_PER_PROCESS, available_cores
+
+    ref, out = make_folders(tmp_path)
+    metrics = (*PIXEL_METRICS, "lpips")
+    config = ScoreConfig(metrics=metrics, report=False, shard_pairs=1, lpips_weights=str(alex_home))
+    sync = ScoreConfig(metrics=metrics, report=False, scheduler="sync", lpips_weights=str(alex_home))
+    score_folders(ref, out, tmp_path / "sync", sync.validate(), progress=False)
+    result = score_folders(ref, out, tmp_path / "default", config.validate(), progress=False)
+    a, b = load_results(tmp_path / "sync"), load_results(tmp_path / "default")
+    columns = ["key", "status", *metrics, "ref_sha256", "out_sha256"]
+    pd.testing.assert_frame_equal(a[columns], b[columns])
+    if available_cores() <= THREADS_PER_PROCESS:
+        assert "in-process worker" in result.manifest["execution"]
+
+
 def test_existing_run_is_refused_without_overwrite(tmp_path):
     ref, out = make_folders(tmp_path)
     score_folders(ref, out, tmp_path / "run", sync_config(), progress=False)

@@ -36,6 +36,7 @@ _ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
 
 _HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
 LAYER_STRIP_VALUES = 4_000_000
+UNIT_EPS = 1e-10  # lpips.normalize_tensor's eps
 
 
 def _check_net(net: str) -> None:
@@ -301,18 +302,38 @@ def _scale(network: lpips_package.LPIPS, x: Tensor) -> Tensor:
 
 
 def _layer_distance(linear: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Spatial mean of lin((unit(x) - unit(y))^2) over (N, C, H, W) activations, in strips of rows."""
+    """Spatial mean of lin((unit(x) - unit(y))^2) over (N, C, H, W) activations, in strips of rows.
+
+    Without gradients the 1x1 `lin` layer is applied after the spatial mean (it is linear), to per-channel
+    sums accumulated in float64, which skips two full-size passes per layer.
+    """
     rows = max(1, LAYER_STRIP_VALUES // max(1, x[:, :, 0].numel()))
-    if rows >= x.shape[2]:
-        return lpips_package.spatial_average(linear(_squared_unit_difference(x, y)), keepdim=True)
-    strips = [
-        linear(_squared_unit_difference(x[:, :, start : start + rows], y[:, :, start : start + rows])).sum(
-            dim=(2, 3), keepdim=True, dtype=torch.float64
-        )
+    if needs_grad(x, y):
+        if rows >= x.shape[2]:
+            return lpips_package.spatial_average(linear(_squared_unit_difference(x, y)), keepdim=True)
+        strips = [
+            linear(
+                _squared_unit_difference(x[:, :, start : start + rows], y[:, :, start : start + rows])
+            ).sum(dim=(2, 3), keepdim=True, dtype=torch.float64)
+            for start in range(0, x.shape[2], rows)
+        ]
+        return (torch.stack(strips).sum(dim=0) / (x.shape[2] * x.shape[3])).to(x.dtype)
+    sums = sum(
+        _squared_unit_difference_sums(x[:, :, start : start + rows], y[:, :, start : start + rows])
         for start in range(0, x.shape[2], rows)
-    ]
-    return (torch.stack(strips).sum(dim=0) / (x.shape[2] * x.shape[3])).to(x.dtype)
+    )
+    weights = next(m for m in linear.modules() if isinstance(m, torch.nn.Conv2d)).weight
+    per_channel_mean = sums / (x.shape[2] * x.shape[3])
+    return (per_channel_mean @ weights.flatten().to(torch.float64)).to(x.dtype).view(-1, 1, 1, 1)
 
 
 def _squared_unit_difference(x: Tensor, y: Tensor) -> Tensor:
     return (lpips_package.normalize_tensor(x) - lpips_package.normalize_tensor(y)) ** 2
+
+
+def _squared_unit_difference_sums(x: Tensor, y: Tensor) -> Tensor:
+    """Per-channel spatial sums of (unit(x) - unit(y))^2 in float64: (N, C, H, W) x2 -> (N, C)."""
+    inverse_x = torch.linalg.vector_norm(x, dim=1, keepdim=True).add_(UNIT_EPS).reciprocal_()
+    inverse_y = torch.linalg.vector_norm(y, dim=1, keepdim=True).add_(UNIT_EPS).reciprocal_()
+    difference = torch.mul(x, inverse_x).addcmul_(y, inverse_y, value=-1)
+    return difference.square_().sum(dim=(2, 3), dtype=torch.float64)

@@ -126,21 +126,27 @@ def _centre(x: Tensor) -> Tensor:
 
 
 def _ssim_and_cs_maps(
-    x: Tensor, y: Tensor, window: Tensor, data_range: float, centre: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """SSIM and contrast-structure maps, each (N, C, *valid spatial)."""
+    x: Tensor,
+    y: Tensor,
+    window: Tensor,
+    data_range: float,
+    centre: Tensor | None = None,
+    *,
+    with_ssim: bool = True,
+) -> tuple[Tensor | None, Tensor]:
+    """SSIM and contrast-structure maps, each (N, C, *valid spatial); SSIM None unless `with_ssim`."""
     c1 = (K1 * data_range) ** 2
     c2 = (K2 * data_range) ** 2
     # Centering by the reference's mean keeps float32 variances accurate; SSIM is unchanged by it.
     centre = _centre(x) if centre is None else centre
     if needs_grad(x, y):
-        return _maps_differentiable(x, y, window, centre, c1, c2)
-    return _maps_in_place(x, y, window, centre, c1, c2)
+        return _maps_differentiable(x, y, window, centre, c1, c2, with_ssim)
+    return _maps_in_place(x, y, window, centre, c1, c2, with_ssim)
 
 
 def _maps_differentiable(
-    x: Tensor, y: Tensor, window: Tensor, centre: Tensor, c1: float, c2: float
-) -> tuple[Tensor, Tensor]:
+    x: Tensor, y: Tensor, window: Tensor, centre: Tensor, c1: float, c2: float, with_ssim: bool
+) -> tuple[Tensor | None, Tensor]:
     c = x.shape[1]
     xc, yc = x - centre, y - centre
     blurred = blur_valid(torch.cat([xc, yc, xc * xc + yc * yc, xc * yc], dim=1), window)
@@ -149,6 +155,8 @@ def _maps_differentiable(
     variances = squares - mu_xc * mu_xc - mu_yc * mu_yc
     covariance = xy - mu_xc * mu_yc
     cs_map = (2 * covariance + c2) / (variances + c2)
+    if not with_ssim:
+        return None, cs_map
     # Luminance on the uncentred means
     mu_x, mu_y = mu_xc + centre, mu_yc + centre
     luminance = (2 * mu_x * mu_y + c1) / (mu_x * mu_x + mu_y * mu_y + c1)
@@ -156,8 +164,8 @@ def _maps_differentiable(
 
 
 def _maps_in_place(
-    x: Tensor, y: Tensor, window: Tensor, centre: Tensor, c1: float, c2: float
-) -> tuple[Tensor, Tensor]:
+    x: Tensor, y: Tensor, window: Tensor, centre: Tensor, c1: float, c2: float, with_ssim: bool
+) -> tuple[Tensor | None, Tensor]:
     """The same maps as `_maps_differentiable`, with one preallocated stack and in-place arithmetic."""
     c = x.shape[1]
     stack = torch.empty((x.shape[0], 4 * c, *x.shape[2:]), dtype=x.dtype, device=x.device)
@@ -171,6 +179,8 @@ def _maps_in_place(
     variances.addcmul_(mu_x, mu_x, value=-1).addcmul_(mu_y, mu_y, value=-1).add_(c2)
     covariance.addcmul_(mu_x, mu_y, value=-1)
     cs_map = covariance.mul_(2).add_(c2).div_(variances)
+    if not with_ssim:
+        return None, cs_map
     # Luminance on the uncentred means
     mu_x.add_(centre)
     mu_y.add_(centre)
@@ -191,8 +201,10 @@ def _strip_rows(x: Tensor, window_size: int) -> int:
     return max(MIN_STRIP_HALOS * (window_size - 1), budget // per_row - (window_size - 1))
 
 
-def _ssim_and_cs(x: Tensor, y: Tensor, window: Tensor, data_range: float) -> tuple[Tensor, Tensor]:
-    """Per-channel mean SSIM and contrast-structure, each (N, C).
+def _ssim_and_cs(
+    x: Tensor, y: Tensor, window: Tensor, data_range: float, *, with_ssim: bool = True
+) -> tuple[Tensor | None, Tensor]:
+    """Per-channel mean SSIM (None unless `with_ssim`) and contrast-structure, each (N, C).
 
     Large inputs are processed in strips along the first spatial axis (overlapping by the window size), so
     memory stays bounded; each strip's maps are exactly those of the whole image, and their sums are
@@ -202,22 +214,28 @@ def _ssim_and_cs(x: Tensor, y: Tensor, window: Tensor, data_range: float) -> tup
     out_rows = x.shape[2] - size + 1
     rows = _strip_rows(x, size)
     if rows >= out_rows:
-        ssim_map, cs_map = _ssim_and_cs_maps(x, y, window, data_range)
-        return ssim_map.flatten(2).mean(dim=2), cs_map.flatten(2).mean(dim=2)
+        ssim_map, cs_map = _ssim_and_cs_maps(x, y, window, data_range, with_ssim=with_ssim)
+        return _spatial_mean(ssim_map), _spatial_mean(cs_map)
     centre = _centre(x)
-    ssim_sum = cs_sum = None
+    ssim_sum = cs_sum = 0
     count = 0
     for start in range(0, out_rows, rows):
         stop = min(out_rows, start + rows)
+        strip = slice(start, stop + size - 1)
         ssim_map, cs_map = _ssim_and_cs_maps(
-            x[:, :, start : stop + size - 1], y[:, :, start : stop + size - 1], window, data_range, centre
+            x[:, :, strip], y[:, :, strip], window, data_range, centre, with_ssim=with_ssim
         )
-        strip_ssim = ssim_map.flatten(2).sum(dim=2, dtype=torch.float64)
-        strip_cs = cs_map.flatten(2).sum(dim=2, dtype=torch.float64)
-        ssim_sum = strip_ssim if ssim_sum is None else ssim_sum + strip_ssim
-        cs_sum = strip_cs if cs_sum is None else cs_sum + strip_cs
-        count += ssim_map[0, 0].numel()
-    return (ssim_sum / count).to(x.dtype), (cs_sum / count).to(x.dtype)
+        if ssim_map is not None:
+            ssim_sum = ssim_sum + ssim_map.flatten(2).sum(dim=2, dtype=torch.float64)
+        cs_sum = cs_sum + cs_map.flatten(2).sum(dim=2, dtype=torch.float64)
+        count += cs_map[0, 0].numel()
+    ssim_mean = (ssim_sum / count).to(x.dtype) if with_ssim else None
+    return ssim_mean, (cs_sum / count).to(x.dtype)
+
+
+def _spatial_mean(maps: Tensor | None) -> Tensor | None:
+    """(N, C, *spatial) -> (N, C); None stays None."""
+    return None if maps is None else maps.flatten(2).mean(dim=2)
 
 
 def _check_inputs(x: Tensor, y: Tensor, data_range: float) -> float:
@@ -290,7 +308,9 @@ def ssim_and_ms_ssim(
     contrast_structure = []
     first_ssim = None
     for level in range(scales):
-        level_ssim, level_cs = _ssim_and_cs(x, y, window, data_range)
+        # SSIM itself is needed at the first scale (returned) and the last (MS-SSIM's luminance term)
+        with_ssim = level in (0, scales - 1)
+        level_ssim, level_cs = _ssim_and_cs(x, y, window, data_range, with_ssim=with_ssim)
         if first_ssim is None:
             first_ssim = level_ssim
         if level < scales - 1:
