@@ -348,3 +348,12 @@ def test_stored_integers_give_the_float_values(squeeze_network: torch.nn.Module)
         got = lpips_of_stored_values(stored_ref, stored_out, data_range=255, network=squeeze_network)
     assert stored_ref.dtype == torch.uint8
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_a_layer_no_file_filled_stops_the_build(alex_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    perceptual = importlib.import_module("pipeline.metrics.perceptual")
+    monkeypatch.setattr(perceptual, "_load_linear_layers", lambda network, net: None)
+    with pytest.raises(WeightsError, match=r"lin0\.model"):
+        build_lpips_network("alex", allow_download=False)

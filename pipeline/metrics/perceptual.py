@@ -145,9 +145,10 @@ def _load_backbone(network: lpips_package.LPIPS, net: str, path: Path) -> None:
         "LPIPS backbone checkpoint",
         f"delete it and fetch {backbone_filename(net)} again from {backbone_url(net)}",
     )
-    reference = _ARCHITECTURES[net](weights=None)
+    with torch.device("meta"):
+        reference = _ARCHITECTURES[net](weights=None)
     try:
-        reference.load_state_dict(state, strict=True)
+        reference.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise WeightsError(
             f"LPIPS backbone checkpoint {path} does not match torchvision's {_ARCHITECTURES[net].__name__} "
@@ -159,7 +160,7 @@ def _load_backbone(network: lpips_package.LPIPS, net: str, path: Path) -> None:
         _, feature_key = key.split(".", 1)
         trunk_state[key] = features[feature_key]
     try:
-        network.net.load_state_dict(trunk_state, strict=True)
+        network.net.load_state_dict(trunk_state, strict=True, assign=True)
     except RuntimeError as exc:
         raise WeightsError(
             f"LPIPS backbone from {path} cannot be copied into the {net!r} trunk: {exc}"
@@ -176,7 +177,19 @@ def _load_linear_layers(network: lpips_package.LPIPS, net: str) -> None:
             f"LPIPS linear-layer file {shipped} has keys {sorted(state)}, expected {sorted(expected)}; "
             "reinstall the `lpips` package."
         )
-    network.load_state_dict(state, strict=False)
+    network.load_state_dict(state, strict=False, assign=True)
+
+
+def _check_every_tensor_loaded(network: torch.nn.Module, net: str, path: Path) -> None:
+    """The network is built on the meta device, so a tensor that no file filled would have no values."""
+    unloaded = [
+        name for name, tensor in [*network.named_parameters(), *network.named_buffers()] if tensor.is_meta
+    ]
+    if unloaded:
+        raise WeightsError(
+            f"LPIPS {net!r} network has tensors that neither {path} nor the `lpips` wheel provided: "
+            f"{unloaded[:5]}. Use the file {backbone_filename(net)} from {backbone_url(net)}."
+        )
 
 
 def build_lpips_network(
@@ -202,19 +215,21 @@ def build_lpips_network(
     """
     path = resolve_backbone(net, weights_path, allow_download=allow_download)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.device("meta"):
             warnings.filterwarnings("ignore", message=".*pretrained.*", category=UserWarning)
             warnings.filterwarnings("ignore", message=".*weight enum.*", category=UserWarning)
             network = lpips_package.LPIPS(
-                net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False
+                net=net, version="0.1", pretrained=False, pnet_rand=True, verbose=False
             )
     except (OSError, RuntimeError) as exc:
         raise WeightsError(
-            f"LPIPS linear layers for net {net!r} cannot be loaded from the `lpips` package ({exc}); "
+            f"LPIPS network {net!r} cannot be built from the `lpips` package ({exc}); "
             "reinstall it (pip install lpips)."
         ) from exc
+    network.scaling_layer = lpips_package.ScalingLayer()
     _load_linear_layers(network, net)
     _load_backbone(network, net, path)
+    _check_every_tensor_loaded(network, net, path)
     network.eval().requires_grad_(False)
     return network.to(device=device, memory_format=torch.channels_last)
 
@@ -260,28 +275,34 @@ def lpips_of_stored_values(x: Tensor, y: Tensor, *, data_range: float, network: 
         x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
     dtype = next(network.parameters()).dtype
     distance = layerwise_distance(
-        network, _to_network_input(x, data_range, dtype), _to_network_input(y, data_range, dtype)
+        network, _trunk_input(network, x, data_range, dtype), _trunk_input(network, y, data_range, dtype)
     )
     return distance.reshape(x.shape[0])
 
 
-def _to_network_input(x: Tensor, data_range: float, dtype: torch.dtype) -> Tensor:
-    """[0, data_range] -> [-1, 1] in the network's dtype (what `lpips.LPIPS` expects); without gradients, in
-    place on a fresh channels-last copy (the layout the convolutions run fastest in on CPU)."""
+def _trunk_input(network: lpips_package.LPIPS, x: Tensor, data_range: float, dtype: torch.dtype) -> Tensor:
+    """[0, data_range] -> what the trunk sees: LPIPS's [-1, 1] mapping, then its ScalingLayer.
+
+    Without gradients both affine maps are one per-channel `x * gain + offset` written straight into a fresh
+    channels-last copy in the network's dtype (the layout the convolutions run fastest in on CPU).
+    """
+    layer = network.scaling_layer
     if needs_grad(x):
-        return 2 * x.to(dtype) / data_range - 1
+        return layer(2 * x.to(dtype) / data_range - 1)
+    gain = 2 / (data_range * layer.scale)
+    offset = -(1 + layer.shift) / layer.scale
     scaled = torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=torch.channels_last)
-    return scaled.copy_(x).mul_(2).div_(data_range).sub_(1)
+    return torch.addcmul(offset, x, gain, out=scaled)
 
 
 def layerwise_distance(network: lpips_package.LPIPS, x: Tensor, y: Tensor) -> Tensor:
-    """The LPIPS v0.1 forward pass, one backbone layer at a time: (N, 3, H, W) in [-1, 1] x2 -> (N, 1, 1, 1).
+    """The LPIPS v0.1 forward pass after the ScalingLayer, one backbone layer at a time: (N, 3, H, W) trunk
+    inputs x2 (see `_trunk_input`) -> (N, 1, 1, 1).
 
     The same operations in the same order as `lpips.LPIPS.forward`, but module by module, so each image's
     activation is freed as soon as the next one exists, and the per-pixel distance is reduced in row strips:
     peak memory is about three activations of the largest layer instead of all layers of both images.
     """
-    x, y = _scale(network, x), _scale(network, y)
     total: Tensor | int = 0
     for index in range(network.L):
         layer = getattr(network.net, f"slice{index + 1}")
@@ -291,14 +312,6 @@ def layerwise_distance(network: lpips_package.LPIPS, x: Tensor, y: Tensor) -> Te
             y = module(y)
         total = total + _layer_distance(network.lins[index], x, y)
     return total
-
-
-def _scale(network: lpips_package.LPIPS, x: Tensor) -> Tensor:
-    """LPIPS's ScalingLayer, (x - shift) / scale, in place when no gradient is needed."""
-    layer = network.scaling_layer
-    if needs_grad(x):
-        return layer(x)
-    return x.sub_(layer.shift).div_(layer.scale)
 
 
 def _layer_distance(linear: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
