@@ -115,16 +115,20 @@ def resolve_lpips(config: ScoreConfig, notices: list[str]) -> tuple[tuple[str, .
 
 
 def shard_size(pair_count: int, workers: int, requested: int | None) -> int:
-    """Pairs per shard: coarse enough for >= 100 ms tasks, fine enough to keep every task thread busy.
+    """Pairs per shard: coarse enough for >= 100 ms tasks, split evenly over the task threads.
 
-    `workers` counts task threads. At least `MIN_SHARD_PAIRS` pairs (>= 100 ms of 512 px pairs on one core;
-    each shard also costs a task round trip and a Parquet part, about 10 ms measured on 2 cores), else about
-    `SHARDS_PER_THREAD` shards per thread, at most `MAX_SHARD_PAIRS`.
+    `workers` counts task threads. Up to `SHARDS_PER_THREAD` shards per thread while each keeps at least
+    `MIN_SHARD_PAIRS` pairs (>= 100 ms of 512 px pairs on one core; each shard also costs a task round trip
+    and a Parquet part, about 10 ms measured on 2 cores); the shard count is a multiple of the threads so
+    that they finish together (60 pairs on 2 threads: 4 shards of 15, not 16 + 16 + 16 + 12); at most
+    `MAX_SHARD_PAIRS` pairs.
     """
     if requested:
         return requested
-    per_thread = math.ceil(pair_count / max(1, workers * SHARDS_PER_THREAD))
-    return max(MIN_SHARD_PAIRS, min(MAX_SHARD_PAIRS, per_thread))
+    threads = max(1, workers)
+    shards = min(threads * SHARDS_PER_THREAD, max(1, pair_count // MIN_SHARD_PAIRS))
+    shards = math.ceil(shards / threads) * threads
+    return max(1, min(MAX_SHARD_PAIRS, math.ceil(pair_count / shards)))
 
 
 def iter_shards(

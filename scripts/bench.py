@@ -604,6 +604,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="pipeline --workers (default: its own layout); peer processes",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 12 generated pairs, 1 repeat")
+    parser.add_argument(
+        "--peers", help=f"comma-separated peers to time (default: every installed one of {', '.join(PEERS)})"
+    )
     parser.add_argument("--json", type=Path, help="write the raw numbers to this file")
     parser.add_argument("--workdir", type=Path, help="keep data and run dirs here instead of a temp dir")
     parser.add_argument(
@@ -678,7 +681,13 @@ def benchmark(args: argparse.Namespace, workdir: Path, cores: int, workers: int,
 
     skipped: dict[str, str] = {}
     available = []
+    wanted = PEERS if args.peers is None else [name for name in args.peers.split(",") if name]
+    unknown = sorted(set(wanted) - set(PEERS))
+    if unknown:
+        raise SystemExit(f"--peers: unknown {', '.join(unknown)}; choose from {', '.join(PEERS)}")
     for name, peer in PEERS.items():
+        if name not in wanted:
+            continue
         if importlib.util.find_spec(peer.package) is None:
             skipped[name] = PYIQA_MISSING if name == "pyiqa" else "not installed (pip install '.[bench]')"
         else:

@@ -277,3 +277,14 @@ def test_default_metrics_without_lpips_weights_score_the_rest(tmp_path, torch_ho
 
 def _refuse_download(*args, **kwargs):
     raise OSError("offline (test)")
+
+
+@pytest.mark.parametrize(
+    ("pairs", "threads", "expected"),
+    [(60, 2, 15), (240, 2, 30), (10, 2, 5), (1, 2, 1), (100_000, 2, 256), (60, 16, 4), (1000, 2, 125)],
+)
+def test_shards_split_pairs_evenly_over_task_threads(pairs, threads, expected):
+    from pipeline.scoring import shard_size
+
+    assert shard_size(pairs, threads, None) == expected
+    assert shard_size(pairs, threads, 7) == 7
