@@ -229,8 +229,11 @@ def remote_torch_threads(client: Any) -> int:
 
 
 def quiet_dask_logs(level: int = logging.ERROR) -> None:
-    """Keep Dask's INFO chatter (workers starting and closing) off the console; warnings still show."""
-    for name in list(logging.root.manager.loggerDict):
+    """Keep Dask's INFO chatter (scheduler and workers starting and closing) off the console; warnings and
+    errors still show. distributed sets its loggers up when it is first imported, so import it first."""
+    import distributed  # noqa: F401
+
+    for name in ["distributed", *logging.root.manager.loggerDict]:
         if name == "distributed" or name.startswith("distributed."):
             logging.getLogger(name).setLevel(level)
 

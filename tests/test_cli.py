@@ -131,3 +131,14 @@ def test_threads_scheduler_scores_like_sync(folders, tmp_path):
 
     columns = ["key", "psnr", "ssim"]
     assert load_results(tmp_path / "t")[columns].equals(load_results(tmp_path / "s")[columns])
+
+
+def test_default_cluster_keeps_dask_chatter_off_the_console(folders, tmp_path):
+    ref, out = folders
+    command = [sys.executable, "-m", "pipeline", "score", str(ref), str(out), "-o", str(tmp_path / "run")]
+    options = ["--metrics", "psnr,ssim", "--no-report", "--no-progress"]
+    completed = subprocess.run([*command, *options], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert "ok=2" in completed.stdout
+    for chatter in ("Scheduler at", "Start worker", "Registered to", "Lost all workers"):
+        assert chatter not in completed.stderr + completed.stdout
