@@ -58,8 +58,9 @@ def blur_valid(stack: Tensor, window: Tensor) -> Tensor:
 
     Returns:
         (N, K, *spatial - S + 1). On CPU each pass is a sum of S shifted, weighted views of the contiguous
-        input (no layout conversions; about 3x faster than PyTorch's depthwise convolution there); on other
-        devices a grouped convolution per spatial dimension. Both give the same values to rounding.
+        input: no layout conversions (with PyTorch's depthwise convolution, the channels-last conversions it
+        needs to be fast took about 30% of SSIM's time there). On other devices a grouped convolution per
+        spatial dimension. Both give the same values to rounding.
     """
     if stack.device.type == "cpu":
         taps = window.tolist()
@@ -98,7 +99,8 @@ def average_pool_2x(x: Tensor) -> Tensor:
 
     The same values as pytorch-msssim's `avg_pool(x, kernel_size=2, padding=[s % 2 for s in sides])`
     (count_include_pad: a padded window still divides by 2^d), summed in the same order, but computed as a
-    sum of strided views, which is several times faster on CPU than PyTorch's pooling kernels.
+    sum of strided views, about 4x faster on CPU than PyTorch's pooling kernel (0.26 vs 1.1 ms on 512 x 512
+    RGB).
 
     Args:
         x: (N, C, *spatial) with 1 to 3 spatial dimensions.
