@@ -106,7 +106,6 @@ class WorkerState:
     budget: ValueBudget = field(default_factory=lambda: ValueBudget(SCORING_BUDGET_VALUES))
 
     def configure_threads(self, threads: int | None) -> None:
-        keep_freed_memory()
         if threads and threads != self.threads_set:
             torch.set_num_threads(threads)
             self.threads_set = threads
@@ -162,6 +161,7 @@ def score_shard(tasks: list[PairTask], settings: ScoreSettings) -> list[dict[str
         One row dict per task, in order, with the columns of `pipeline.sink.SCHEMA`; rows of pairs skipped by
         `--resume` have status `REUSED` and are not written.
     """
+    keep_freed_memory()
     _STATE.configure_threads(settings.torch_threads)
     device = resolve_device(settings.device)
     convention = make_convention(settings.convention, crop=settings.crop)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pipeline.errors import ConfigError
+from pipeline.metrics.checks import needs_grad
 
 Y_OFFSET = 16.0
 Y_COEFFICIENTS = (65.481, 128.553, 24.966)
@@ -53,7 +54,7 @@ def rgb_to_y(x: Tensor, *, data_range: float, dtype: torch.dtype | None = None) 
         (N, 1, H, W) Y in [16/255 R, 235/255 R] for R = data_range.
     """
     dtype = dtype or (x.dtype if x.is_floating_point() else torch.float32)
-    if x.requires_grad and torch.is_grad_enabled():
+    if needs_grad(x):
         red, green, blue = (x[:, index : index + 1].to(dtype) for index in range(3))
         weighted = Y_COEFFICIENTS[0] * red + Y_COEFFICIENTS[1] * green + Y_COEFFICIENTS[2] * blue
         return Y_OFFSET * data_range / 255.0 + weighted / 255.0

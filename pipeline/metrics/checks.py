@@ -6,12 +6,17 @@ import torch
 from torch import Tensor
 
 
-def check_pair(x: Tensor, y: Tensor, *, ndim: int = 4) -> None:
-    """Raise ValueError unless x and y are floating tensors of equal shape with `ndim` dimensions."""
+def check_same_shape(x: Tensor, y: Tensor) -> None:
+    """Raise ValueError unless x and y have the same shape (any dtype)."""
     if x.shape != y.shape:
         raise ValueError(
             f"Input images should have the same dimensions, but got {tuple(x.shape)} and {tuple(y.shape)}."
         )
+
+
+def check_pair(x: Tensor, y: Tensor, *, ndim: int = 4) -> None:
+    """Raise ValueError unless x and y are floating tensors of equal shape with `ndim` dimensions."""
+    check_same_shape(x, y)
     if x.dim() != ndim:
         raise ValueError(f"Expected {ndim}-D tensors (N, C, ...), got shape {tuple(x.shape)}.")
     if not (x.is_floating_point() and y.is_floating_point()):

@@ -20,7 +20,7 @@ import torchvision
 from torch import Tensor
 
 from pipeline.errors import WeightsError
-from pipeline.metrics.checks import check_data_range, check_pair, needs_grad
+from pipeline.metrics.checks import check_data_range, check_pair, check_same_shape, needs_grad
 
 BACKBONES: dict[str, str] = {
     "alex": "AlexNet_Weights.IMAGENET1K_V1",
@@ -263,10 +263,7 @@ def lpips_of_stored_values(x: Tensor, y: Tensor, *, data_range: float, network: 
     Integer images are converted straight into the float32 network input, so no other float copy of the
     pair is made (what bounds memory on large images when scoring).
     """
-    if x.shape != y.shape:
-        raise ValueError(
-            f"Input images should have the same dimensions, but got {tuple(x.shape)} and {tuple(y.shape)}."
-        )
+    check_same_shape(x, y)
     data_range = check_data_range(data_range)
     channels = x.shape[1]
     if x.dim() != 4 or channels not in (1, 3):
