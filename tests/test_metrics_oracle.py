@@ -136,6 +136,40 @@ def test_shifted_sum_blur_equals_grouped_convolution(shape):
     torch.testing.assert_close(fast, reference, rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("shape", [(1, 12, 40, 64), (2, 4, 23, 37), (1, 1, 11, 16), (3, 2, 30, 500)])
+def test_column_convolution_blur_equals_grouped_convolution(shape):
+    """The CPU float32 path: vertical pass as one convolution over the columns, rows padded to LANES."""
+    import importlib
+
+    ssim_module = importlib.import_module("pipeline.metrics.ssim")
+    stack = ssim_module.blur_ready_empty(shape, dtype=torch.float32, device=torch.device("cpu"))
+    stack.copy_(torch.rand(shape, generator=torch.Generator().manual_seed(2)) * 255)
+    assert stack.stride(2) % ssim_module.LANES == 0
+    assert ssim_module._columns_fill_lanes(stack)
+    window = ssim_module.gaussian_window(dtype=torch.float32)
+    fast = ssim_module.blur_valid(stack, window)
+    reference = ssim_module._grouped_conv_blur(stack.contiguous().double(), window.double())
+    assert fast.shape == (*shape[:2], shape[2] - 10, shape[3] - 10)
+    torch.testing.assert_close(fast.double(), reference, rtol=0, atol=255 * 2e-7)
+    vertical = ssim_module._vertical_blur_by_columns(stack, window)
+    shifted = ssim_module._shifted_sum(stack, window.tolist(), 2)
+    torch.testing.assert_close(vertical, shifted, rtol=0, atol=0)
+
+
+def test_column_convolution_only_takes_stacks_it_can_read():
+    import importlib
+
+    ssim_module = importlib.import_module("pipeline.metrics.ssim")
+    cpu = torch.device("cpu")
+    assert not ssim_module._columns_fill_lanes(torch.rand(1, 4, 20, 37))  # row stride not a multiple of 16
+    assert not ssim_module._columns_fill_lanes(torch.rand(1, 4, 20, 64, dtype=torch.float64))
+    assert not ssim_module._columns_fill_lanes(torch.rand(1, 4, 20, 64)[:, ::2])  # planes not adjacent
+    assert not ssim_module._columns_fill_lanes(torch.rand(1, 4, 64, 20).transpose(2, 3))
+    assert ssim_module._columns_fill_lanes(torch.rand(2, 4, 20, 64))
+    assert ssim_module.blur_ready_empty((1, 4, 20, 37), dtype=torch.float64, device=cpu).is_contiguous()
+    assert ssim_module.blur_ready_empty((1, 4, 5, 20, 37), dtype=torch.float32, device=cpu).is_contiguous()
+
+
 @pytest.mark.parametrize("shape", [(1, 2, 9), (2, 3, 16, 16), (1, 3, 17, 10), (1, 1, 5, 7, 9)])
 def test_strided_pooling_equals_pytorch_msssim_pooling(shape):
     import torch.nn.functional as F
@@ -145,7 +179,10 @@ def test_strided_pooling_equals_pytorch_msssim_pooling(shape):
     x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
     pool = {3: F.avg_pool1d, 4: F.avg_pool2d, 5: F.avg_pool3d}[x.dim()]
     expected = pool(x, kernel_size=2, padding=[side % 2 for side in shape[2:]])
-    torch.testing.assert_close(average_pool_2x(x), expected, rtol=0, atol=0)
+    # summed in pairs rather than in a row: equal to the last bit of float32
+    torch.testing.assert_close(average_pool_2x(x), expected, rtol=2.5e-7, atol=0)
+    expected_64 = pool(x.double(), kernel_size=2, padding=[side % 2 for side in shape[2:]])
+    torch.testing.assert_close(average_pool_2x(x.double()), expected_64, rtol=1e-15, atol=0)
 
 
 def test_mse_in_strips_equals_the_whole_image(monkeypatch):
