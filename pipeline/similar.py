@@ -359,7 +359,9 @@ def lpips_embeddings(images: torch.Tensor, network: torch.nn.Module) -> torch.Te
     """
     import lpips as lpips_package
 
-    outputs = network.net.forward(network.scaling_layer(2 * images - 1))
+    from pipeline.metrics.perceptual import trunk_features
+
+    outputs = trunk_features(network, network.scaling_layer(2 * images - 1))
     parts = []
     for layer, lin in zip(outputs, network.lins, strict=True):
         weight = lin.model[-1].weight.reshape(1, -1, 1, 1)
