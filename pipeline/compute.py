@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from pipeline.align import AlignedPair, align_pair
-from pipeline.allocator import keep_freed_memory
+from pipeline.allocator import keep_freed_memory, return_freed_memory
 from pipeline.conventions import Convention, crop_border, make_convention, prepare_for_pixel_metrics
 from pipeline.errors import ImageError, UsageError, WeightsError
-from pipeline.images import DecodedImage, decode_image, read_image_file
+from pipeline.images import DecodedImage, decode_image, header_values, read_image_file
 from pipeline.metrics.psnr import mse as mse_metric
 from pipeline.metrics.psnr import psnr_from_mse
 from pipeline.metrics.ssim import WINDOW_SIZE, gaussian_window, ms_ssim_min_side, ssim, ssim_and_ms_ssim
@@ -34,6 +34,7 @@ CPU_BATCH_VALUES = 1_000_000
 GPU_BATCH_VALUES = 64_000_000
 PREFETCH_DEPTH = 1
 SCORING_BUDGET_VALUES = 64_000_000  # one 4096 x 4096 RGB pair (50M values) at a time, or many smaller ones
+LARGE_PAIR_VALUES = 8_000_000  # pairs this large reserve their values before decoding (see `load_pair`)
 
 
 @dataclass(frozen=True)
@@ -80,16 +81,24 @@ class ValueBudget:
 
     @contextmanager
     def hold(self, values: int) -> Iterator[None]:
+        taken = self.reserve(values)
+        try:
+            yield
+        finally:
+            self.release(taken)
+
+    def reserve(self, values: int) -> int:
+        """Wait until `values` (at most the limit) fit, take them and return how many were taken."""
         values = min(values, self.limit)
         with self._changed:
             self._changed.wait_for(lambda: self.used + values <= self.limit)
             self.used += values
-        try:
-            yield
-        finally:
-            with self._changed:
-                self.used -= values
-                self._changed.notify_all()
+        return values
+
+    def release(self, values: int) -> None:
+        with self._changed:
+            self.used -= values
+            self._changed.notify_all()
 
 
 @dataclass
@@ -137,6 +146,7 @@ class LoadedPair:
 
     row: dict[str, Any]
     aligned: AlignedPair | None = None
+    reserved: int = 0  # values taken from the worker's budget before decoding, released once scored
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -169,14 +179,18 @@ def score_shard(tasks: list[PairTask], settings: ScoreSettings) -> list[dict[str
     loaded_pairs: list[LoadedPair] = []
     pending: list[LoadedPair] = []
     pending_values = 0
+    depth = prefetch_depth(device)
+    # Without a decode thread, a large pair waits for its share of the budget before it is decoded, so the
+    # task threads of a worker never hold several large decoded pairs at once (see `load_pair`).
+    reserving = _STATE if depth == 0 else None
     with torch.inference_mode():
-        for loaded in prefetch(lambda task: load_pair(task, settings), tasks, prefetch_depth(device)):
+        for loaded in prefetch(lambda task: load_pair(task, settings, reserving), tasks, depth):
             loaded_pairs.append(loaded)
             if loaded.aligned is None:
                 continue
             pending.append(loaded)
             pending_values += loaded.aligned.ref.size
-            if pending_values >= budget:
+            if pending_values >= budget or loaded.reserved:
                 score_pending(pending, settings, convention, device, _STATE)
                 pending, pending_values = [], 0
         score_pending(pending, settings, convention, device, _STATE)
@@ -229,8 +243,15 @@ def new_row(task: PairTask, settings: ScoreSettings) -> dict[str, Any]:
     }
 
 
-def load_pair(task: PairTask, settings: ScoreSettings) -> LoadedPair:
-    """Read, hash, decode and align one pair; data problems end in an error row, never an exception."""
+def load_pair(task: PairTask, settings: ScoreSettings, state: WorkerState | None = None) -> LoadedPair:
+    """Read, hash, decode and align one pair; data problems end in an error row, never an exception.
+
+    With `state`, a pair whose headers say it holds at least `LARGE_PAIR_VALUES` values per image first
+    reserves them in `state.budget` (`loaded.reserved`; `score_pending` releases them), so that a task
+    thread does not decode a 4096 x 4096 pair while another one scores one (measured: a decoded pair
+    waiting beside a scored one took the whole run from about 1.7 to 2.1 GB). The reservation leaves room for
+    the small batches the same thread may still score before it (`_reservation_cap`).
+    """
     start = time.perf_counter()
     row = new_row(task, settings)
     loaded = LoadedPair(row)
@@ -242,6 +263,10 @@ def load_pair(task: PairTask, settings: ScoreSettings) -> LoadedPair:
         if task.known_hashes == (ref_file.sha256, out_file.sha256):
             row["status"] = REUSED
             return loaded
+        if state is not None:
+            values = max(header_values(ref_file) or 0, header_values(out_file) or 0)
+            if values >= LARGE_PAIR_VALUES:
+                loaded.reserved = state.budget.reserve(min(values, _reservation_cap(state.budget)))
         ref = decode_image(ref_file, data_range=settings.data_range, volume=settings.volumes)
         row.update(_describe(ref))
         out = decode_image(out_file, data_range=settings.data_range, volume=settings.volumes)
@@ -255,8 +280,17 @@ def load_pair(task: PairTask, settings: ScoreSettings) -> LoadedPair:
         row.update(status="error", error=str(exc))
     except Exception as exc:
         row.update(status="error", error=_unexpected(task, exc))
+    if loaded.aligned is None and loaded.reserved and state is not None:
+        state.budget.release(loaded.reserved)
+        loaded.reserved = 0
     row["seconds"] = time.perf_counter() - start
     return loaded
+
+
+def _reservation_cap(budget: ValueBudget) -> int:
+    """The most one pair reserves: the limit less what a thread may still have pending unreserved (a CPU
+    batch plus one pair just below `LARGE_PAIR_VALUES`), so its own small batches never wait for it."""
+    return max(1, budget.limit - CPU_BATCH_VALUES - LARGE_PAIR_VALUES)
 
 
 def _unexpected(task: PairTask, exc: BaseException) -> str:
@@ -287,15 +321,25 @@ def score_pending(
 ) -> None:
     """Score decoded pairs in batches of equal shape and data range; fills each pair's row.
 
-    Each batch first takes its values from the worker's `budget`, so the task threads of one worker never
-    hold more than `SCORING_BUDGET_VALUES` of images in scoring at once (large images one after another).
+    Each batch first takes its values from the worker's `budget` (a large pair took them before it was
+    decoded, in `load_pair`), so the task threads of one worker never hold more than `SCORING_BUDGET_VALUES`
+    of images in scoring at once (large images one after another). Reservations are released once scored.
     """
     batches: dict[tuple, list[LoadedPair]] = {}
     for loaded in pending:
         batches.setdefault((loaded.aligned.ref.shape, loaded.aligned.data_range), []).append(loaded)
     for batch in batches.values():
-        with state.budget.hold(sum(loaded.aligned.ref.size for loaded in batch)):
-            _score_batch(batch, settings, convention, device, state)
+        reserved = sum(loaded.reserved for loaded in batch)
+        unreserved = sum(loaded.aligned.ref.size for loaded in batch if not loaded.reserved)
+        try:
+            with state.budget.hold(unreserved):
+                _score_batch(batch, settings, convention, device, state)
+        finally:
+            if reserved:
+                return_freed_memory()
+            state.budget.release(reserved)
+            for loaded in batch:
+                loaded.reserved = 0
 
 
 def _score_batch(

@@ -16,6 +16,7 @@ import io
 import os
 import stat
 import struct
+import warnings as python_warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -124,6 +125,25 @@ def read_image_file(path: str | os.PathLike[str]) -> ImageFile:
     """
     data = _read_bytes(Path(path))
     return ImageFile(str(path), data, hashlib.sha256(data).hexdigest())
+
+
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", *_SIXTEEN_BIT_MODES})
+
+
+def header_values(image_file: ImageFile) -> int | None:
+    """How many values (H x W x C, C = 1 for gray modes, else 3) a raster file decodes to, read from its
+    header without decoding it; None when the header does not say (`.npy`, volumes, files Pillow cannot
+    open: their decoding reports the problem)."""
+    if image_file.data.startswith(_NPY_MAGIC) or image_extension(image_file.path) in VOLUME_EXTENSIONS:
+        return None
+    try:
+        with python_warnings.catch_warnings():
+            python_warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(image_file.data)) as image:
+                channels = 1 if image.mode in _GRAY_MODES else 3
+                return image.width * image.height * channels
+    except Exception:
+        return None
 
 
 def decode_image(

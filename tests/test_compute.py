@@ -85,3 +85,102 @@ def test_value_budget_lets_large_batches_score_one_at_a_time():
     with budget.hold(500):
         assert budget.used == 100
     assert budget.used == 0
+
+
+def test_freed_memory_goes_back_to_the_os_on_glibc():
+    from pipeline.allocator import return_freed_memory
+
+    assert return_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_header_values_read_the_size_without_decoding(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.images import header_values, read_image_file
+
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "gray.jpg")
+    Image.fromarray(np.zeros((30, 40, 4), np.uint8)).save(tmp_path / "rgba.png")
+    np.save(tmp_path / "array.npy", np.zeros((30, 40)))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    values = {path.name: header_values(read_image_file(path)) for path in tmp_path.iterdir()}
+    assert values == {
+        "rgb.png": 3600, "gray.jpg": 1200, "rgba.png": 3600, "array.npy": None, "broken.png": None,
+    }  # fmt: skip
+
+
+def _large_pair_folders(tmp_path, count: int):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    tasks = []
+    for index in range(count):
+        image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        noisy = np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+        ref, out = tmp_path / f"ref{index}.png", tmp_path / f"out{index}.png"
+        Image.fromarray(image).save(ref)
+        Image.fromarray(noisy).save(out)
+        tasks.append(compute.PairTask(f"k{index}", "", str(ref), str(out)))
+    return tasks
+
+
+def test_large_pairs_are_decoded_only_when_their_values_fit(tmp_path, monkeypatch):
+    """Two task threads, pairs of 12288 values per image, a budget of 20000: a pair is decoded only after the
+    other thread's pair is scored, so at most one large decoded pair is alive; rows equal inline scoring."""
+    tasks = _large_pair_folders(tmp_path, 6)
+    settings = ScoreSettings(metrics=("psnr", "ssim"), device="cpu", torch_threads=1)
+    expected = [row["psnr"] for row in compute.score_shard(tasks, settings)]
+    monkeypatch.setattr(compute, "LARGE_PAIR_VALUES", 1)
+    monkeypatch.setattr(compute, "CPU_BATCH_VALUES", 1)
+    monkeypatch.setattr(compute, "_STATE", WorkerState(budget=compute.ValueBudget(20_000)))
+    live, most = [0], [0]
+    lock = threading.Lock()
+    decode, score = compute.decode_image, compute._score_batch
+
+    def counting_decode(image_file, **kwargs):
+        if "/ref" in image_file.path:
+            with lock:
+                live[0] += 1
+                most[0] = max(most[0], live[0])
+            time.sleep(0.02)
+        return decode(image_file, **kwargs)
+
+    def counting_score(batch, *args):
+        try:
+            return score(batch, *args)
+        finally:
+            with lock:
+                live[0] -= len(batch)
+
+    monkeypatch.setattr(compute, "decode_image", counting_decode)
+    monkeypatch.setattr(compute, "_score_batch", counting_score)
+    rows: dict[int, list] = {}
+    threads = [
+        threading.Thread(
+            target=lambda part=part: rows.update({part: compute.score_shard(tasks[part::2], settings)})
+        )
+        for part in (0, 1)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert most[0] == 1
+    assert compute._STATE.budget.used == 0
+    got = [None] * len(tasks)
+    for part, part_rows in rows.items():
+        got[part::2] = [row["psnr"] for row in part_rows]
+    assert got == expected
+
+
+def test_a_pair_that_fails_after_reserving_gives_its_values_back(tmp_path, monkeypatch):
+    tasks = _large_pair_folders(tmp_path, 2)
+    (tmp_path / "out0.png").write_bytes((tmp_path / "out0.png").read_bytes()[:200])  # truncated
+    monkeypatch.setattr(compute, "LARGE_PAIR_VALUES", 1)
+    monkeypatch.setattr(compute, "_STATE", WorkerState(budget=compute.ValueBudget(10**9)))
+    rows = compute.score_shard(tasks, ScoreSettings(metrics=("psnr",), device="cpu", torch_threads=1))
+    assert [row["status"] for row in rows] == ["error", "ok"]
+    assert "out0.png" in rows[0]["error"]
+    assert compute._STATE.budget.used == 0

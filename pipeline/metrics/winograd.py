@@ -50,7 +50,8 @@ OUTPUT_TILE = {3: 4, 5: 4}
 MIN_CHANNELS = {3: 192, 5: 64}
 CHUNK_VALUES = 1 << 20
 PACKED_MIN_TILES = 64
-PACKED_SHAPES = 7  # packing_shape buckets: 1, 2, 4, ..., 32, and PACKED_MIN_TILES
+PACKED_SHAPES = 3  # packings kept per layer (of 7 `packing_shape` buckets); each is as large as the layer's
+# transformed weights (37 MB for AlexNet's conv2-conv5). Balanced chunks give an image 1-2 buckets per layer.
 
 
 @dataclass(frozen=True)
@@ -267,26 +268,32 @@ class WinogradConv2d:
         m = self.transform.output
         batch, _, height, width = x.shape
         rows, cols = math.ceil(height / m), math.ceil(width / m)
-        padded = self._padded(x, rows, cols)
         out = x.new_empty(batch, height, width, self.out_channels)
         data, inverse = self._data.to(x.device), self._inverse.to(x.device)
         for chunk in _chunks(batch, rows, cols, self._chunk_tiles()):
-            tiles = _input_tiles(padded, chunk, m, self.transform.alpha)
+            local = _Chunk(0, chunk.images, 0, chunk.rows, 0, chunk.cols)
+            tiles = _input_tiles(self._padded_block(x, chunk), local, m, self.transform.alpha)
             products = self._products(_transform_tiles(tiles, data))
             _write_tiles(_inverse_transform(products, inverse, chunk), out, chunk, m, relu)
         return out.permute(0, 3, 1, 2)
 
-    def _padded(self, x: Tensor, rows: int, cols: int) -> Tensor:
-        """x as (N, Hp, Wp, C) with r // 2 zeros before and enough after for rows x cols whole tiles."""
+    def _padded_block(self, x: Tensor, chunk: _Chunk) -> Tensor:
+        """The input a chunk's tiles read, zero-padded: (images, rows m + alpha - m, cols m + alpha - m, C),
+        channels-last. Padding per chunk (r // 2 zeros before the image, enough after it for whole tiles)
+        keeps the extra memory to a chunk's size: a padded copy of a whole 4096 x 4096 image's conv2 input
+        would be 268 MB."""
         m, alpha, pad = self.transform.output, self.transform.alpha, self.transform.kernel // 2
-        batch, channels, height, width = x.shape
-        padded = x.new_empty(batch, rows * m + alpha - m, cols * m + alpha - m, channels)
-        padded[:, :pad].zero_()
-        padded[:, pad + height :].zero_()
-        padded[:, pad : pad + height, :pad].zero_()
-        padded[:, pad : pad + height, pad + width :].zero_()
-        padded[:, pad : pad + height, pad : pad + width].copy_(x.permute(0, 2, 3, 1))
-        return padded
+        _, channels, height, width = x.shape
+        top, left = chunk.row * m - pad, chunk.col * m - pad
+        block = x.new_zeros(chunk.images, chunk.rows * m + alpha - m, chunk.cols * m + alpha - m, channels)
+        first_row, last_row = max(0, top), min(height, top + block.shape[1])
+        first_col, last_col = max(0, left), min(width, left + block.shape[2])
+        if first_row < last_row and first_col < last_col:
+            source = x[chunk.image : chunk.image + chunk.images, :, first_row:last_row, first_col:last_col]
+            block[:, first_row - top : last_row - top, first_col - left : last_col - left].copy_(
+                source.permute(0, 2, 3, 1)
+            )
+        return block
 
     def _chunk_tiles(self) -> int:
         return max(1, CHUNK_VALUES // (self.points * max(self.in_channels, self.out_channels)))
