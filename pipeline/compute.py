@@ -337,9 +337,9 @@ def score_pending(
         finally:
             if reserved:
                 return_freed_memory()
-            state.budget.release(reserved)
-            for loaded in batch:
-                loaded.reserved = 0
+                state.budget.release(reserved)
+                for loaded in batch:
+                    loaded.reserved = 0
 
 
 def _score_batch(

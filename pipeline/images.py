@@ -127,7 +127,7 @@ def read_image_file(path: str | os.PathLike[str]) -> ImageFile:
     return ImageFile(str(path), data, hashlib.sha256(data).hexdigest())
 
 
-_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", *_SIXTEEN_BIT_MODES})
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "F", *_SIXTEEN_BIT_MODES})  # what `_convert_mode` keeps gray
 
 
 def header_values(image_file: ImageFile) -> int | None:
