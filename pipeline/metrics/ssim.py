@@ -4,6 +4,12 @@ Conventions: 11-tap Gaussian, sigma 1.5, K1 = 0.01, K2 = 0.03, 'valid' filtering
 mean of the map per channel, then the mean over channels. MS-SSIM uses 2x2 average pooling between scales
 with odd sides zero-padded exactly as pytorch-msssim's `avg_pool2d(..., padding=s % 2)` call.
 Works on 2-D images (N, C, H, W) and 3-D volumes (N, C, D, H, W).
+
+The filtering and map arithmetic (`_ssim_and_cs`, `_ms_ssim_levels` and what they call) is written in the
+subset of Python that TorchScript compiles. Without gradients on CPU it runs compiled (`pipeline.metrics.
+compiled`): its few hundred small tensor operations per image then run without taking the GIL between them,
+so the task threads of an in-process worker no longer stall each other (see `_runner`). With gradients,
+and on other devices, the same functions run as plain Python.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.metrics.checks import check_data_range, check_min_side, check_pair, needs_grad
+from pipeline.metrics.compiled import compiled
 
 WINDOW_SIZE = 11
 WINDOW_SIGMA = 1.5
@@ -23,9 +30,6 @@ MIN_STRIP_HALOS = 8
 GPU_STRIP_VALUES = 128_000_000
 MAPS = 4  # filtered maps per channel: x, y, x^2 + y^2, x * y
 LANES = 16  # float32 values per AVX-512 register: the channel count the column convolution is fastest at
-
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
 def gaussian_window(
@@ -65,43 +69,45 @@ def blur_valid(stack: Tensor, window: Tensor) -> Tensor:
     """
     if stack.device.type != "cpu":
         return _grouped_conv_blur(stack, window)
-    taps = window.tolist()
+    taps: list[float] = window.tolist()
     out = stack
-    axes = range(2, stack.dim())
+    first_axis = 2
     if _columns_fill_lanes(stack):
         out = _vertical_blur_by_columns(stack, window)
-        axes = range(3, stack.dim())
-    for axis in axes:
+        first_axis = 3
+    for axis in range(first_axis, stack.dim()):
         out = _shifted_sum(out, taps, axis)
     return out
 
 
-def blur_ready_empty(shape: tuple[int, ...], *, dtype: torch.dtype, device: torch.device) -> Tensor:
+def blur_ready_empty(
+    shape: list[int], dtype: torch.dtype, device: torch.device, lanes: int = LANES
+) -> Tensor:
     """An uninitialised (N, K, H, W) stack whose rows are padded to a multiple of `LANES` values, so that
     `blur_valid` can run its vertical pass as one convolution on CPU (float32); other shapes, dtypes and
     devices get a plain contiguous tensor. The padding columns are never read into the result."""
-    if len(shape) != 4 or dtype != torch.float32 or torch.device(device).type != "cpu":
+    if len(shape) != 4 or dtype != torch.float32 or device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device)
-    width = shape[-1]
-    padded = -(-width // LANES) * LANES
-    return torch.empty((*shape[:-1], padded), dtype=dtype, device=device)[..., :width]
+    width = shape[3]
+    padded = (width + lanes - 1) // lanes * lanes
+    return torch.empty([shape[0], shape[1], shape[2], padded], dtype=dtype, device=device)[:, :, :, :width]
 
 
-def _columns_fill_lanes(stack: Tensor) -> bool:
+def _columns_fill_lanes(stack: Tensor, lanes: int = LANES) -> bool:
     """True for a float32 (N, K, H, W) stack of row-major planes whose row stride is a multiple of `LANES`."""
-    if stack.dim() != 4 or stack.dtype != torch.float32 or stack.shape[-1] < LANES:
+    if stack.dim() != 4 or stack.dtype != torch.float32 or stack.shape[3] < lanes:
         return False
-    n, k, h, _ = stack.shape
+    n, k, h = stack.shape[0], stack.shape[1], stack.shape[2]
     row = stack.stride(2)
     return (
         stack.stride(3) == 1
-        and row % LANES == 0
+        and row % lanes == 0
         and (k == 1 or stack.stride(1) == h * row)
         and (n == 1 or stack.stride(0) == k * h * row)
     )
 
 
-def _vertical_blur_by_columns(stack: Tensor, window: Tensor) -> Tensor:
+def _vertical_blur_by_columns(stack: Tensor, window: Tensor, lanes: int = LANES) -> Tensor:
     """'valid' filtering of a (N, K, H, W) stack along H, as one depthwise convolution.
 
     A plane of rows with a row stride R that is a multiple of L = `LANES` is, in memory, a channels-last
@@ -111,12 +117,12 @@ def _vertical_blur_by_columns(stack: Tensor, window: Tensor) -> Tensor:
     The values are the same as `_shifted_sum`'s, summed in the same order. Returns (N, K, H - S + 1, W),
     a view with the same row stride.
     """
-    n, k, h, w = stack.shape
+    n, k, h, w = stack.shape[0], stack.shape[1], stack.shape[2], stack.shape[3]
     row = stack.stride(2)
-    as_image = stack.as_strided((n * k, LANES, h, row // LANES), (h * row, 1, row, LANES))
-    kernel = window.to(stack.dtype).view(1, 1, -1, 1).expand(LANES, 1, -1, 1).contiguous()
-    filtered = F.conv2d(as_image, kernel, groups=LANES)
-    return filtered.permute(0, 2, 3, 1).reshape(n, k, filtered.shape[2], row)[..., :w]
+    as_image = stack.as_strided([n * k, lanes, h, row // lanes], [h * row, 1, row, lanes])
+    kernel = window.to(stack.dtype).view(1, 1, -1, 1).expand(lanes, 1, -1, 1).contiguous()
+    filtered = F.conv2d(as_image, kernel, groups=lanes)
+    return filtered.permute(0, 2, 3, 1).reshape(n, k, filtered.shape[2], row)[:, :, :, :w]
 
 
 def _shifted_sum(x: Tensor, taps: list[float], axis: int) -> Tensor:
@@ -132,13 +138,17 @@ def _grouped_conv_blur(stack: Tensor, window: Tensor) -> Tensor:
     """`blur_valid` as one depthwise convolution per spatial dimension (the path for GPUs)."""
     channels = stack.shape[1]
     spatial = stack.dim() - 2
-    conv = _CONV[spatial]
     out = stack
     for axis in range(spatial):
         shape = [1] * spatial
         shape[axis] = window.numel()
-        taps = window.view(1, 1, *shape).expand(channels, 1, *shape).contiguous()
-        out = conv(out, taps, groups=channels)
+        taps = window.view([1, 1] + shape).expand([channels, 1] + shape).contiguous()  # noqa: RUF005 (TorchScript)
+        if spatial == 1:
+            out = F.conv1d(out, taps, groups=channels)
+        elif spatial == 2:
+            out = F.conv2d(out, taps, groups=channels)
+        else:
+            out = F.conv3d(out, taps, groups=channels)
     return out
 
 
@@ -157,22 +167,28 @@ def average_pool_2x(x: Tensor) -> Tensor:
     Returns:
         (N, C, *ceil(spatial / 2)).
     """
+    spatial = x.dim() - 2
     if x.device.type != "cpu":
-        return _AVG_POOL[x.dim() - 2](x, kernel_size=2, padding=[side % 2 for side in x.shape[2:]])
+        odd = [side % 2 for side in x.shape[2:]]
+        if spatial == 1:
+            return F.avg_pool1d(x, kernel_size=2, padding=odd)
+        if spatial == 2:
+            return F.avg_pool2d(x, kernel_size=2, padding=odd)
+        return F.avg_pool3d(x, kernel_size=2, padding=odd)
     padding: list[int] = []
-    for side in reversed(x.shape[2:]):
-        padding += [side % 2, 0]
-    if any(padding):
+    for axis in range(x.dim() - 1, 1, -1):
+        padding += [x.shape[axis] % 2, 0]
+    if sum(padding) > 0:
         x = F.pad(x, padding)
-    for axis in reversed(range(2, x.dim())):
-        before = (slice(None),) * axis
-        x = torch.add(x[(*before, slice(0, None, 2))], x[(*before, slice(1, None, 2))])
-    return x.mul_(0.5 ** (x.dim() - 2))
+    for axis in range(x.dim() - 1, 1, -1):
+        pairs = x.unfold(axis, 2, 2)  # the strided views x[..., 0::2, ...] and x[..., 1::2, ...] along `axis`
+        x = torch.add(pairs.select(-1, 0), pairs.select(-1, 1))
+    return x.mul_(0.5**spatial)
 
 
 def _centre(x: Tensor) -> Tensor:
     """Per-image, per-channel mean of x, shaped to broadcast: (N, C, 1, ...)."""
-    return x.detach().flatten(2).mean(dim=2).view(*x.shape[:2], *([1] * (x.dim() - 2)))
+    return x.detach().flatten(2).mean(dim=2).view([x.shape[0], x.shape[1]] + [1] * (x.dim() - 2))
 
 
 def _ssim_and_cs_maps(
@@ -181,15 +197,21 @@ def _ssim_and_cs_maps(
     window: Tensor,
     data_range: float,
     centre: Tensor | None = None,
-    *,
     with_ssim: bool = True,
+    differentiable: bool = False,
+    k1: float = K1,
+    k2: float = K2,
 ) -> tuple[Tensor | None, Tensor]:
-    """SSIM and contrast-structure maps, each (N, C, *valid spatial); SSIM None unless `with_ssim`."""
-    c1 = (K1 * data_range) ** 2
-    c2 = (K2 * data_range) ** 2
+    """SSIM and contrast-structure maps, each (N, C, *valid spatial); SSIM None unless `with_ssim`.
+
+    `differentiable`: build the maps from out-of-place operations that autograd can record.
+    """
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
     # Centering by the reference's mean keeps float32 variances accurate; SSIM is unchanged by it.
-    centre = _centre(x) if centre is None else centre
-    if needs_grad(x, y):
+    if centre is None:
+        centre = _centre(x)
+    if differentiable:
         return _maps_differentiable(x, y, window, centre, c1, c2, with_ssim)
     return _maps_in_place(x, y, window, centre, c1, c2, with_ssim)
 
@@ -200,7 +222,7 @@ def _maps_differentiable(
     c = x.shape[1]
     xc, yc = x - centre, y - centre
     blurred = blur_valid(torch.cat([xc, yc, xc * xc + yc * yc, xc * yc], dim=1), window)
-    mu_xc, mu_yc, squares, xy = blurred.split(c, dim=1)
+    mu_xc, mu_yc, squares, xy = _four(blurred.split(c, dim=1))
     # Variances and covariance: sigma_x^2 + sigma_y^2 from one filtered map of x^2 + y^2
     variances = squares - mu_xc * mu_xc - mu_yc * mu_yc
     covariance = xy - mu_xc * mu_yc
@@ -218,13 +240,13 @@ def _maps_in_place(
 ) -> tuple[Tensor | None, Tensor]:
     """The same maps as `_maps_differentiable`, with one preallocated stack and in-place arithmetic."""
     c = x.shape[1]
-    stack = blur_ready_empty((x.shape[0], 4 * c, *x.shape[2:]), dtype=x.dtype, device=x.device)
-    xc, yc, squares, xy = stack.split(c, dim=1)
+    stack = blur_ready_empty([x.shape[0], 4 * c] + list(x.shape[2:]), x.dtype, x.device)  # noqa: RUF005
+    xc, yc, squares, xy = _four(stack.split(c, dim=1))
     torch.sub(x, centre, out=xc)
     torch.sub(y, centre, out=yc)
     torch.mul(xc, xc, out=squares).addcmul_(yc, yc)
     torch.mul(xc, yc, out=xy)
-    mu_x, mu_y, variances, covariance = blur_valid(stack, window).split(c, dim=1)
+    mu_x, mu_y, variances, covariance = _four(blur_valid(stack, window).split(c, dim=1))
     # Variances and covariance
     variances.addcmul_(mu_x, mu_x, value=-1).addcmul_(mu_y, mu_y, value=-1).add_(c2)
     covariance.addcmul_(mu_x, mu_y, value=-1)
@@ -239,53 +261,123 @@ def _maps_in_place(
     return numerator.div_(denominator).mul_(cs_map), cs_map
 
 
-def _strip_rows(x: Tensor, window_size: int) -> int:
+def _four(parts: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The four maps of a stack split by channels (x, y, squares, products)."""
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def _strip_budget(x: Tensor) -> int:
+    """Values of the filtered maps per strip: sized for the caches on CPU, for memory on other devices."""
+    return GPU_STRIP_VALUES if x.is_cuda else CPU_STRIP_VALUES
+
+
+def _strip_rows(
+    x: Tensor, window_size: int, budget: int, maps: int = MAPS, min_halos: int = MIN_STRIP_HALOS
+) -> int:
     """Output rows per strip so that one strip's four filtered maps stay within the budget.
 
     On CPU the budget is sized for the caches (about 4 MB of float32 maps per strip), not only for memory;
     strips are at least `MIN_STRIP_HALOS` window heights tall so the overlap recomputed between strips stays
     small.
     """
-    budget = GPU_STRIP_VALUES if x.is_cuda else CPU_STRIP_VALUES
-    per_row = MAPS * x[:, :, 0].numel()
-    return max(MIN_STRIP_HALOS * (window_size - 1), budget // per_row - (window_size - 1))
+    per_row = maps * x[:, :, 0].numel()
+    return max(min_halos * (window_size - 1), budget // per_row - (window_size - 1))
 
 
 def _ssim_and_cs(
-    x: Tensor, y: Tensor, window: Tensor, data_range: float, *, with_ssim: bool = True
+    x: Tensor,
+    y: Tensor,
+    window: Tensor,
+    data_range: float,
+    with_ssim: bool,
+    budget: int,
+    differentiable: bool,
 ) -> tuple[Tensor | None, Tensor]:
     """Per-channel mean SSIM (None unless `with_ssim`) and contrast-structure, each (N, C).
 
-    Large inputs are processed in strips along the first spatial axis (overlapping by the window size), so
-    memory stays bounded; each strip's maps are exactly those of the whole image, and their sums are
-    accumulated in float64.
+    Large inputs are processed in strips along the first spatial axis (overlapping by the window size) of
+    about `budget` filtered values, so memory stays bounded; each strip's maps are exactly those of the
+    whole image, and their sums are accumulated in float64.
     """
     size = window.numel()
     out_rows = x.shape[2] - size + 1
-    rows = _strip_rows(x, size)
+    rows = _strip_rows(x, size, budget)
     if rows >= out_rows:
-        ssim_map, cs_map = _ssim_and_cs_maps(x, y, window, data_range, with_ssim=with_ssim)
-        return _spatial_mean(ssim_map), _spatial_mean(cs_map)
+        ssim_map, cs_map = _ssim_and_cs_maps(
+            x, y, window, data_range, with_ssim=with_ssim, differentiable=differentiable
+        )
+        return _spatial_mean(ssim_map), cs_map.flatten(2).mean(dim=2)
     centre = _centre(x)
-    ssim_sum = cs_sum = 0
+    ssim_sum: Tensor | None = None
+    cs_sum: Tensor | None = None
     count = 0
     for start in range(0, out_rows, rows):
         stop = min(out_rows, start + rows)
-        strip = slice(start, stop + size - 1)
         ssim_map, cs_map = _ssim_and_cs_maps(
-            x[:, :, strip], y[:, :, strip], window, data_range, centre, with_ssim=with_ssim
+            x[:, :, start : stop + size - 1],
+            y[:, :, start : stop + size - 1],
+            window,
+            data_range,
+            centre,
+            with_ssim=with_ssim,
+            differentiable=differentiable,
         )
         if ssim_map is not None:
-            ssim_sum = ssim_sum + ssim_map.flatten(2).sum(dim=2, dtype=torch.float64)
-        cs_sum = cs_sum + cs_map.flatten(2).sum(dim=2, dtype=torch.float64)
+            ssim_part = ssim_map.flatten(2).sum(dim=2, dtype=torch.float64)
+            ssim_sum = ssim_part if ssim_sum is None else ssim_sum + ssim_part
+        cs_part = cs_map.flatten(2).sum(dim=2, dtype=torch.float64)
+        cs_sum = cs_part if cs_sum is None else cs_sum + cs_part
         count += cs_map[0, 0].numel()
-    ssim_mean = (ssim_sum / count).to(x.dtype) if with_ssim else None
+    assert cs_sum is not None
+    ssim_mean = None if ssim_sum is None else (ssim_sum / count).to(x.dtype)
     return ssim_mean, (cs_sum / count).to(x.dtype)
 
 
 def _spatial_mean(maps: Tensor | None) -> Tensor | None:
     """(N, C, *spatial) -> (N, C); None stays None."""
     return None if maps is None else maps.flatten(2).mean(dim=2)
+
+
+def _ms_ssim_levels(
+    x: Tensor,
+    y: Tensor,
+    window: Tensor,
+    data_range: float,
+    weights: Tensor,
+    budget: int,
+    differentiable: bool,
+) -> tuple[Tensor, Tensor]:
+    """(N, C) SSIM of the first scale and (N, C) MS-SSIM over `weights.numel()` scales.
+
+    SSIM itself is computed at the first scale (returned) and the last (MS-SSIM's luminance term), the
+    contrast-structure term at every scale but the last.
+    """
+    scales = weights.numel()
+    contrast_structure: list[Tensor] = []
+    first_ssim: Tensor | None = None
+    last_ssim: Tensor | None = None
+    for level in range(scales):
+        with_ssim = level == 0 or level == scales - 1
+        level_ssim, level_cs = _ssim_and_cs(x, y, window, data_range, with_ssim, budget, differentiable)
+        if level == 0:
+            first_ssim = level_ssim
+        if level < scales - 1:
+            contrast_structure.append(torch.relu(level_cs))
+            x = average_pool_2x(x)
+            y = average_pool_2x(y)
+        else:
+            last_ssim = level_ssim
+    assert first_ssim is not None and last_ssim is not None
+    contrast_structure.append(torch.relu(last_ssim))  # the last scale contributes SSIM itself
+    levels = torch.stack(contrast_structure, dim=0)
+    return first_ssim, torch.prod(levels ** weights.view(-1, 1, 1), dim=0)
+
+
+def _runner(x: Tensor, y: Tensor, function):
+    """`function` compiled for CPU inputs without gradients (`pipeline.metrics.compiled`), else as is."""
+    if x.device.type == "cpu" and not needs_grad(x, y):
+        return compiled(function)
+    return function
 
 
 def _check_inputs(x: Tensor, y: Tensor, data_range: float) -> float:
@@ -315,7 +407,8 @@ def ssim(x: Tensor, y: Tensor, *, data_range: float, window: Tensor | None = Non
     """
     data_range = _check_inputs(x, y, data_range)
     check_min_side(x, WINDOW_SIZE, "SSIM")
-    per_channel, _ = _ssim_and_cs(x, y, _window_for(x, window), data_range)
+    run = _runner(x, y, _ssim_and_cs)
+    per_channel, _ = run(x, y, _window_for(x, window), data_range, True, _strip_budget(x), needs_grad(x, y))
     return per_channel.mean(dim=1)
 
 
@@ -323,7 +416,7 @@ def ssim_map(x: Tensor, y: Tensor, *, data_range: float, window: Tensor | None =
     """SSIM map averaged over channels: (N, C, H, W) -> (N, H - 10, W - 10)."""
     data_range = _check_inputs(x, y, data_range)
     check_min_side(x, WINDOW_SIZE, "SSIM")
-    full_map, _ = _ssim_and_cs_maps(x, y, _window_for(x, window), data_range)
+    full_map, _ = _ssim_and_cs_maps(x, y, _window_for(x, window), data_range, differentiable=needs_grad(x, y))
     return full_map.mean(dim=1)
 
 
@@ -353,22 +446,11 @@ def ssim_and_ms_ssim(
     """
     data_range = _check_inputs(x, y, data_range)
     check_min_side(x, ms_ssim_min_side(scales), f"MS-SSIM with {scales} scales")
-    window = _window_for(x, window)
     weights = torch.tensor(ms_ssim_weights(scales), dtype=x.dtype, device=x.device)
-    contrast_structure = []
-    first_ssim = None
-    for level in range(scales):
-        # SSIM itself is needed at the first scale (returned) and the last (MS-SSIM's luminance term)
-        with_ssim = level in (0, scales - 1)
-        level_ssim, level_cs = _ssim_and_cs(x, y, window, data_range, with_ssim=with_ssim)
-        if first_ssim is None:
-            first_ssim = level_ssim
-        if level < scales - 1:
-            contrast_structure.append(torch.relu(level_cs))
-            x = average_pool_2x(x)
-            y = average_pool_2x(y)
-    levels = torch.stack([*contrast_structure, torch.relu(level_ssim)], dim=0)
-    per_channel = torch.prod(levels ** weights.view(-1, 1, 1), dim=0)
+    run = _runner(x, y, _ms_ssim_levels)
+    first_ssim, per_channel = run(
+        x, y, _window_for(x, window), data_range, weights, _strip_budget(x), needs_grad(x, y)
+    )
     return first_ssim.mean(dim=1), per_channel.mean(dim=1)
 
 
