@@ -228,6 +228,18 @@ def test_pinned_cluster_starts_each_worker_with_its_environment():
     assert sorted(seen.values()) == ["0", "1"]
 
 
+@pytest.mark.parametrize("workers", [None, 2])
+def test_embedded_workers_do_not_sample_their_threads(workers):
+    """No stack sampling for the dashboard's profile page: in-process it takes the GIL from the scoring
+    threads. Worker processes get the same setting from the cluster they are started by."""
+    from pipeline.cluster import open_executor
+
+    with open_executor(None, workers=workers, device="cpu") as execution:
+        sampling = execution.executor.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+    assert len(sampling) == (workers or 1)
+    assert not any(sampling.values())
+
+
 def test_local_plan_never_oversubscribes_cores():
     from pipeline.cluster import available_cores, plan_local_cluster
 
