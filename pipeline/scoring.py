@@ -8,13 +8,17 @@ import math
 import platform
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.cluster import open_executor, run_bounded
+import pandas as pd
+
+from pipeline.cluster import Execution, open_executor, run_bounded
 from pipeline.compute import REUSED, PairTask, ScoreSettings, score_shard
 from pipeline.config import ScoreConfig
 from pipeline.discover import Pair, Pairing, discover_pairs
@@ -236,15 +240,17 @@ def score_folders(
         "metrics": list(metrics),
     }
     writer = PartWriter(run_dir, metadata)
-    error_count = 0
-    reused_count = 0
-    with open_executor(
-        config.scheduler,
-        scheduler_file=config.scheduler_file,
-        workers=config.workers,
-        threads=config.threads_per_worker,
-        device=config.device,
-    ) as execution:
+    executor_context = ExitStack()
+    try:
+        execution = executor_context.enter_context(
+            open_executor(
+                config.scheduler,
+                scheduler_file=config.scheduler_file,
+                workers=config.workers,
+                threads=config.threads_per_worker,
+                device=config.device,
+            )
+        )
         settings = ScoreSettings(
             metrics=metrics,
             convention=config.convention,
@@ -259,63 +265,102 @@ def score_folders(
             torch_threads=execution.torch_threads,
             run_id=run_id,
         )
-        workers = execution.worker_count
-        size = shard_size(len(pairing.pairs), workers, config.shard_pairs)
-        in_flight = config.max_in_flight or workers * 2 + 1
-        with _progress_bar(len(pairing.pairs), progress) as bar:
-            results = run_bounded(
-                execution.executor,
-                score_shard,
-                iter_shards(pairing.pairs, size, known),
-                settings,
-                max_in_flight=in_flight,
-            )
-            for shard, rows, error in results:
-                if error is not None:
-                    if isinstance(error, WeightsError):
-                        raise error
-                    rows = failed_shard_rows(shard, error, run_id)
-                fresh = [row for row in rows if row["status"] != REUSED]
-                reused_count += len(rows) - len(fresh)
-                if fresh:
-                    _write_part(writer, fresh)
-                error_count += sum(row["status"] == "error" for row in fresh)
-                bar.update(len(rows))
-                bar.set_postfix(failed=error_count, refresh=False)
-        execution_description = execution.description
-        dashboard = execution.dashboard_link
+        scoring = score_pairs(execution, pairing.pairs, settings, config, writer, known, progress=progress)
+    except BaseException:
+        executor_context.close()
+        raise
     scored = time.perf_counter()
+    # The cluster closes (about 15 ms for the embedded one) while the manifest and the report are written.
+    closing = CloseInBackground(executor_context)
+    try:
+        if resume:  # the parts of earlier runs count too
+            statuses = latest_rows(run_dir, ["status"])
+            statuses = statuses[statuses["key"].isin({p.key for p in pairing.pairs})]
+        else:
+            statuses = pd.DataFrame(
+                {"key": list(scoring.statuses), "status": list(scoring.statuses.values())}
+            )
+        manifest = build_manifest(
+            run_id=run_id,
+            created=created,
+            ref_dir=ref_dir,
+            out_dir=out_dir,
+            config=config,
+            metrics=metrics,
+            backbone=backbone,
+            pairing=pairing,
+            statuses=statuses,
+            execution=execution.description,
+            dashboard=execution.dashboard_link,
+            timings={
+                "discover_s": discovered - started,
+                "score_s": scored - discovered,
+                "total_s": time.perf_counter() - started,
+                "pairs_per_s": len(pairing.pairs) / max(scored - discovered, 1e-9),
+            },
+            notices=notices,
+            shard_pairs=scoring.shard_pairs,
+            resumed={"reused": scoring.reused, "scored": len(pairing.pairs) - scoring.reused}
+            if resume
+            else None,
+        )
+        write_manifest(run_dir, manifest)
+        if config.report:
+            from pipeline.report import render_run_report
 
-    statuses = latest_rows(run_dir, ["status"])
-    statuses = statuses[statuses["key"].isin({p.key for p in pairing.pairs})]
-    manifest = build_manifest(
-        run_id=run_id,
-        created=created,
-        ref_dir=ref_dir,
-        out_dir=out_dir,
-        config=config,
-        metrics=metrics,
-        backbone=backbone,
-        pairing=pairing,
-        statuses=statuses,
-        execution=execution_description,
-        dashboard=dashboard,
-        timings={
-            "discover_s": discovered - started,
-            "score_s": scored - discovered,
-            "total_s": time.perf_counter() - started,
-            "pairs_per_s": len(pairing.pairs) / max(scored - discovered, 1e-9),
-        },
-        notices=notices,
-        shard_pairs=size,
-        resumed={"reused": reused_count, "scored": len(pairing.pairs) - reused_count} if resume else None,
-    )
-    write_manifest(run_dir, manifest)
-    if config.report:
-        from pipeline.report import render_run_report
-
-        render_run_report(run_dir)
+            render_run_report(run_dir)
+    finally:
+        closing.wait()
     return RunResult(run_dir, manifest, notices)
+
+
+@dataclass
+class Scoring:
+    """What scoring the pairs left behind: {key: status} of the rows written, pairs reused by `--resume`."""
+
+    statuses: dict[str, str]
+    reused: int
+    shard_pairs: int
+
+
+def score_pairs(
+    execution: Execution,
+    pairs: list[Pair],
+    settings: ScoreSettings,
+    config: ScoreConfig,
+    writer: PartWriter,
+    known: dict[str, tuple[str, str]],
+    *,
+    progress: bool,
+) -> Scoring:
+    """Score `pairs` in shards on `execution`, writing one Parquet part per finished shard."""
+    workers = execution.worker_count
+    size = shard_size(len(pairs), workers, config.shard_pairs)
+    in_flight = config.max_in_flight or workers * 2 + 1
+    statuses: dict[str, str] = {}
+    reused = errors = 0
+    with _progress_bar(len(pairs), progress) as bar:
+        results = run_bounded(
+            execution.executor,
+            score_shard,
+            iter_shards(pairs, size, known),
+            settings,
+            max_in_flight=in_flight,
+        )
+        for shard, rows, error in results:
+            if error is not None:
+                if isinstance(error, WeightsError):
+                    raise error
+                rows = failed_shard_rows(shard, error, settings.run_id)
+            fresh = [row for row in rows if row["status"] != REUSED]
+            reused += len(rows) - len(fresh)
+            if fresh:
+                _write_part(writer, fresh)
+            statuses.update((row["key"], row["status"]) for row in fresh)
+            errors += sum(row["status"] == "error" for row in fresh)
+            bar.update(len(rows))
+            bar.set_postfix(failed=errors, refresh=False)
+    return Scoring(statuses, reused, size)
 
 
 def build_manifest(
@@ -380,6 +425,28 @@ def build_manifest(
         "skipped": pairing.skipped,
         "notices": notices,
     }
+
+
+class CloseInBackground:
+    """Close an ExitStack (the cluster of a finished run) in a thread; `wait` joins it and re-raises what
+    closing raised."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self._stack = stack
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._close, name="iqa-close-cluster", daemon=True)
+        self._thread.start()
+
+    def _close(self) -> None:
+        try:
+            self._stack.close()
+        except BaseException as exc:  # handed to the caller by `wait`
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _write_part(writer: PartWriter, rows: list[dict[str, Any]]) -> None:

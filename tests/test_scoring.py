@@ -288,3 +288,38 @@ def test_shards_split_pairs_evenly_over_task_threads(pairs, threads, expected):
 
     assert shard_size(pairs, threads, None) == expected
     assert shard_size(pairs, threads, 7) == 7
+
+
+def test_manifest_counts_equal_the_parquet_rows_with_the_cluster_closed_in_the_background(tmp_path):
+    """Counts come from the rows written in this run (no readback) and the run returns once its
+    embedded cluster has closed."""
+    import threading
+
+    ref, out = make_folders(tmp_path)
+    config = ScoreConfig(metrics=("psnr",), metrics_explicit=True, workers=1, report=False).validate()
+    result = score_folders(ref, out, tmp_path / "run", config, progress=False)
+    frame = load_results(tmp_path / "run")
+    counts = result.manifest["counts"]
+    assert counts["rows"] == len(frame) == 6
+    assert (counts["ok"], counts["error"]) == ((frame.status == "ok").sum(), (frame.status == "error").sum())
+    assert not [t for t in threading.enumerate() if t.name == "iqa-close-cluster"]
+
+
+def test_closing_in_the_background_waits_and_reraises():
+    from contextlib import ExitStack
+
+    from pipeline.scoring import CloseInBackground
+
+    closed = []
+    stack = ExitStack()
+    stack.callback(lambda: closed.append("closed"))
+    CloseInBackground(stack).wait()
+    assert closed == ["closed"]
+
+    def fail():
+        raise RuntimeError("scheduler already gone")
+
+    failing = ExitStack()
+    failing.callback(fail)
+    with pytest.raises(RuntimeError, match="already gone"):
+        CloseInBackground(failing).wait()
