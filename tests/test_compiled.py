@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 
 import numpy as np
@@ -157,3 +158,19 @@ def test_threads_share_the_compiled_function():
     for thread in threads:
         thread.join()
     assert results == {0: [expected[0]] * 5, 1: [expected[1]] * 5}
+
+
+def test_environment_variable_turns_compilation_off():
+    import subprocess
+    import sys
+
+    code = "from pipeline.metrics import compiled as c\nprint(c.USE_TORCHSCRIPT)\n"
+    for value, expected in (("0", "False"), ("1", "True"), ("", "True")):
+        completed = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "IQA_TORCHSCRIPT": value},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert completed.stdout.split()[-1] == expected

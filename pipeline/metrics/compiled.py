@@ -11,13 +11,15 @@ no specialisation on input shapes (which change from image to image), no rewriti
 
 TorchScript is deprecated in PyTorch 2.x but still shipped (2.14 here). Where `torch.jit.script` is missing
 or fails on a function, that function runs as plain Python (the same operations, slower with threads);
-the reason is logged once. `USE_TORCHSCRIPT = False` turns compilation off (tests compare both).
+the reason is logged once. `USE_TORCHSCRIPT = False`, or the environment variable `IQA_TORCHSCRIPT=0` in
+the scoring processes, turns compilation off (tests compare both).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -27,7 +29,7 @@ import torch
 
 log = logging.getLogger("pipeline.metrics.compiled")
 
-USE_TORCHSCRIPT = True
+USE_TORCHSCRIPT = os.environ.get("IQA_TORCHSCRIPT", "1") != "0"
 
 _LOCK = threading.Lock()
 _COMPILED: dict[Callable, Callable] = {}
