@@ -142,3 +142,23 @@ def test_default_cluster_keeps_dask_chatter_off_the_console(folders, tmp_path):
     assert "ok=2" in completed.stdout
     for chatter in ("Scheduler at", "Start worker", "Registered to", "Lost all workers"):
         assert chatter not in completed.stderr + completed.stdout
+
+
+def test_console_entry_freezes_the_heap_before_exit(monkeypatch):
+    """`main` freezes the live objects out of the GC once the command ends, also when it exits with an
+    error, so the interpreter's final collections skip them (fast exit after importing torch)."""
+    import gc
+
+    from pipeline import cli
+
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+
+    def failing_app():
+        calls.append("app")
+        raise SystemExit(2)
+
+    monkeypatch.setattr(cli, "app", failing_app)
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert calls == ["app", "freeze"]
