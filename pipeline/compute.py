@@ -108,16 +108,15 @@ class WorkerState:
     Shared by the task threads of a worker; the lock makes each network be built once.
     """
 
-    threads_set: int | None = None
     networks: dict[tuple, torch.nn.Module] = field(default_factory=dict)
     windows: dict[tuple, torch.Tensor] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     budget: ValueBudget = field(default_factory=lambda: ValueBudget(SCORING_BUDGET_VALUES))
 
     def configure_threads(self, threads: int | None) -> None:
-        if threads and threads != self.threads_set:
+        """Set torch's process-wide intra-op threads; checked on every task (the process may change them)."""
+        if threads and torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-            self.threads_set = threads
 
     def window(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         key = (dtype, str(device))

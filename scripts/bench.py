@@ -11,7 +11,8 @@ Every method is timed in two ways on the same pairs, pairs per second as the med
   end (discovery, hashing, decoding, metrics, Parquet parts and the manifest, no HTML report), starting its
   embedded cluster of the default layout in each call, after one untimed warm-up call in this process (which
   keeps the LPIPS network). Each peer loop runs in a process or `multiprocessing` pool that has imported its
-  library and built its model.
+  library and built its model. Every repeat times each method once: the peers, then the decode bound and
+  this pipeline back to back (their ratio is the target that a drifting machine skews most).
 * fresh process: what a user waits for, interpreter start, imports and model building included. This
   pipeline runs `python -m pipeline score ... --no-report` (the `iqa score` CLI); each peer runs this script
   with `--peer-process`, which imports the library, starts its pool if it has one, and runs the loop.
@@ -709,14 +710,15 @@ def benchmark(args: argparse.Namespace, workdir: Path, cores: int, workers: int,
     torch.set_num_threads(cores)
     for name in available:
         run_peer(name, pairs[:1])
+    configs = {metrics: pipeline_config(metrics, weights, args, None) for metrics in ours}
+    for config in configs.values():  # untimed warm-up call (it keeps the LPIPS network, as a worker does)
+        run_pipeline(ref_dir, out_dir, workdir / "runs" / "warm-up", config)
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, _init_pool_worker, (1, available, pairs[0])) as pool:
         pool.map(_decode_chunk, [pairs[:1]] * workers)
         for repeat in range(repeats):
             print(f"repeat {repeat + 1}/{repeats}: started", flush=True)
-            start = time.perf_counter()
-            pool.map(_decode_chunk, chunks(pairs, workers * 4), chunksize=1)
-            decode.started.append(time.perf_counter() - start)
+            torch.set_num_threads(cores)  # for the single-process peers; the pipeline's tasks set their own
             for name, layout, row in peer_rows:
                 if repeat > 0 and PEERS[name].sample:
                     continue
@@ -735,7 +737,15 @@ def benchmark(args: argparse.Namespace, workdir: Path, cores: int, workers: int,
                     f"  {row.name:<16} {row.layout:<22} {row.pairs / row.started[-1]:7.2f} pairs/s",
                     flush=True,
                 )
-    run_pipeline_started(ours, ref_dir, out_dir, workdir, weights, args, repeats)
+            # the decode bound and this pipeline back to back, so their ratio sees one state of the machine
+            start = time.perf_counter()
+            pool.map(_decode_chunk, chunks(pairs, workers * 4), chunksize=1)
+            decode.started.append(time.perf_counter() - start)
+            print(f"  {decode.name:<16} {decode.layout:<22} {decode.pairs / decode.started[-1]:7.2f} pairs/s")
+            for metrics, row in ours.items():
+                run_pipeline_started(
+                    row, ref_dir, out_dir, workdir / "runs" / f"started-{repeat}", configs[metrics]
+                )
     for repeat in range(repeats):
         print(f"repeat {repeat + 1}/{repeats}: fresh processes", flush=True)
         for name, layout, row in peer_rows:
@@ -804,19 +814,14 @@ def benchmark(args: argparse.Namespace, workdir: Path, cores: int, workers: int,
     return 0
 
 
-def run_pipeline_started(ours, ref_dir, out_dir, workdir, weights, args, repeats) -> None:
-    """`score_folders` with its embedded cluster, started by each call, after one untimed warm-up call."""
-    for metrics, row in ours.items():
-        config = pipeline_config(metrics, weights, args, None)
-        run_pipeline(ref_dir, out_dir, workdir / "runs" / "warm-up", config)
-        for repeat in range(repeats):
-            run_dir = workdir / "runs" / f"started-{repeat}"
-            wall, manifest = run_pipeline(ref_dir, out_dir, run_dir, config)
-            row.started.append(wall)
-            row.layout = manifest["execution"].removeprefix("local cluster: ")
-            if row.values is None:
-                row.values = pipeline_values(run_dir, metrics)
-        print(f"  iqa score {','.join(metrics):<22} {row.rate('started'):7.2f} pairs/s (started)", flush=True)
+def run_pipeline_started(row: Method, ref_dir: Path, out_dir: Path, run_dir: Path, config) -> None:
+    """One timed `score_folders` call, starting its embedded cluster, appended to `row`."""
+    wall, manifest = run_pipeline(ref_dir, out_dir, run_dir, config)
+    row.started.append(wall)
+    row.layout = manifest["execution"].removeprefix("local cluster: ")
+    if row.values is None:
+        row.values = pipeline_values(run_dir, row.metrics)
+    print(f"  iqa score {','.join(row.metrics):<22} {row.pairs / wall:7.2f} pairs/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,23 @@ def test_prefetch_yields_every_item_in_order(depth):
     assert list(prefetch(lambda item: item * 2, range(7), depth)) == [0, 2, 4, 6, 8, 10, 12]
 
 
+def test_task_threads_are_set_again_after_the_process_changed_them():
+    """A process that also runs other torch work (a notebook, the benchmark's own loops) may change the
+    intra-op threads between tasks; every task sets its own again."""
+    before = torch.get_num_threads()
+    state = WorkerState()
+    try:
+        state.configure_threads(1)
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        state.configure_threads(1)
+        assert torch.get_num_threads() == 1
+        state.configure_threads(None)  # no setting: left as it is
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_single_threaded_cpu_tasks_decode_inline(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert prefetch_depth(torch.device("cpu")) == 0
