@@ -5,7 +5,8 @@ scheduler file, `threads` (one in-process worker with threads) or `sync` (no Das
 another in this process) for debugging.
 
 The embedded cluster on CPU runs one task thread per core, each with one torch thread. Torch, Pillow and
-hashlib release the GIL for their work, so up to `THREADS_PER_PROCESS` task threads share one worker; on
+hashlib release the GIL for their work (SSIM's many small tensor operations run compiled for that reason,
+`pipeline.metrics.compiled`), so up to `THREADS_PER_PROCESS` task threads share one worker; on
 machines with that many cores or fewer the worker lives in this process, which saves starting worker
 processes that each import torch again (about 2.5 s before the first pair on 2 cores). With CUDA there is one
 worker process per GPU, pinned with `CUDA_VISIBLE_DEVICES`.
