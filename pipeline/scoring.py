@@ -171,8 +171,8 @@ def balanced_shards(pairs: list[Pair], count: int) -> list[list[Pair]]:
         load, shard = heapq.heappop(loads)
         members[shard].append(index)
         heapq.heappush(loads, (load + costs[index], shard))
-    order = sorted(range(count), key=lambda shard: -sum(costs[i] for i in members[shard]))
-    return [[pairs[i] for i in sorted(members[shard])] for shard in order if members[shard]]
+    heaviest_first = sorted(loads, key=lambda item: (-item[0], item[1]))  # ties: lower shard index first
+    return [[pairs[i] for i in sorted(members[shard])] for _, shard in heaviest_first if members[shard]]
 
 
 def _file_bytes(path: str) -> int:

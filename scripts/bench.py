@@ -741,7 +741,10 @@ def benchmark(args: argparse.Namespace, workdir: Path, cores: int, workers: int,
             start = time.perf_counter()
             pool.map(_decode_chunk, chunks(pairs, workers * 4), chunksize=1)
             decode.started.append(time.perf_counter() - start)
-            print(f"  {decode.name:<16} {decode.layout:<22} {decode.pairs / decode.started[-1]:7.2f} pairs/s")
+            print(
+                f"  {decode.name:<16} {decode.layout:<22} {decode.pairs / decode.started[-1]:7.2f} pairs/s",
+                flush=True,
+            )
             for metrics, row in ours.items():
                 run_pipeline_started(
                     row, ref_dir, out_dir, workdir / "runs" / f"started-{repeat}", configs[metrics]

@@ -373,9 +373,9 @@ def _ms_ssim_levels(
     return first_ssim, torch.prod(levels ** weights.view(-1, 1, 1), dim=0)
 
 
-def _runner(x: Tensor, y: Tensor, function):
+def _runner(x: Tensor, differentiable: bool, function):
     """`function` compiled for CPU inputs without gradients (`pipeline.metrics.compiled`), else as is."""
-    if x.device.type == "cpu" and not needs_grad(x, y):
+    if x.device.type == "cpu" and not differentiable:
         return compiled(function)
     return function
 
@@ -407,8 +407,9 @@ def ssim(x: Tensor, y: Tensor, *, data_range: float, window: Tensor | None = Non
     """
     data_range = _check_inputs(x, y, data_range)
     check_min_side(x, WINDOW_SIZE, "SSIM")
-    run = _runner(x, y, _ssim_and_cs)
-    per_channel, _ = run(x, y, _window_for(x, window), data_range, True, _strip_budget(x), needs_grad(x, y))
+    differentiable = needs_grad(x, y)
+    run = _runner(x, differentiable, _ssim_and_cs)
+    per_channel, _ = run(x, y, _window_for(x, window), data_range, True, _strip_budget(x), differentiable)
     return per_channel.mean(dim=1)
 
 
@@ -447,9 +448,10 @@ def ssim_and_ms_ssim(
     data_range = _check_inputs(x, y, data_range)
     check_min_side(x, ms_ssim_min_side(scales), f"MS-SSIM with {scales} scales")
     weights = torch.tensor(ms_ssim_weights(scales), dtype=x.dtype, device=x.device)
-    run = _runner(x, y, _ms_ssim_levels)
+    differentiable = needs_grad(x, y)
+    run = _runner(x, differentiable, _ms_ssim_levels)
     first_ssim, per_channel = run(
-        x, y, _window_for(x, window), data_range, weights, _strip_budget(x), needs_grad(x, y)
+        x, y, _window_for(x, window), data_range, weights, _strip_budget(x), differentiable
     )
     return first_ssim.mean(dim=1), per_channel.mean(dim=1)
 
