@@ -156,6 +156,53 @@ def test_column_convolution_blur_equals_grouped_convolution(shape):
     torch.testing.assert_close(vertical, shifted, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("shape", [(1, 12, 40, 512), (2, 4, 23, 203), (1, 1, 11, 192), (1, 3, 30, 250)])
+def test_lane_mixing_horizontal_pass_equals_shifted_sum(shape):
+    """The CPU float32 horizontal pass as one lane-mixing convolution, on rows padded by blur_ready_empty
+    (203 and 250 leave 11 and 10 columns in their last block, so the margin is a whole extra block)."""
+    import importlib
+
+    ssim_module = importlib.import_module("pipeline.metrics.ssim")
+    stack = ssim_module.blur_ready_empty(shape, dtype=torch.float32, device=torch.device("cpu"))
+    stack.copy_(torch.rand(shape, generator=torch.Generator().manual_seed(3)) * 255)
+    window = ssim_module.gaussian_window(dtype=torch.float32)
+    kernel = ssim_module.lane_mixing_kernel(window)
+    assert kernel.shape == (ssim_module.LANES, ssim_module.LANES, 1, 2)
+    assert ssim_module._rows_hold_lane_margin(stack, 11)
+    horizontal = ssim_module._horizontal_blur_by_lanes(stack, kernel, 11)
+    shifted = ssim_module._shifted_sum(stack, window.tolist(), 3)
+    assert horizontal.shape == shifted.shape == (*shape[:3], shape[3] - 10)
+    torch.testing.assert_close(horizontal, shifted, rtol=0, atol=255 * 1e-6)
+    both = ssim_module.blur_valid(stack, window, kernel)
+    reference = ssim_module._grouped_conv_blur(stack.contiguous().double(), window.double())
+    torch.testing.assert_close(both.double(), reference, rtol=0, atol=255 * 2e-7)
+
+
+def test_lane_mixing_reads_only_zeroed_padding_and_long_rows():
+    """The padding the lane-mixing pass reads (with weight 0) is zero, so no stale NaN can leak into the
+    maps; short rows, float64 and gradients keep the shifted sum."""
+    import importlib
+
+    ssim_module = importlib.import_module("pipeline.metrics.ssim")
+    cpu = torch.device("cpu")
+    for width in (192, 203, 250, 512):
+        stack = ssim_module.blur_ready_empty([2, 3, 5, width], dtype=torch.float32, device=cpu)
+        row = stack.stride(2)
+        assert row >= width + ssim_module.LANES - 10 and row % ssim_module.LANES == 0
+        whole_rows = stack.as_strided([2, 3, 5, row], [3 * 5 * row, 5 * row, row, 1])
+        assert torch.count_nonzero(whole_rows[..., width:]) == 0
+    window = ssim_module.gaussian_window(dtype=torch.float32)
+    assert not ssim_module._rows_hold_lane_margin(
+        ssim_module.blur_ready_empty([1, 4, 20, 128], torch.float32, cpu), 11
+    )
+    assert not ssim_module._rows_hold_lane_margin(torch.rand(1, 4, 20, 512), 11)  # no margin past the row
+    image = torch.rand(1, 3, 64, 512)
+    assert ssim_module._lane_kernel_for(image, window, False) is not None
+    assert ssim_module._lane_kernel_for(image, window, True) is None
+    assert ssim_module._lane_kernel_for(image.double(), window.double(), False) is None
+    assert ssim_module._lane_kernel_for(image[..., :128], window, False) is None
+
+
 def test_column_convolution_only_takes_stacks_it_can_read():
     import importlib
 
