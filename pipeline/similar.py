@@ -357,15 +357,14 @@ def lpips_embeddings(images: torch.Tensor, network: torch.nn.Module) -> torch.Te
     Each layer's unit-normalised features are weighted by `sqrt(w_c / (H W))` (the linear layer's
     non-negative 1x1 weights), so `sum_c w_c mean_hw (f_a - f_b)^2 = |e_a - e_b|^2` summed over layers.
     """
-    import lpips as lpips_package
-
+    from pipeline.metrics.lpips_network import unit_normalize
     from pipeline.metrics.perceptual import trunk_features
 
     outputs = trunk_features(network, network.scaling_layer(2 * images - 1))
     parts = []
     for layer, lin in zip(outputs, network.lins, strict=True):
         weight = lin.model[-1].weight.reshape(1, -1, 1, 1)
-        features = lpips_package.normalize_tensor(layer)
+        features = unit_normalize(layer)
         scale = torch.sqrt(weight / (features.shape[2] * features.shape[3]))
         parts.append((features * scale).flatten(1))
     return torch.cat(parts, dim=1)

@@ -1,42 +1,41 @@
 """LPIPS: Learned Perceptual Image Patch Similarity (Zhang et al., CVPR 2018), version 0.1.
 
-The network is the `lpips` package's. Its linear layers ship in the `lpips` wheel; the ImageNet
-backbone (AlexNet, VGG16 or SqueezeNet 1.1) is torchvision's checkpoint, found in this order: an explicit
-path (`--lpips-weights`), torchvision's cache (`$TORCH_HOME/hub/checkpoints`), a download. The backbone
-is loaded strictly, so a missing, partial or wrong file stops the run instead of scoring with random
-weights. Build the network once per process with `build_lpips_network` and pass it to `lpips`.
+The network is the `lpips` package's v0.1 network, declared module for module in
+`pipeline.metrics.lpips_network` so that neither `lpips` nor torchvision is imported (1.1-1.3 s per run).
+Its linear layers ship in the `lpips` wheel; the ImageNet backbone (AlexNet, VGG16 or SqueezeNet 1.1) is
+torchvision's checkpoint, found in this order: an explicit path (`--lpips-weights`), torchvision's cache
+(`$TORCH_HOME/hub/checkpoints`), a download. The backbone is loaded strictly, so a missing, partial or wrong
+file stops the run instead of scoring with random weights. Build the network once per process with
+`build_lpips_network` and pass it to `lpips`.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import lpips as lpips_package
 import torch
-import torchvision
 from torch import Tensor
 
 from pipeline.errors import WeightsError
 from pipeline.metrics import winograd
 from pipeline.metrics.checks import check_data_range, check_pair, check_same_shape, needs_grad
+from pipeline.metrics.lpips_network import (
+    BACKBONE_FILES,
+    BACKBONE_NAMES,
+    TORCHVISION_MODELS_URL,
+    LpipsNetwork,
+    ScalingLayer,
+    backbone_model,
+    linear_layers_file,
+    unit_normalize,
+)
 
-BACKBONES: dict[str, str] = {
-    "alex": "AlexNet_Weights.IMAGENET1K_V1",
-    "vgg": "VGG16_Weights.IMAGENET1K_V1",
-    "squeeze": "SqueezeNet1_1_Weights.IMAGENET1K_V1",
-}
-
-_ARCHITECTURES: dict[str, Callable[..., torch.nn.Module]] = {
-    "alex": torchvision.models.alexnet,
-    "vgg": torchvision.models.vgg16,
-    "squeeze": torchvision.models.squeezenet1_1,
-}
+BACKBONES = BACKBONE_FILES  # LPIPS network name -> torchvision's checkpoint file
 
 _HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
 LAYER_STRIP_VALUES = 4_000_000
@@ -52,20 +51,16 @@ def _check_net(net: str) -> None:
         raise WeightsError(f"Unknown LPIPS network {net!r}; choose one of {sorted(BACKBONES)}.")
 
 
-def _weights_enum(net: str) -> torchvision.models.WeightsEnum:
-    _check_net(net)
-    enum_name, member = BACKBONES[net].split(".")
-    return getattr(getattr(torchvision.models, enum_name), member)
-
-
 def backbone_url(net: str) -> str:
     """URL of torchvision's ImageNet checkpoint for the LPIPS backbone `net` ('alex', 'vgg', 'squeeze')."""
-    return _weights_enum(net).url
+    return TORCHVISION_MODELS_URL + backbone_filename(net)
 
 
 def backbone_filename(net: str) -> str:
-    """File name of the backbone checkpoint, e.g. 'alexnet-owt-7be5be79.pth' for 'alex'."""
-    return backbone_url(net).rsplit("/", 1)[-1]
+    """File name of the backbone checkpoint, e.g. 'alexnet-owt-7be5be79.pth' for 'alex' (torchvision's
+    `IMAGENET1K_V1` weights; tested against torchvision's own enums)."""
+    _check_net(net)
+    return BACKBONES[net]
 
 
 def backbone_cache_path(net: str) -> Path:
@@ -146,7 +141,7 @@ def _load_state_dict(path: Path, what: str, fix: str) -> dict[str, Tensor]:
     return dict(state)
 
 
-def _load_backbone(network: lpips_package.LPIPS, net: str, path: Path) -> None:
+def _load_backbone(network: LpipsNetwork, net: str, path: Path) -> None:
     """Check `path` strictly against torchvision's architecture, then copy its features into the trunk."""
     state = _load_state_dict(
         path,
@@ -154,12 +149,12 @@ def _load_backbone(network: lpips_package.LPIPS, net: str, path: Path) -> None:
         f"delete it and fetch {backbone_filename(net)} again from {backbone_url(net)}",
     )
     with torch.device("meta"):
-        reference = _ARCHITECTURES[net](weights=None)
+        reference = backbone_model(net)
     try:
         reference.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise WeightsError(
-            f"LPIPS backbone checkpoint {path} does not match torchvision's {_ARCHITECTURES[net].__name__} "
+            f"LPIPS backbone checkpoint {path} does not match torchvision's {BACKBONE_NAMES[net]} "
             f"for net {net!r}: {exc}. Use the file {backbone_filename(net)} from {backbone_url(net)}."
         ) from exc
     features = reference.features.state_dict()
@@ -175,9 +170,14 @@ def _load_backbone(network: lpips_package.LPIPS, net: str, path: Path) -> None:
         ) from exc
 
 
-def _load_linear_layers(network: lpips_package.LPIPS, net: str) -> None:
+def _load_linear_layers(network: LpipsNetwork, net: str) -> None:
     """Load the linear layers shipped in the `lpips` wheel, requiring exactly the keys the network has."""
-    shipped = Path(lpips_package.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+    shipped = linear_layers_file(net)
+    if shipped is None:
+        raise WeightsError(
+            "LPIPS needs the linear layers that ship in the `lpips` package, which is not installed; "
+            "install it (pip install lpips)."
+        )
     state = _load_state_dict(shipped, "LPIPS linear-layer file", "reinstall the `lpips` package")
     expected = {key for key in network.state_dict() if re.match(r"lin\d+\.", key)}
     if set(state) != expected:
@@ -206,7 +206,7 @@ def build_lpips_network(
     *,
     device: str | torch.device = "cpu",
     allow_download: bool = True,
-) -> lpips_package.LPIPS:
+) -> LpipsNetwork:
     """Build the LPIPS v0.1 network once, with strictly loaded weights.
 
     Args:
@@ -216,25 +216,16 @@ def build_lpips_network(
         allow_download: allow fetching the backbone into torchvision's cache when it is missing.
 
     Returns:
-        `lpips.LPIPS` in eval mode, parameters frozen (`requires_grad=False`), on `device`.
+        `LpipsNetwork` (the modules of `lpips.LPIPS(net=net, version="0.1")`) in eval mode, parameters
+        frozen (`requires_grad=False`), on `device`.
 
     Raises:
         WeightsError: the backbone or the linear layers are missing, unreadable or do not match.
     """
     path = resolve_backbone(net, weights_path, allow_download=allow_download)
-    try:
-        with warnings.catch_warnings(), torch.device("meta"):
-            warnings.filterwarnings("ignore", message=".*pretrained.*", category=UserWarning)
-            warnings.filterwarnings("ignore", message=".*weight enum.*", category=UserWarning)
-            network = lpips_package.LPIPS(
-                net=net, version="0.1", pretrained=False, pnet_rand=True, verbose=False
-            )
-    except (OSError, RuntimeError) as exc:
-        raise WeightsError(
-            f"LPIPS network {net!r} cannot be built from the `lpips` package ({exc}); "
-            "reinstall it (pip install lpips)."
-        ) from exc
-    network.scaling_layer = lpips_package.ScalingLayer()
+    with torch.device("meta"):
+        network = LpipsNetwork(net)
+    network.scaling_layer = ScalingLayer()
     _load_linear_layers(network, net)
     _load_backbone(network, net, path)
     _check_every_tensor_loaded(network, net, path)
@@ -285,7 +276,7 @@ def lpips_of_stored_values(x: Tensor, y: Tensor, *, data_range: float, network: 
     return distance.reshape(x.shape[0])
 
 
-def _trunk_input(network: lpips_package.LPIPS, x: Tensor, data_range: float, dtype: torch.dtype) -> Tensor:
+def _trunk_input(network: LpipsNetwork, x: Tensor, data_range: float, dtype: torch.dtype) -> Tensor:
     """[0, data_range] -> what the trunk sees: LPIPS's [-1, 1] mapping, then its ScalingLayer.
 
     Without gradients both affine maps are one per-channel `x * gain + offset` written straight into a fresh
@@ -300,7 +291,7 @@ def _trunk_input(network: lpips_package.LPIPS, x: Tensor, data_range: float, dty
     return torch.addcmul(offset, x, gain, out=scaled)
 
 
-def layerwise_distance(network: lpips_package.LPIPS, x: Tensor, y: Tensor) -> Tensor:
+def layerwise_distance(network: LpipsNetwork, x: Tensor, y: Tensor) -> Tensor:
     """The LPIPS v0.1 forward pass after the ScalingLayer, one backbone layer at a time: (N, 3, H, W) trunk
     inputs x2 (see `_trunk_input`) -> (N, 1, 1, 1).
 
@@ -321,7 +312,7 @@ def layerwise_distance(network: lpips_package.LPIPS, x: Tensor, y: Tensor) -> Te
     return total
 
 
-def trunk_features(network: lpips_package.LPIPS, x: Tensor) -> list[Tensor]:
+def trunk_features(network: LpipsNetwork, x: Tensor) -> list[Tensor]:
     """The backbone's outputs at the L LPIPS layers for trunk input x (after the ScalingLayer), as
     `network.net(x)` gives them: (N, 3, H, W) -> L tensors (N, C_l, H_l, W_l); Winograd convolutions on
     CPU when no gradient is needed, like `layerwise_distance`."""
@@ -411,7 +402,7 @@ def _layer_distance(linear: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
     rows = max(1, LAYER_STRIP_VALUES // max(1, x[:, :, 0].numel()))
     if needs_grad(x, y):
         if rows >= x.shape[2]:
-            return lpips_package.spatial_average(linear(_squared_unit_difference(x, y)), keepdim=True)
+            return linear(_squared_unit_difference(x, y)).mean(dim=(2, 3), keepdim=True)
         strips = [
             linear(
                 _squared_unit_difference(x[:, :, start : start + rows], y[:, :, start : start + rows])
@@ -429,7 +420,7 @@ def _layer_distance(linear: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
 
 def _squared_unit_difference(x: Tensor, y: Tensor) -> Tensor:
-    return (lpips_package.normalize_tensor(x) - lpips_package.normalize_tensor(y)) ** 2
+    return (unit_normalize(x, UNIT_EPS) - unit_normalize(y, UNIT_EPS)) ** 2
 
 
 def _squared_unit_difference_sums(x: Tensor, y: Tensor) -> Tensor:
