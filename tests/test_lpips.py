@@ -101,6 +101,19 @@ def test_alex_matches_lpips_package(alex_home: Path) -> None:
     assert max_difference_to_reference("alex") <= TOLERANCE
 
 
+def test_network_forward_takes_the_packages_inputs(alex_home: Path) -> None:
+    """Like `lpips.LPIPS`, calling the network takes images in [-1, 1] and gives (N, 1, 1, 1)."""
+    network = build_lpips_network("alex", allow_download=False)
+    image = to_batch([read_photo("chelsea.png")])[..., :96, :128]
+    blurred = to_batch([degradations(read_photo("chelsea.png"))[1]])[..., :96, :128]
+    with torch.inference_mode():
+        called = network(reference_input(image), reference_input(blurred))
+        scored = lpips(image, blurred, data_range=255, network=network)
+    assert called.shape == (1, 1, 1, 1)
+    torch.testing.assert_close(called.flatten(), scored, rtol=0, atol=1e-6)
+    assert scored.item() > 0.0
+
+
 def test_squeeze_matches_lpips_package(torch_home: Path, checkpoint_store: Path) -> None:
     install(checkpoint_store / "squeeze-seed0.pth", torch_home / backbone_filename("squeeze"))
     assert max_difference_to_reference("squeeze") <= TOLERANCE

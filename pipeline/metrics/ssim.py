@@ -67,10 +67,10 @@ def blur_valid(stack: Tensor, window: Tensor, lane_kernel: Tensor | None = None)
         in multiples of `LANES` values (see `blur_ready_empty`) is one depthwise convolution that reads the
         columns as channels (`_vertical_blur_by_columns`), and with `lane_kernel` the horizontal pass of rows
         of at least `LANE_BLUR_MIN_WIDTH` values is one convolution that mixes those channels
-        (`_horizontal_blur_by_lanes`); every other pass is a sum
-        of S shifted, weighted views (no layout conversions: with PyTorch's depthwise convolution on
-        (N, K, H, W) itself, the channels-last conversions it needs took about 30% of SSIM's time). On other
-        devices a grouped convolution per spatial dimension. All give the same values to rounding.
+        (`_horizontal_blur_by_lanes`); every other pass is a sum of S shifted, weighted views (no layout
+        conversions: with PyTorch's depthwise convolution on (N, K, H, W) itself, the channels-last
+        conversions it needs took about 30% of SSIM's time). On other devices a grouped convolution per
+        spatial dimension. All give the same values to rounding.
     """
     if stack.device.type != "cpu":
         return _grouped_conv_blur(stack, window)
@@ -98,7 +98,7 @@ def blur_ready_empty(
 
     For float32 on CPU each row is padded with zeros to a multiple of `LANES` values that leaves the
     margin `_horizontal_blur_by_lanes` reads past the last column (W + LANES - S + 1 values at least), so
-    that both passes of `blur_valid(..., zero_padded_rows=True)` run as convolutions. Other shapes, dtypes
+    that both passes of `blur_valid(stack, window, lane_kernel)` run as convolutions. Other shapes, dtypes
     and devices get a plain contiguous tensor. The padding never reaches the result.
     """
     if len(shape) != 4 or dtype != torch.float32 or device.type != "cpu":
