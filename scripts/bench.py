@@ -707,12 +707,10 @@ def benchmark(args: argparse.Namespace, workdir: Path, cores: int, workers: int,
         for layout in (SINGLE, POOL)
     ]
     peer_pairs = {name: PEERS[name].pairs_for(pairs) for name in available}
-    peer_files = {}
-    for name, subset in peer_pairs.items():
-        peer_files[name] = workdir / f"pairs-{name}.json"
-        peer_files[name].write_text(json.dumps([pair.__dict__ for pair in subset]))
-    all_pairs_file = workdir / "pairs-all.json"
-    all_pairs_file.write_text(json.dumps([pair.__dict__ for pair in pairs]))
+    peer_files = {
+        name: write_pairs(workdir / f"pairs-{name}.json", subset) for name, subset in peer_pairs.items()
+    }
+    all_pairs_file = write_pairs(workdir / "pairs-all.json", pairs)
     ours = {metrics: Method("iqa score", metrics, "", len(pairs)) for metrics in (PIXEL_METRICS, ("lpips",))}
     decode = Method("decode only (read_image)", (), f"{workers} procs", len(pairs))
 
@@ -742,18 +740,12 @@ def benchmark(args: argparse.Namespace, workdir: Path, cores: int, workers: int,
                         values.update(part)
                 row.started.append(time.perf_counter() - start)
                 row.values = row.values or values
-                print(
-                    f"  {row.name:<16} {row.layout:<22} {row.pairs / row.started[-1]:7.2f} pairs/s",
-                    flush=True,
-                )
+                print_rate(row, row.started[-1])
             # the decode bound and this pipeline back to back, so their ratio sees one state of the machine
             start = time.perf_counter()
             pool.map(_decode_chunk, chunks(pairs, workers * 4), chunksize=1)
             decode.started.append(time.perf_counter() - start)
-            print(
-                f"  {decode.name:<16} {decode.layout:<22} {decode.pairs / decode.started[-1]:7.2f} pairs/s",
-                flush=True,
-            )
+            print_rate(decode, decode.started[-1])
             for metrics, row in ours.items():
                 run_pipeline_started(
                     row, ref_dir, out_dir, workdir / "runs" / f"started-{repeat}", configs[metrics]
@@ -766,13 +758,11 @@ def benchmark(args: argparse.Namespace, workdir: Path, cores: int, workers: int,
             row.fresh.append(
                 timed_process(peer_command(name, layout, peer_files[name], workers), process_env(1))
             )
-            print(f"  {row.name:<16} {row.layout:<22} {row.pairs / row.fresh[-1]:7.2f} pairs/s", flush=True)
-        decode_command = peer_command(DECODE, POOL, all_pairs_file, workers)
-        decode.fresh.append(timed_process(decode_command, process_env(1)))
-        print(
-            f"  {decode.name:<16} {decode.layout:<22} {decode.pairs / decode.fresh[-1]:7.2f} pairs/s",
-            flush=True,
+            print_rate(row, row.fresh[-1])
+        decode.fresh.append(
+            timed_process(peer_command(DECODE, POOL, all_pairs_file, workers), process_env(1))
         )
+        print_rate(decode, decode.fresh[-1])
         for metrics, row in ours.items():
             command = pipeline_command(ref_dir, out_dir, workdir / "runs" / "fresh", metrics, weights, args)
             row.fresh.append(timed_process(command, process_env(1)))
@@ -830,6 +820,17 @@ def benchmark(args: argparse.Namespace, workdir: Path, cores: int, workers: int,
         results["targets"] = targets
         args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0
+
+
+def write_pairs(path: Path, pairs: list[PairPaths]) -> Path:
+    """The pairs as JSON for a `--peer-process` child; returns `path`."""
+    path.write_text(json.dumps([pair.__dict__ for pair in pairs]))
+    return path
+
+
+def print_rate(row: Method, seconds: float) -> None:
+    """One progress line: a method's pairs/s for one timing."""
+    print(f"  {row.name:<16} {row.layout:<22} {row.pairs / seconds:7.2f} pairs/s", flush=True)
 
 
 def run_pipeline_started(row: Method, ref_dir: Path, out_dir: Path, run_dir: Path, config) -> None:

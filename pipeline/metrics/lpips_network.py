@@ -43,6 +43,7 @@ SLICES: dict[str, tuple[tuple[int, int], ...]] = {
 }
 SHIFT = (-0.030, -0.088, -0.188)  # ScalingLayer: (x - shift) / scale, per RGB channel
 SCALE = (0.458, 0.448, 0.450)
+UNIT_EPS = 1e-10  # lpips.normalize_tensor's eps
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
@@ -214,7 +215,7 @@ class LpipsNetwork(nn.Module):
         return distance.reshape(-1, 1, 1, 1)
 
 
-def unit_normalize(x: Tensor, eps: float = 1e-10) -> Tensor:
+def unit_normalize(x: Tensor, eps: float = UNIT_EPS) -> Tensor:
     """`lpips.normalize_tensor`: x / (||x||_2 over channels + eps), (N, C, H, W) -> same."""
     return x / (torch.sqrt(torch.sum(x**2, dim=1, keepdim=True)) + eps)
 

@@ -28,6 +28,7 @@ from pipeline.metrics.lpips_network import (
     BACKBONE_FILES,
     BACKBONE_NAMES,
     TORCHVISION_MODELS_URL,
+    UNIT_EPS,
     LpipsNetwork,
     ScalingLayer,
     backbone_model,
@@ -39,7 +40,6 @@ BACKBONES = BACKBONE_FILES  # LPIPS network name -> torchvision's checkpoint fil
 
 _HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
 LAYER_STRIP_VALUES = 4_000_000
-UNIT_EPS = 1e-10  # lpips.normalize_tensor's eps
 USE_WINOGRAD = True  # False: every convolution runs as its module (benchmarks, debugging)
 
 _PREPARED: weakref.WeakKeyDictionary[torch.nn.Conv2d, _Prepared] = weakref.WeakKeyDictionary()
@@ -420,7 +420,7 @@ def _layer_distance(linear: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
 
 
 def _squared_unit_difference(x: Tensor, y: Tensor) -> Tensor:
-    return (unit_normalize(x, UNIT_EPS) - unit_normalize(y, UNIT_EPS)) ** 2
+    return (unit_normalize(x) - unit_normalize(y)) ** 2
 
 
 def _squared_unit_difference_sums(x: Tensor, y: Tensor) -> Tensor:
