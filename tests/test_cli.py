@@ -144,9 +144,9 @@ def test_default_cluster_keeps_dask_chatter_off_the_console(folders, tmp_path):
         assert chatter not in completed.stderr + completed.stdout
 
 
-def test_console_entry_freezes_the_heap_before_exit(monkeypatch):
+def test_console_entry_freezes_the_heap_then_exits_without_teardown(monkeypatch):
     """`main` freezes the live objects out of the GC once the command ends, also when it exits with an
-    error, so the interpreter's final collections skip them (fast exit after importing torch)."""
+    error, then leaves through `exit_without_teardown` with the command's exit code."""
     import gc
 
     from pipeline import cli
@@ -158,7 +158,29 @@ def test_console_entry_freezes_the_heap_before_exit(monkeypatch):
         calls.append("app")
         raise SystemExit(2)
 
+    def leave(code):
+        calls.append(("exit", code))
+        raise SystemExit(code)
+
     monkeypatch.setattr(cli, "app", failing_app)
+    monkeypatch.setattr(cli, "exit_without_teardown", leave)
     with pytest.raises(SystemExit):
         cli.main()
-    assert calls == ["app", "freeze"]
+    assert calls == ["app", "freeze", ("exit", 2)]
+
+
+def test_console_exit_codes_survive_the_fast_exit(tmp_path):
+    """Through the real entry point: a usage error still exits 2 with its message, success exits 0."""
+    missing = tmp_path / "missing"
+    failed = subprocess.run(
+        [sys.executable, "-m", "pipeline", "pairs", str(missing), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert failed.returncode == 2, failed.stderr
+    assert "missing" in failed.stderr
+    helped = subprocess.run(
+        [sys.executable, "-m", "pipeline", "compare", "--help"], capture_output=True, text=True
+    )
+    assert helped.returncode == 0 and "compare" in helped.stdout
