@@ -38,12 +38,14 @@ def exit_without_teardown(code: object) -> NoReturn:
     """Run the atexit handlers, flush stdout and stderr, and end the process with `code`'s status.
 
     Falls back to `raise SystemExit(code)` (the interpreter's usual exit) while a non-daemon thread other
-    than this one is alive, so that such a thread is still waited for.
+    than this one is alive, so that such a thread is still waited for, and on an interpreter without
+    CPython's `atexit._run_exitfuncs`.
     """
-    if other_threads_alive():
+    run_atexit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_atexit_handlers is None or other_threads_alive():
         raise SystemExit(code)
     status = exit_status(code)
-    atexit._run_exitfuncs()
+    run_atexit_handlers()
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:

@@ -69,3 +69,11 @@ def test_exit_status_follows_the_interpreter(capsys):
     assert exit_status(7) == 7
     assert exit_status("bad input") == 1
     assert "bad input" in capsys.readouterr().err
+
+
+def test_without_cpythons_atexit_runner_the_usual_exit_runs():
+    completed = run_script("5", "del atexit._run_exitfuncs")
+    assert completed.returncode == 5
+    assert "atexit ran" in completed.stdout
+    assert "buffered, no newline" in completed.stdout
+    assert "teardown ran" in completed.stderr
