@@ -458,9 +458,7 @@ class Method:
     pairs: int
     started: list[float] = field(default_factory=list)
     fresh: list[float] = field(default_factory=list)
-    scaled: list[float] = field(
-        default_factory=list
-    )  # fresh processes on the dataset `--fresh-scale` times over
+    scaled: list[float] = field(default_factory=list)  # fresh, on the dataset `--fresh-scale` times over
     scaled_pairs: int = 0
     values: dict[str, dict[str, float]] | None = None
     note: str = ""
@@ -650,7 +648,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="pipeline --workers (default: its own layout); peer processes",
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 12 generated pairs, 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 15 generated pairs, 1 repeat")
     parser.add_argument(
         "--peers", help=f"comma-separated peers to time (default: every installed one of {', '.join(PEERS)})"
     )
