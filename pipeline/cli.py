@@ -377,7 +377,7 @@ def main() -> None:
     """Console entry point (`iqa`, `python -m pipeline`).
 
     Once the command is done, the process ends through `exit_without_teardown`: the atexit handlers run
-    and the output is flushed, but the interpreter's teardown of torch and every module is skipped (0.15 s
+    and the output is flushed, but the interpreter's teardown of torch and every module is skipped (0.18 s
     of a fresh `iqa score`). Where that falls back to the usual exit (a thread still running, or an
     unexpected exception), every live object is first frozen out of the garbage collector, so that the
     final collections skip torch's millions of objects (0.2 s instead of 0.6-0.9 s on 2 cores).
