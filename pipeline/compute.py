@@ -32,7 +32,9 @@ from pipeline.metrics.ssim import WINDOW_SIZE, gaussian_window, ms_ssim_min_side
 REUSED = "reused"
 CPU_BATCH_VALUES = 1_000_000
 GPU_BATCH_VALUES = 64_000_000
-PREFETCH_DEPTH = 1
+CPU_DECODE_THREADS = 1  # a CPU task with several torch threads decodes the next pair in one thread
+GPU_DECODE_THREADS = 8  # most decode threads of a GPU worker (each decodes ~125 512 px pairs/s)
+DECODED_AHEAD_VALUES = 32_000_000  # decoded values that several decode threads may hold ahead of scoring
 SCORING_BUDGET_VALUES = 64_000_000  # one 4096 x 4096 RGB pair (50M values) at a time, or many smaller ones
 LARGE_PAIR_VALUES = 8_000_000  # pairs this large reserve their values before decoding (see `load_pair`)
 
@@ -178,12 +180,18 @@ def score_shard(tasks: list[PairTask], settings: ScoreSettings) -> list[dict[str
     loaded_pairs: list[LoadedPair] = []
     pending: list[LoadedPair] = []
     pending_values = 0
-    depth = prefetch_depth(device)
+    threads = decode_threads(device)
     # Without a decode thread, a large pair waits for its share of the budget before it is decoded, so the
     # task threads of a worker never hold several large decoded pairs at once (see `load_pair`).
-    reserving = _STATE if depth == 0 else None
+    reserving = _STATE if threads == 0 else None
     with torch.inference_mode():
-        for loaded in prefetch(lambda task: load_pair(task, settings, reserving), tasks, depth):
+        decoded = prefetch(
+            lambda task: load_pair(task, settings, reserving),
+            tasks,
+            threads,
+            ahead_after=lambda loaded: pairs_ahead(loaded, threads),
+        )
+        for loaded in decoded:
             loaded_pairs.append(loaded)
             if loaded.aligned is None:
                 continue
@@ -196,26 +204,55 @@ def score_shard(tasks: list[PairTask], settings: ScoreSettings) -> list[dict[str
     return [loaded.row for loaded in loaded_pairs]
 
 
-def prefetch_depth(device: torch.device) -> int:
-    """Pairs decoded ahead in a background thread: none for a single-threaded CPU task (its thread already
-    has a core to itself and decoding beside it only competes for that core; measured 10% slower on 2 cores),
-    `PREFETCH_DEPTH` when the device or other torch threads would otherwise wait for decoding."""
-    if device.type == "cpu" and torch.get_num_threads() == 1:
-        return 0
-    return PREFETCH_DEPTH
+def decode_threads(device: torch.device) -> int:
+    """Threads that decode pairs ahead of scoring them.
+
+    None for a single-threaded CPU task: its thread already has a core to itself, and decoding beside it
+    only competes for that core (measured 10% slower on 2 cores). One for a CPU task with several torch
+    threads. On CUDA one per torch thread of the worker (its share of the cores), at most
+    `GPU_DECODE_THREADS`: reading, hashing and decoding a 512 px pair takes about 8 ms of CPU, so one thread
+    feeds a GPU about 125 pairs/s, and Pillow and hashlib release the GIL, so threads add up.
+    """
+    if device.type == "cuda":
+        return max(1, min(GPU_DECODE_THREADS, torch.get_num_threads()))
+    return 0 if torch.get_num_threads() == 1 else CPU_DECODE_THREADS
 
 
-def prefetch(fn: Callable[[Any], Any], items: Iterable[Any], depth: int) -> Iterator[Any]:
-    """Yield fn(item) in order, computing up to `depth` items ahead in one background thread (none at 0)."""
-    if depth <= 0:
+def pairs_ahead(loaded: LoadedPair, threads: int) -> int | None:
+    """How many pairs the decode threads may hold ahead after `loaded`: as many as fit in
+    `DECODED_AHEAD_VALUES` at its size (8 at 512 px, 1 at 4096 x 4096), 1 to `threads`; None (unchanged)
+    after a pair that was not decoded."""
+    if loaded.aligned is None:
+        return None
+    values = loaded.aligned.ref.size + loaded.aligned.out.size
+    return max(1, min(threads, DECODED_AHEAD_VALUES // max(1, values)))
+
+
+def prefetch(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    threads: int,
+    ahead_after: Callable[[Any], int | None] | None = None,
+) -> Iterator[Any]:
+    """Yield fn(item) in order, computed in `threads` background threads ahead of the consumer (none at
+    0: computed in the calling thread when it is needed).
+
+    Without `ahead_after`, `threads` items are computed or waiting beyond the one being yielded. With it,
+    one at first, then after each result as many as `ahead_after(result)` says (None: as before), so that
+    the size of what was decoded bounds how much is decoded ahead.
+    """
+    if threads <= 0:
         yield from map(fn, items)
         return
     items = iter(items)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqa-decode") as pool:
-        queue: list[Future] = [pool.submit(fn, item) for item in _take(items, depth)]
+    ahead = threads if ahead_after is None else 1
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="iqa-decode") as pool:
+        queue: list[Future] = [pool.submit(fn, item) for item in _take(items, ahead)]
         while queue:
             result = queue.pop(0).result()
-            queue.extend(pool.submit(fn, item) for item in _take(items, 1))
+            if ahead_after is not None:
+                ahead = ahead_after(result) or ahead
+            queue.extend(pool.submit(fn, item) for item in _take(items, max(0, ahead - len(queue))))
             yield result
 
 

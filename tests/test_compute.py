@@ -11,7 +11,7 @@ import torch
 
 from pipeline import compute
 from pipeline.allocator import keep_freed_memory
-from pipeline.compute import ScoreSettings, WorkerState, prefetch, prefetch_depth
+from pipeline.compute import ScoreSettings, WorkerState, decode_threads, prefetch
 
 
 def test_lpips_network_is_built_once_for_concurrent_threads(monkeypatch):
@@ -37,9 +37,90 @@ def test_lpips_network_is_built_once_for_concurrent_threads(monkeypatch):
     assert len(networks) == 4 and all(network is networks[0] for network in networks)
 
 
-@pytest.mark.parametrize("depth", [0, 1, 3])
-def test_prefetch_yields_every_item_in_order(depth):
-    assert list(prefetch(lambda item: item * 2, range(7), depth)) == [0, 2, 4, 6, 8, 10, 12]
+@pytest.mark.parametrize("threads", [0, 1, 3])
+def test_prefetch_yields_every_item_in_order(threads):
+    assert list(prefetch(lambda item: item * 2, range(7), threads)) == [0, 2, 4, 6, 8, 10, 12]
+
+
+def test_prefetch_threads_work_at_once_and_stay_bounded():
+    """Three threads decode three items at the same time (a barrier of three would time out otherwise),
+    and no more than three results are ever computed ahead of the consumer."""
+    barrier = threading.Barrier(3, timeout=10)
+    lock = threading.Lock()
+    ahead, most_ahead = [0], [0]
+
+    def decode(item):
+        if item < 3:
+            barrier.wait()
+        with lock:
+            ahead[0] += 1
+            most_ahead[0] = max(most_ahead[0], ahead[0])
+        return item
+
+    results = []
+    for item in prefetch(decode, range(12), 3):
+        time.sleep(0.01)  # a slow consumer: the threads run ahead as far as they may
+        with lock:
+            ahead[0] -= 1
+        results.append(item)
+    assert results == list(range(12))
+    assert most_ahead[0] <= 4  # three ahead of the consumer, plus the one it holds
+
+
+def test_prefetch_ahead_follows_what_was_decoded():
+    """With `ahead_after`, one item is decoded before any result is known, then as many ahead as the last
+    result allows: three while results are small, one once they are large."""
+    lock = threading.Lock()
+    started, ahead_seen = [0], {}
+
+    def decode(item):
+        with lock:
+            started[0] += 1
+        time.sleep(0.03 if item == 0 else 0.005)
+        if item == 0:
+            with lock:
+                assert started[0] == 1  # nothing else was decoded before the first size was known
+        return item
+
+    decoded = prefetch(decode, range(16), 3, ahead_after=lambda r: 1 if r >= 6 else 3)
+    for consumed, item in enumerate(decoded, start=1):
+        time.sleep(0.02)
+        with lock:
+            ahead_seen[item] = started[0] - consumed
+    assert list(ahead_seen) == list(range(16))
+    assert max(ahead_seen[i] for i in range(6)) <= 3
+    assert max(ahead_seen[i] for i in range(10, 16)) <= 1  # the three queued before item 6 were drained
+    assert max(ahead_seen[i] for i in range(1, 5)) == 3  # small items do run three ahead
+
+
+def test_pairs_ahead_keeps_decoded_values_bounded():
+    from types import SimpleNamespace
+
+    from pipeline.compute import DECODED_AHEAD_VALUES, LoadedPair, pairs_ahead
+
+    def pair(height, width, channels=3):
+        image = SimpleNamespace(size=height * width * channels)
+        return LoadedPair({}, aligned=SimpleNamespace(ref=image, out=image))
+
+    assert pairs_ahead(pair(512, 512), 8) == 8
+    assert pairs_ahead(pair(512, 512), 2) == 2
+    assert pairs_ahead(pair(2040, 1356), 8) == 1
+    assert pairs_ahead(pair(4096, 4096), 8) == 1
+    assert pairs_ahead(pair(1024, 1024), 8) == DECODED_AHEAD_VALUES // (2 * 1024 * 1024 * 3) == 5
+    assert pairs_ahead(LoadedPair({}), 8) is None  # an error row says nothing about sizes
+
+
+def test_prefetch_passes_an_exception_to_the_consumer_in_order():
+    def decode(item):
+        if item == 2:
+            raise ValueError("broken file")
+        return item
+
+    seen = []
+    with pytest.raises(ValueError, match="broken file"):
+        for item in prefetch(decode, range(6), 3):
+            seen.append(item)
+    assert seen == [0, 1]
 
 
 def test_task_threads_are_set_again_after_the_process_changed_them():
@@ -59,12 +140,18 @@ def test_task_threads_are_set_again_after_the_process_changed_them():
         torch.set_num_threads(before)
 
 
-def test_single_threaded_cpu_tasks_decode_inline(monkeypatch):
+def test_decode_threads_per_device(monkeypatch):
+    """Single-threaded CPU tasks decode inline, multi-threaded ones in one thread; a GPU worker decodes in
+    one thread per torch thread (its cores), at most GPU_DECODE_THREADS."""
+    cuda = torch.device("cuda", 0)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert prefetch_depth(torch.device("cpu")) == 0
+    assert decode_threads(torch.device("cpu")) == 0
+    assert decode_threads(cuda) == 1
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert prefetch_depth(torch.device("cpu")) == compute.PREFETCH_DEPTH
-    assert prefetch_depth(torch.device("cuda", 0)) == compute.PREFETCH_DEPTH
+    assert decode_threads(torch.device("cpu")) == compute.CPU_DECODE_THREADS == 1
+    assert decode_threads(cuda) == 2
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert decode_threads(cuda) == compute.GPU_DECODE_THREADS == 8
 
 
 @pytest.mark.skipif(
