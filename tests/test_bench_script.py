@@ -75,3 +75,40 @@ def test_fresh_targets_are_judged_on_the_scaled_dataset_only(bench):
     slow = method(bench, "peer", fresh=[3.0], scaled=[9.0], started=2.0)
     lines = bench.target_lines(bench.PIXEL_METRICS, ours, [slow], None)
     assert any(line.startswith("- FAIL") and "300 pairs: 1.80" in line for line in lines)
+
+
+@pytest.fixture(scope="module")
+def bench_gpu(bench):
+    scripts = str(SCRIPT.parent)
+    sys.path.insert(0, scripts)
+    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT.parent / "bench_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(scripts)
+
+
+def test_gpu_check_runs_every_step_on_cpu(bench_gpu, capsys):
+    """The GPU check (run when a task is lent one) as a CPU smoke run: every step prints, values equal."""
+    arguments = ["--device", "cpu", "--photos", "1", "--pairs", "5", "--repeats", "1", "--batch", "1"]
+    assert bench_gpu.main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "5 pairs of 512 x 512 RGB" in printed
+    assert (
+        "1. max |difference| from CPU: psnr 0.0e+00, ssim 0.0e+00, ms_ssim 0.0e+00, lpips 0.0e+00" in printed
+    )
+    for step in (
+        "2. LPIPS network only",
+        "3. decode only",
+        "4. iqa score --metrics lpips",
+        "5. lpips package",
+    ):
+        assert step in printed
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message shown without CUDA")
+def test_gpu_check_without_cuda_says_so(bench_gpu, capsys):
+    assert bench_gpu.main([]) == 0
+    assert "no CUDA device visible" in capsys.readouterr().out
