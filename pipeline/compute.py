@@ -207,9 +207,9 @@ def score_shard(tasks: list[PairTask], settings: ScoreSettings) -> list[dict[str
 def decode_threads(device: torch.device) -> int:
     """Threads that decode pairs ahead of scoring them.
 
-    None for a single-threaded CPU task: its thread already has a core to itself, and decoding beside it
-    only competes for that core (measured 10% slower on 2 cores). One for a CPU task with several torch
-    threads. On CUDA one per torch thread of the worker (its share of the cores), at most
+    0 (decoding inline) for a single-threaded CPU task: its thread already has a core to itself, and
+    decoding beside it only competes for that core (measured 10% slower on 2 cores). One for a CPU task
+    with several torch threads. On CUDA one per torch thread of the worker (its share of the cores), at most
     `GPU_DECODE_THREADS`: reading, hashing and decoding a 512 px pair takes about 8 ms of CPU, so one thread
     feeds a GPU about 125 pairs/s, and Pillow and hashlib release the GIL, so threads add up.
     """
