@@ -61,6 +61,7 @@ from PIL import Image
 
 PIXEL_METRICS = ("psnr", "ssim", "ms_ssim")
 EXTRA_PHOTOS = ("coins.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_right.png")
+PAIRS_PER_PHOTO = 5  # `build_dataset`: denoise, sr_x2, sr_x4, jpeg_q20, jpeg_q50
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 TARGET_PIXEL_SPEEDUP = 2.0
 TARGET_DECODE_FRACTION = 0.40
@@ -77,8 +78,15 @@ DECODE = "decode"  # --peer-process name of the decode bound
 # Dataset
 
 
-def build_dataset(root: Path, limit: int | None = None) -> int:
-    """Write root/reference and root/output: 12 photos (3 gray) x 5 degradations = 60 pairs around 512 px."""
+def build_dataset(
+    root: Path, limit: int | None = None, prepare: Callable[[Image.Image], Image.Image] | None = None
+) -> int:
+    """Write root/reference and root/output: 12 photos (3 gray) x 5 degradations = 60 pairs around 512 px.
+
+    Args:
+        limit: stop after the photo that reaches this many pairs.
+        prepare: applied to each photo before its degradations (e.g. a square RGB crop).
+    """
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import make_demo_data
 
@@ -87,6 +95,8 @@ def build_dataset(root: Path, limit: int | None = None) -> int:
     for index, name in enumerate(photos):
         stem = Path(name).stem
         image = make_demo_data.load_photo(name)
+        if prepare is not None:
+            image = prepare(image)
         outputs = {
             f"denoise/{stem}.png": make_demo_data.denoise_output(image, index),
             f"sr_x2/{stem}.png": make_demo_data.super_resolution_output(image, 2),

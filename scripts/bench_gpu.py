@@ -34,31 +34,16 @@ TARGET_GPU_PAIRS_PER_S = 500
 
 
 def build_square_pairs(root: Path, photos: int | None = None) -> int:
-    """root/reference and root/output: 12 photos as 512 x 512 RGB, x 5 degradations; returns the count."""
+    """`bench.build_dataset` with every photo cropped to 512 x 512 RGB (the first `photos` photos, default
+    all 12): root/reference and root/output; returns the pair count."""
     import bench
-    import make_demo_data
     from PIL import ImageOps
 
-    count = 0
-    for index, name in enumerate((*make_demo_data.PHOTOS, *bench.EXTRA_PHOTOS)[:photos]):
-        stem = Path(name).stem
-        photo = ImageOps.fit(make_demo_data.load_photo(name).convert("RGB"), (SIDE, SIDE))
-        outputs = {
-            f"denoise/{stem}.png": make_demo_data.denoise_output(photo, index),
-            f"sr_x2/{stem}.png": make_demo_data.super_resolution_output(photo, 2),
-            f"sr_x4/{stem}.png": make_demo_data.super_resolution_output(photo, 4),
-        }
-        for key, output in outputs.items():
-            make_demo_data.save(root / "reference" / key, photo)
-            make_demo_data.save(root / "output" / key, output)
-            count += 1
-        for quality in (20, 50):  # outputs saved as JPEG, as bench.py's
-            make_demo_data.save(root / "reference" / f"jpeg_q{quality}/{stem}.png", photo)
-            target = root / "output" / f"jpeg_q{quality}/{stem}.jpg"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(make_demo_data.jpeg_bytes(photo, quality))
-            count += 1
-    return count
+    def square_rgb(photo):
+        return ImageOps.fit(photo.convert("RGB"), (SIDE, SIDE))
+
+    limit = photos * bench.PAIRS_PER_PHOTO if photos else None
+    return bench.build_dataset(root, limit=limit, prepare=square_rgb)
 
 
 def score_config(metrics: tuple[str, ...], weights: str, device: str):
@@ -133,18 +118,18 @@ def lpips_package_rate(ref_dir: Path, out_dir: Path, device, limit: int) -> floa
 
     network = bench.lpips_setup().to(device)
     pairs = bench.list_pairs(ref_dir, out_dir)[:limit]
+
+    def score(pair) -> float:
+        x, y = (bench.to_tensor(bench.decode_user(p)).to(device) / 127.5 - 1 for p in (pair.ref, pair.out))
+        return float(network(x, y).flatten()[0])
+
     with torch.no_grad():
         for pair in pairs[:3]:
-            network(
-                *(bench.to_tensor(bench.decode_user(p)).to(device) / 127.5 - 1 for p in (pair.ref, pair.out))
-            )
+            score(pair)
         synchronize(device)
         start = time.perf_counter()
         for pair in pairs:
-            x, y = (
-                bench.to_tensor(bench.decode_user(p)).to(device) / 127.5 - 1 for p in (pair.ref, pair.out)
-            )
-            float(network(x, y).flatten()[0])
+            score(pair)
         synchronize(device)
     return len(pairs) / (time.perf_counter() - start)
 
