@@ -27,6 +27,7 @@ browser:
 
 test: env browser
 	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q --doctest-modules pipeline
 	$(BIN)/python -m pytest -q -ra
 
 lint: env

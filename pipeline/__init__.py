@@ -1,15 +1,31 @@
-"""iqa-pipeline: dataset-level image-quality evaluation (PSNR, SSIM, MS-SSIM, LPIPS) on Dask."""
+"""iqa-pipeline: dataset-level image-quality evaluation (PSNR, SSIM, MS-SSIM, LPIPS) on Dask.
+
+The Python API mirrors the `iqa` command line (`pipeline.api`): `pipeline.score`, `pipeline.compare`,
+`pipeline.report`, `pipeline.pairs`, `pipeline.similar`, `pipeline.run_nightly`, and `pipeline.load_results`.
+They are imported on first use, so `import pipeline` itself stays light.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_results"]
+_API = {
+    "Run": "pipeline.api",
+    "score": "pipeline.api",
+    "compare": "pipeline.api",
+    "report": "pipeline.api",
+    "pairs": "pipeline.api",
+    "similar": "pipeline.api",
+    "run_nightly": "pipeline.api",
+    "load_results": "pipeline.results",
+}
+__all__ = ["__version__", *_API]
 
 
-def __getattr__(name: str):
-    if name == "load_results":
-        from pipeline.sink import load_results
-
-        return load_results
-    raise AttributeError(name)
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -8,10 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.choices import SizeMismatch
 from pipeline.errors import ImageError, UsageError
 from pipeline.images import DecodedImage
-
-SIZE_MISMATCH_POLICIES: tuple[str, ...] = ("error", "crop", "resize")
 
 
 @dataclass
@@ -55,10 +54,10 @@ def align_pair(
         UsageError: `size_mismatch` is not one of "error", "crop", "resize".
         ImageError: Sizes differ under "error", or an image has an unsupported channel count.
     """
-    if size_mismatch not in SIZE_MISMATCH_POLICIES:
+    if size_mismatch not in SizeMismatch.values():
         raise UsageError(
             f"unknown size-mismatch policy {size_mismatch!r}; "
-            f"choose one of {', '.join(SIZE_MISMATCH_POLICIES)}"
+            f"choose one of {', '.join(SizeMismatch.values())}"
         )
     warnings: list[str] = []
     data_range = float(ref.data_range)
@@ -119,13 +118,13 @@ def _match_size(
 ) -> tuple[np.ndarray, np.ndarray]:
     ref_size = _size_text(ref)
     out_size = _size_text(out)
-    if policy == "error":
+    if policy == SizeMismatch.ERROR:
         raise ImageError(
             f"size mismatch: reference {ref.path} is {ref_size} and output {out.path} is {out_size} "
             "(width x height); use --size-mismatch crop|resize to crop both to the common size "
             "or resize the output to the reference"
         )
-    if policy == "crop":
+    if policy == SizeMismatch.CROP:
         sides = zip(ref_pixels.shape[:-1], out_pixels.shape[:-1], strict=True)
         common = tuple(slice(0, min(a, b)) for a, b in sides)
         warnings.append(

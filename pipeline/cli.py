@@ -1,19 +1,28 @@
-"""The `iqa` command line (Typer): parse options, call the library, print, set the exit code."""
+"""The `iqa` command line (Typer): parse the options, call `pipeline.api`, print, set the exit code.
+
+Exit codes, for every command: 0 ok; 1 failed or missing pairs, or a regression; 2 usage or configuration
+errors. A user's mistake prints one line (`error: ...`) and no traceback.
+"""
 
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from pipeline import api
+from pipeline.choices import Convention, Device, LpipsNet, SimilarMetric, SizeMismatch
+from pipeline.compare import format_comparison, parse_tolerances
+from pipeline.config import FIELDS
+from pipeline.console import format_counts, format_summary
+from pipeline.discover import format_pairing
 from pipeline.errors import IQAError
-from pipeline.process_exit import exit_without_teardown
+from pipeline.nightly import format_nightly
+from pipeline.similar import format_nearest
 
 app = typer.Typer(
     name="iqa",
@@ -23,35 +32,44 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-
-class Convention(str, Enum):
-    default = "default"
-    sr_paper = "sr-paper"
-
-
-class SizeMismatch(str, Enum):
-    error = "error"
-    crop = "crop"
-    resize = "resize"
+Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Also show Dask's INFO messages.")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Show only errors, and warnings of this tool.")]
+COLOURS = {logging.WARNING: typer.colors.YELLOW, logging.ERROR: typer.colors.RED}
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+class ConsoleHandler(logging.Handler):
+    """Log records as plain lines on stderr, warnings in yellow, errors in red."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        colour = COLOURS.get(record.levelno) if record.levelno < logging.CRITICAL else typer.colors.RED
+        typer.secho(self.format(record), fg=colour, err=True)
 
 
-class LpipsNet(str, Enum):
-    alex = "alex"
-    vgg = "vgg"
-    squeeze = "squeeze"
+def configure_logging(verbose: bool = False, quiet: bool = False) -> int:
+    """This tool's messages (the dashboard link, notices) and Dask's warnings on stderr; returns Dask's level.
+
+    Default: this tool at INFO, Dask at WARNING (worker restarts, memory kills). `-q`: this tool's warnings,
+    Dask's errors. `-v`: Dask's INFO too.
+    """
+    ours, dask_level = logging.INFO, logging.WARNING
+    if quiet:
+        ours, dask_level = logging.WARNING, logging.ERROR
+    elif verbose:
+        dask_level = logging.INFO
+    logger = logging.getLogger("pipeline")
+    if not any(isinstance(handler, ConsoleHandler) for handler in logger.handlers):
+        logger.addHandler(ConsoleHandler())
+    logger.setLevel(ours)
+    logger.propagate = False
+    logging.getLogger("distributed").setLevel(dask_level)
+    return dask_level
 
 
 def user_errors(command: Callable[..., None]) -> Callable[..., None]:
     """Turn an IQAError into one red line on stderr and its exit code (2 usage, 1 otherwise); no traceback."""
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             return command(*args, **kwargs)
         except IQAError as exc:
@@ -61,8 +79,9 @@ def user_errors(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def _warn(message: str) -> None:
-    typer.secho(message, fg=typer.colors.YELLOW, err=True)
+def _config_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The command's arguments that are config fields (None: not given on the command line)."""
+    return {name: value for name, value in values.items() if name in FIELDS}
 
 
 @app.command()
@@ -101,7 +120,7 @@ def score(
         bool | None,
         typer.Option(
             "--volumes/--no-volumes",
-            help="Read 3-D .npy arrays as volumes (D, H, W[, C]); NIfTI (.nii, .nii.gz) is always a volume.",
+            help="Read 3-D .npy arrays as volumes (D, H, W[, C]); NIfTI (.nii, .nii.gz) always is one.",
         ),
     ] = None,
     scheduler: Annotated[
@@ -114,13 +133,12 @@ def score(
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Worker processes of the embedded cluster, one task each at a time (default on CPU: one "
-            "in-process worker with a thread per core; above 4 cores, processes of up to 4 threads)."
+            help="Worker processes of the embedded cluster, one task each at a time (default on CPU: "
+            "one in-process worker with a thread per core; above 4 cores, processes of up to 4 threads)."
         ),
     ] = None,
     threads: Annotated[
-        int | None,
-        typer.Option(help="Torch threads per task (default 1; with --workers: cores / workers)."),
+        int | None, typer.Option(help="Torch threads per task (default 1; with --workers: cores / workers).")
     ] = None,
     device: Annotated[Device | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = None,
     lpips_net: Annotated[LpipsNet | None, typer.Option(help="LPIPS backbone: alex, vgg or squeeze.")] = None,
@@ -151,55 +169,30 @@ def score(
     allow_failures: Annotated[
         bool, typer.Option(help="Exit 0 even when pairs failed or outputs are missing.")
     ] = False,
-    report: Annotated[bool, typer.Option(help="Write RUN_DIR/report.html.")] = True,
+    report: Annotated[
+        bool | None, typer.Option("--report/--no-report", help="Write RUN_DIR/report.html.")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
 ) -> None:
     """Score every reference/output pair of two folders into RUN_DIR (Parquet, manifest, report)."""
-    from pipeline.config import build_config, load_config_file
-    from pipeline.console import format_counts, format_summary
-    from pipeline.scoring import score_folders
-    from pipeline.sink import load_results
-    from pipeline.summary import summarize
-
-    file_values = load_config_file(config) if config else {}
-    chosen_metrics = tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else None
-    cfg = build_config(
-        file_values,
-        metrics=chosen_metrics,
-        metrics_explicit=True if chosen_metrics else None,
-        convention=convention.value if convention else None,
-        scale=scale,
-        crop_border=crop_border,
-        size_mismatch=size_mismatch.value if size_mismatch else None,
-        data_range=data_range,
-        volumes=volumes,
-        scheduler=scheduler,
-        scheduler_file=scheduler_file,
-        workers=workers,
-        threads_per_worker=threads,
-        device=device.value if device else None,
-        lpips_net=lpips_net.value if lpips_net else None,
-        lpips_weights=lpips_weights,
-        output_suffix=output_suffix,
-        output_template=output_template,
-        output_regex=output_regex,
-        group_depth=group_depth,
-        ms_ssim_scales=ms_ssim_scales,
-        shard_pairs=shard_pairs,
-        report=None if report else False,
+    dask_level = configure_logging(verbose, quiet)
+    run = api.score(
+        reference,
+        output,
+        run_dir,
+        config=config,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        log_level=dask_level,
+        **_config_options(locals()),
     )
-    result = score_folders(
-        reference, output, run_dir, cfg, resume=resume, overwrite=overwrite, progress=progress
-    )
-    for notice in result.notices:
-        typer.secho(notice, fg=typer.colors.YELLOW, err=True)
-    frame = load_results(run_dir)
-    typer.echo(format_summary(summarize(frame)))
-    typer.echo(format_counts(result.counts))
-    typer.echo(f"results: {run_dir}")
-    for notice in result.notices:
-        _warn(notice)
-    if not result.complete and not allow_failures:
+    typer.echo(format_summary(run.summary))
+    typer.echo(format_counts(run.counts))
+    typer.echo(f"results: {run_dir}" + (f"  report: {run.report_path}" if run.report_path else ""))
+    if not run.complete and not allow_failures:
         typer.secho(
             "Some references have no ok row (failed, missing or duplicate): "
             "see manifest.json and the error column.",
@@ -225,9 +218,7 @@ def pairs(
     limit: Annotated[int, typer.Option(help="Entries to list per section.")] = 20,
 ) -> None:
     """Print how the two folders pair up (counts and lists) without scoring."""
-    from pipeline.discover import discover_pairs, format_pairing
-
-    pairing = discover_pairs(
+    pairing = api.pairs(
         reference,
         output,
         output_suffix=output_suffix,
@@ -256,9 +247,7 @@ def compare(
     ] = None,
 ) -> None:
     """Compare two runs by key: exit 1 when a metric's mean got worse than its tolerance, 0 otherwise."""
-    from pipeline.compare import compare_runs, format_comparison, parse_tolerances
-
-    comparison = compare_runs(baseline, candidate, tolerances=parse_tolerances(tolerance or []))
+    comparison = api.compare(baseline, candidate, tolerances=parse_tolerances(tolerance or []))
     if json_path:
         json_path.write_text(comparison.to_json(), encoding="utf-8")
     typer.echo(format_comparison(comparison))
@@ -278,12 +267,12 @@ def run_nightly(
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace suite runs already under runs/NAME.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar per suite.")] = True,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
 ) -> None:
     """Score every suite of a nightly config, compare each with its baseline; exit 1 if any suite failed."""
-    from pipeline.suites import format_nightly
-    from pipeline.suites import run_nightly as run_suites
-
-    result = run_suites(
+    configure_logging(verbose, quiet)
+    result = api.run_nightly(
         config, name=name, update_baseline=update_baseline, overwrite=overwrite, progress=progress
     )
     typer.echo(format_nightly(result))
@@ -306,17 +295,7 @@ def report(
     ] = None,
 ) -> None:
     """Write the self-contained HTML report of a run (statistics, plots, worst cases, failures)."""
-    from pipeline.report import render_run_report
-
-    path = render_run_report(run_dir, baseline=baseline, output=output, worst=worst)
-    typer.echo(f"report: {path}")
-
-
-class SimilarMetric(str, Enum):
-    ssim = "ssim"
-    ms_ssim = "ms_ssim"
-    psnr = "psnr"
-    lpips = "lpips"
+    typer.echo(f"report: {api.report(run_dir, baseline=baseline, output=output, worst=worst)}")
 
 
 @app.command()
@@ -329,13 +308,14 @@ def similar(
     against: Annotated[
         Path | None, typer.Option(help="Reference folder: compare every image with every reference instead.")
     ] = None,
-    metric: Annotated[SimilarMetric, typer.Option(help="ssim, ms_ssim, psnr or lpips.")] = SimilarMetric.ssim,
+    metric: Annotated[SimilarMetric, typer.Option(help="ssim, ms_ssim, psnr or lpips.")] = SimilarMetric.SSIM,
     size: Annotated[
         int,
         typer.Option(
-            help="Common size: each image (RGB, [0, 1]) is resized bicubic (antialiased) so its short "
-            "side is SIZE, then centre-cropped to SIZE x SIZE (aspect ratio kept up to the crop). 128 by "
-            "default (SSIM cost grows with SIZE^2); MS-SSIM uses 5 scales from 161 px, fewer below."
+            help="Common size: each image (RGB, [0, 1]) is resized bicubic (antialiased) so its short side "
+            "is "
+            "SIZE, then centre-cropped to SIZE x SIZE. 128 by default (SSIM cost grows with SIZE^2); "
+            "MS-SSIM uses 5 scales from 161 px, fewer below."
         ),
     ] = 128,
     block: Annotated[int, typer.Option(help="Images per block; one Dask task compares two blocks.")] = 64,
@@ -346,17 +326,18 @@ def similar(
     workers: Annotated[int | None, typer.Option(help="Worker processes of the embedded cluster.")] = None,
     lpips_net: Annotated[
         LpipsNet, typer.Option(help="LPIPS backbone: alex, vgg or squeeze.")
-    ] = LpipsNet.alex,
+    ] = LpipsNet.ALEX,
     lpips_weights: Annotated[
         str | None, typer.Option(help="Backbone checkpoint file (or folder holding it) for LPIPS.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace results already in the run directory.")] = False,
     report: Annotated[bool, typer.Option(help="Write RUN_DIR/similar.html.")] = True,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
 ) -> None:
     """Compare every image with every other (or every reference) and print each image's nearest match."""
-    from pipeline.similar import format_nearest, run_similar
-
-    result = run_similar(
+    configure_logging(verbose, quiet)
+    result = api.similar(
         folder,
         run_dir,
         against=against,
@@ -374,20 +355,5 @@ def similar(
 
 
 def main() -> None:
-    """Console entry point (`iqa`, `python -m pipeline`).
-
-    Once the command is done, the process ends through `exit_without_teardown`: the atexit handlers run
-    and the output is flushed, but the interpreter's teardown of torch and every module is skipped (0.18 s
-    of a fresh `iqa score`). Where that falls back to the usual exit (a thread still running, or an
-    unexpected exception), every live object is first frozen out of the garbage collector, so that the
-    final collections skip torch's millions of objects (0.2 s instead of 0.6-0.9 s on 2 cores).
-    """
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        app()
-        code: object = 0
-    except SystemExit as exc:
-        code = exc.code
-    finally:
-        gc.freeze()
-    exit_without_teardown(code)
+    """Console entry point (`iqa`, `python -m pipeline`); ends in SystemExit with the command's exit code."""
+    app()

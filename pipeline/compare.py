@@ -32,19 +32,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import UsageError
-from pipeline.metrics.registry import COLUMN_METRICS, METRICS
-from pipeline.summary import bootstrap_mean_ci
+from pipeline.choices import METRICS
+from pipeline.console import format_number, format_table
+from pipeline.errors import RunDirError, UsageError
+from pipeline.manifest import read_manifest
+from pipeline.results import load_results
+from pipeline.run_dirs import require_run_dir
+from pipeline.summary import bootstrap_mean_ci, metric_columns
 
-# Absolute tolerances in each metric's own units. MSE is in squared data units, so its default (1.0) suits
-# 8-bit images (about 0.04 dB at MSE 100); set it explicitly for 16-bit or float data.
-DEFAULT_TOLERANCES: dict[str, float] = {
-    "psnr": 0.05,
-    "ssim": 0.001,
-    "ms_ssim": 0.001,
-    "lpips": 0.005,
-    "mse": 1.0,
-}
+DEFAULT_TOLERANCES: dict[str, float] = {name: spec.tolerance for name, spec in METRICS.items()}
 WORST_PAIRS_IN_JSON = 5
 
 
@@ -174,8 +170,8 @@ def check_tolerances(values: dict[str, Any], where: str) -> dict[str, float]:
 
 
 def _check_metric(name: str, what: str) -> str:
-    if name not in COLUMN_METRICS:
-        raise UsageError(f"{what} names unknown metric {name!r}: choose one of {', '.join(COLUMN_METRICS)}.")
+    if name not in METRICS:
+        raise UsageError(f"{what} names unknown metric {name!r}: choose one of {', '.join(METRICS)}.")
     return name
 
 
@@ -187,10 +183,6 @@ def _check_value(value: Any, what: str) -> float:
     if not math.isfinite(number) or number < 0:
         raise UsageError(f"{what}: the tolerance must be a finite number >= 0, got {value!r}.")
     return number
-
-
-def _present_metrics(ok: pd.DataFrame) -> list[str]:
-    return [m for m in COLUMN_METRICS if m in ok.columns and ok[m].notna().any()]
 
 
 def _pair_improvements(base: np.ndarray, cand: np.ndarray, higher_is_better: bool) -> np.ndarray:
@@ -288,7 +280,7 @@ def compare_frames(
     tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
     base_ok = baseline[baseline["status"] == "ok"].drop_duplicates("key", keep="last")
     cand_ok = candidate[candidate["status"] == "ok"].drop_duplicates("key", keep="last")
-    base_metrics, cand_metrics = _present_metrics(base_ok), _present_metrics(cand_ok)
+    base_metrics, cand_metrics = metric_columns(base_ok), metric_columns(cand_ok)
     metrics = [m for m in base_metrics if m in cand_metrics]
     base_keys, cand_keys = set(baseline["key"]), set(candidate["key"])
     notes = []
@@ -297,43 +289,8 @@ def compare_frames(
         notes.append(f"{len(not_ok)} key(s) in both runs are not ok in one of them and are not compared.")
 
     paired = base_ok.merge(cand_ok, on="key", suffixes=("_base", "_cand"), how="inner")
-    groups = paired["group_cand"].astype(str).to_numpy() if len(paired) else np.array([], dtype=str)
-    overall, by_group, long_parts = [], [], []
-    for metric in metrics:
-        base = pd.to_numeric(paired[f"{metric}_base"], errors="coerce").to_numpy(dtype=float)
-        cand = pd.to_numeric(paired[f"{metric}_cand"], errors="coerce").to_numpy(dtype=float)
-        tolerance = float(tol.get(metric, 0.0))
-        overall.append(compare_metric(base, cand, metric, None, tolerance))
-        for group in sorted(set(groups)):
-            rows = groups == group
-            by_group.append(compare_metric(base[rows], cand[rows], metric, group, tolerance))
-        present = ~(np.isnan(base) | np.isnan(cand))
-        long_parts.append(
-            pd.DataFrame(
-                {
-                    "key": paired["key"].to_numpy()[present],
-                    "group": groups[present],
-                    "metric": metric,
-                    "baseline": base[present],
-                    "candidate": cand[present],
-                    "improvement": _pair_improvements(
-                        base[present], cand[present], METRICS[metric].higher_is_better
-                    ),
-                }
-            )
-        )
-    per_pair = (
-        pd.concat(long_parts, ignore_index=True)
-        if long_parts
-        else pd.DataFrame(columns=["key", "group", "metric", "baseline", "candidate", "improvement"])
-    )
-    for m in overall:
-        if m.n_pairs == 0:
-            notes.append(f"{m.metric}: no pair has a finite value in both runs; not compared.")
-        if m.infinite_one:
-            notes.append(
-                f"{m.metric}: {m.infinite_one} pair(s) infinite in one run only, left out of the mean."
-            )
+    overall, by_group, per_pair = _compare_metrics(paired, metrics, tol)
+    notes += _metric_notes(overall)
     regressions = [_regression_text(m) for m in overall if m.regressed]
     return Comparison(
         baseline_run=baseline_run,
@@ -351,25 +308,57 @@ def compare_frames(
     )
 
 
-def _check_run_dir(path: Path, role: str) -> None:
-    from pipeline.sink import MANIFEST_NAME, part_paths
+PER_PAIR_COLUMNS = ["key", "group", "metric", "baseline", "candidate", "improvement"]
 
-    if not path.is_dir():
-        raise UsageError(
-            f"The {role} run directory {path} does not exist. Pass a folder written by `iqa score`."
+
+def _compare_metrics(
+    paired: pd.DataFrame, metrics: list[str], tolerances: dict[str, float]
+) -> tuple[list[MetricComparison], list[MetricComparison], pd.DataFrame]:
+    """Overall and per-group comparisons of each metric over the paired rows, and the long per-pair table."""
+    groups = paired["group_cand"].astype(str).to_numpy() if len(paired) else np.array([], dtype=str)
+    overall, by_group, long_parts = [], [], []
+    for metric in metrics:
+        base = pd.to_numeric(paired[f"{metric}_base"], errors="coerce").to_numpy(dtype=float)
+        cand = pd.to_numeric(paired[f"{metric}_cand"], errors="coerce").to_numpy(dtype=float)
+        tolerance = float(tolerances.get(metric, 0.0))
+        overall.append(compare_metric(base, cand, metric, None, tolerance))
+        for group in sorted(set(groups)):
+            rows = groups == group
+            by_group.append(compare_metric(base[rows], cand[rows], metric, group, tolerance))
+        present = ~(np.isnan(base) | np.isnan(cand))
+        improvement = _pair_improvements(base[present], cand[present], METRICS[metric].higher_is_better)
+        long_parts.append(
+            pd.DataFrame(
+                {
+                    "key": paired["key"].to_numpy()[present],
+                    "group": groups[present],
+                    "metric": metric,
+                    "baseline": base[present],
+                    "candidate": cand[present],
+                    "improvement": improvement,
+                }
+            )
         )
-    if not (path / MANIFEST_NAME).is_file() and not part_paths(path):
-        raise UsageError(
-            f"{path} ({role}) is not a run directory: no {MANIFEST_NAME} and no scores/part-*.parquet. "
-            "Pass a folder written by `iqa score`."
-        )
+    per_pair = (
+        pd.concat(long_parts, ignore_index=True) if long_parts else pd.DataFrame(columns=PER_PAIR_COLUMNS)
+    )
+    return overall, by_group, per_pair
+
+
+def _metric_notes(overall: list[MetricComparison]) -> list[str]:
+    notes = []
+    for m in overall:
+        if m.n_pairs == 0:
+            notes.append(f"{m.metric}: no pair has a finite value in both runs; not compared.")
+        if m.infinite_one:
+            notes.append(
+                f"{m.metric}: {m.infinite_one} pair(s) infinite in one run only, left out of the mean."
+            )
+    return notes
 
 
 def _manifest_notes(baseline_dir: Path, candidate_dir: Path) -> list[str]:
     """Warnings when the two runs were scored in ways that make their values incomparable."""
-    from pipeline.errors import RunDirError
-    from pipeline.sink import read_manifest
-
     try:
         base, cand = read_manifest(baseline_dir), read_manifest(candidate_dir)
     except RunDirError:
@@ -393,11 +382,8 @@ def compare_runs(
     Raises:
         UsageError: when a folder does not exist or is not a run directory.
     """
-    from pipeline.sink import load_results
-
-    baseline_dir, candidate_dir = Path(baseline_dir), Path(candidate_dir)
-    _check_run_dir(baseline_dir, "baseline")
-    _check_run_dir(candidate_dir, "candidate")
+    baseline_dir = require_run_dir(Path(baseline_dir), "baseline")
+    candidate_dir = require_run_dir(Path(candidate_dir), "candidate")
     comparison = compare_frames(
         load_results(baseline_dir),
         load_results(candidate_dir),
@@ -411,8 +397,6 @@ def compare_runs(
 
 def format_comparison(comparison: Comparison, *, groups: bool = True) -> str:
     """Console table: one line per metric, the regressed groups, key/metric differences, the verdict."""
-    from pipeline.console import format_number, format_table
-
     headers = [
         "metric",
         "better",

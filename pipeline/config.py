@@ -1,126 +1,189 @@
-"""Typed run configuration: defaults, YAML loading (line and key named on errors), CLI overrides."""
+"""The run configuration: one typed model (pydantic) for YAML files, the command line and the Python API.
+
+Values are checked strictly: a wrong type (`ms_ssim_scales: "5"`, `workers: true`), an unknown key or an
+unknown choice ends in one `ConfigError` line naming the key, where it was given (file and line, or the
+command-line option), what was given and what is allowed.
+
+Example:
+    >>> config = validate_config({"metrics": "psnr,ssim", "convention": "sr-paper", "scale": 4})
+    >>> config.metrics, config.effective_crop
+    (('psnr', 'ssim'), 4)
+    >>> validate_config({"workers": True})
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: workers: got True (bool); input should be a valid integer.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.choices import METRICS, Convention, Device, LpipsNet, SizeMismatch, metric_names
 from pipeline.errors import ConfigError
 
-CONVENTIONS = ("default", "sr-paper")
-SIZE_MISMATCH_POLICIES = ("error", "crop", "resize")
-DEVICES = ("auto", "cpu", "cuda")
-LPIPS_NETS = ("alex", "vgg", "squeeze")
-DEFAULT_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "mse")
+PositiveInt = Annotated[int, Field(strict=True, ge=1)]
+Count = Annotated[int, Field(strict=True, ge=0)]
 
 
-@dataclass
-class ScoreConfig:
+class ScoreConfig(BaseModel):
     """Everything that decides how a run is scored and executed.
 
-    Fields that change metric values are part of `value_hash()`; execution fields are not.
+    `metrics` None means the default set (every metric; LPIPS is left out with a notice when its weights are
+    missing). Fields in `VALUE_FIELDS` change metric values and make up `value_hash()`.
     """
 
-    metrics: tuple[str, ...] = DEFAULT_METRICS
-    metrics_explicit: bool = False
-    convention: str = "default"
-    scale: int | None = None
-    crop_border: int | None = None
-    size_mismatch: str = "error"
-    ms_ssim_scales: int = 5
-    data_range: float | None = None
-    volumes: bool = False
-    lpips_net: str = "alex"
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metrics: tuple[str, ...] | None = None
+    convention: Convention = Convention.DEFAULT
+    scale: PositiveInt | None = None
+    crop_border: Count | None = None
+    size_mismatch: SizeMismatch = SizeMismatch.ERROR
+    ms_ssim_scales: Annotated[int, Field(strict=True, ge=1, le=5)] = 5
+    data_range: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    volumes: Annotated[bool, Field(strict=True)] = False
+    lpips_net: LpipsNet = LpipsNet.ALEX
     lpips_weights: str | None = None
     output_suffix: str | None = None
     output_template: str | None = None
     output_regex: str | None = None
-    group_depth: int = 1
+    group_depth: Count = 1
     scheduler: str | None = None
     scheduler_file: str | None = None
-    workers: int | None = None
-    threads_per_worker: int | None = None
-    device: str = "auto"
-    shard_pairs: int | None = None
-    max_in_flight: int | None = None
-    report: bool = True
-    worst: int = 8
+    workers: PositiveInt | None = None
+    threads: PositiveInt | None = None
+    device: Device = Device.AUTO
+    shard_pairs: PositiveInt | None = None
+    max_in_flight: PositiveInt | None = None
+    report: Annotated[bool, Field(strict=True)] = True
+    worst: Count = 8
 
-    VALUE_FIELDS = (
-        "metrics",
-        "convention",
-        "scale",
-        "crop_border",
-        "size_mismatch",
-        "ms_ssim_scales",
-        "data_range",
-        "volumes",
+    VALUE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "convention", "scale", "crop_border", "size_mismatch", "ms_ssim_scales", "data_range", "volumes",
         "lpips_net",
-    )
+    )  # fmt: skip
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_list(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str | list | tuple):
+            raise ValueError(f"expected metric names, e.g. 'psnr,ssim', not a {type(value).__name__}")
+        names = metric_names(value)
+        if not names:
+            raise ValueError(f"name at least one metric of {', '.join(METRICS)}")
+        unknown = [name for name in names if name not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+        return names
+
+    @field_validator("data_range", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float | None):
+            raise ValueError("Input should be a number")
+        return value
+
+    @model_validator(mode="after")
+    def _combinations(self) -> ScoreConfig:
+        mappings = [m for m in ("output_suffix", "output_template", "output_regex") if getattr(self, m)]
+        if len(mappings) > 1:
+            raise ValueError(
+                f"use only one of output_suffix, output_template and output_regex, not {mappings}"
+            )
+        if self.scheduler and self.scheduler_file:
+            raise ValueError("give either --scheduler or --scheduler-file, not both")
+        return self
+
+    @property
+    def chosen_metrics(self) -> tuple[str, ...]:
+        """The metrics to score: the ones named, or every metric."""
+        return self.metrics if self.metrics is not None else tuple(METRICS)
 
     @property
     def effective_crop(self) -> int:
-        """Border pixels cropped on each side: `--crop-border` wins, else `--scale`, else 0."""
+        """Border pixels cropped on each side: `crop_border` wins, else `scale` under sr-paper, else 0."""
         if self.crop_border is not None:
             return self.crop_border
-        if self.scale is not None and self.convention == "sr-paper":
+        if self.scale is not None and self.convention == Convention.SR_PAPER:
             return self.scale
         return 0
 
-    def validate(self) -> ScoreConfig:
-        """Raise ConfigError naming the bad value and the accepted ones."""
-        from pipeline.metrics.registry import METRICS
-
-        _require_choice("convention", self.convention, CONVENTIONS)
-        _require_choice("size_mismatch", self.size_mismatch, SIZE_MISMATCH_POLICIES)
-        _require_choice("device", self.device, DEVICES)
-        _require_choice("lpips_net", self.lpips_net, LPIPS_NETS)
-        if not self.metrics:
-            raise ConfigError(
-                "No metrics selected: pass --metrics with at least one of " + ", ".join(METRICS)
-            )
-        for name in self.metrics:
-            _require_choice("metric", name, tuple(METRICS))
-        for name in ("scale", "crop_border", "workers", "threads_per_worker", "shard_pairs", "max_in_flight"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}.")
-        if not 1 <= self.ms_ssim_scales <= 5:
-            raise ConfigError(f"ms_ssim_scales must be between 1 and 5, got {self.ms_ssim_scales}.")
-        if self.group_depth < 0:
-            raise ConfigError(f"group_depth must be >= 0, got {self.group_depth}.")
-        mappings = [m for m in (self.output_suffix, self.output_template, self.output_regex) if m]
-        if len(mappings) > 1:
-            raise ConfigError("Use only one of output_suffix, output_template and output_regex.")
-        if self.scheduler and self.scheduler_file:
-            raise ConfigError("Give either --scheduler or --scheduler-file, not both.")
-        return self
-
     def value_hash(self) -> str:
-        """Hash of the fields that change metric values (used by --resume)."""
+        """Hash of what changes metric values (used by `--resume`)."""
         payload = {name: _jsonable(getattr(self, name)) for name in self.VALUE_FIELDS}
+        payload["metrics"] = list(self.chosen_metrics)
         payload["effective_crop"] = self.effective_crop
-        text = json.dumps(payload, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+        """JSON-ready field values (for the manifest)."""
+        return {name: _jsonable(getattr(self, name)) for name in type(self).model_fields}
 
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
+    if isinstance(value, Convention | SizeMismatch | Device | LpipsNet):
+        return value.value
     return value
 
 
-def _require_choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"Unknown {what} {value!r}: choose one of {', '.join(choices)}.")
+FIELDS: tuple[str, ...] = tuple(ScoreConfig.model_fields)
+
+
+def validate_config(values: Mapping[str, Any], where: Callable[[str], str] | None = None) -> ScoreConfig:
+    """Build a ScoreConfig from `values`; the first problem becomes one ConfigError line.
+
+    Args:
+        values: field name (dashes or underscores) -> value.
+        where: names where a key was given ('config.yaml line 3', '--workers'); default: nothing.
+    """
+    normalized = {str(key).replace("-", "_"): value for key, value in values.items()}
+    try:
+        return ScoreConfig.model_validate(normalized)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc.errors()[0], normalized, where)) from None
+
+
+def _one_line(error: Mapping[str, Any], values: Mapping[str, Any], where: Callable[[str], str] | None) -> str:
+    key = str(error["loc"][0]) if error["loc"] else ""
+    place = where(key) if where and key else ""
+    prefix = f"{place}: " if place else ""
+    if error["type"] == "extra_forbidden":
+        return f"{prefix}unknown key {key!r}. Known keys: {', '.join(FIELDS)}."
+    given = values.get(key)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    if error["type"] == "enum":
+        choices = ScoreConfig.model_fields[key].annotation.values()
+        message = f"unknown {key.replace('_', ' ')} {given!r}; choose one of {', '.join(choices)}"
+    if not key:
+        return f"{prefix}{message}."
+    named = "" if place.startswith("option") else f"{key}: "
+    return f"{prefix}{named}got {given!r} ({type(given).__name__}); {message}."
+
+
+@dataclass
+class ConfigFile:
+    """The values of a YAML config file and the line of each key."""
+
+    path: Path
+    values: dict[str, Any]
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key)
+        return f"config file {self.path}" + (f" line {line}" if line else "")
 
 
 def read_yaml(path: Path, what: str) -> tuple[Any, Any]:
@@ -138,49 +201,32 @@ def read_yaml(path: Path, what: str) -> tuple[Any, Any]:
         raise ConfigError(f"{what} {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}.") from exc
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config into a dict of ScoreConfig field values.
+def key_lines(node: Any) -> dict[str, int]:
+    """{key (underscores): 1-based line} of a YAML mapping node."""
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(k.value).replace("-", "_"): k.start_mark.line + 1 for k, _ in node.value}
 
-    Keys may use dashes or underscores. Unknown keys and bad YAML raise ConfigError naming file, line and key.
-    """
+
+def load_config_file(path: str | Path) -> ConfigFile:
+    """Read a YAML config file (a mapping of ScoreConfig keys); bad YAML is a ConfigError naming the line."""
     path = Path(path)
     data, node = read_yaml(path, "Config file")
     data = data or {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"Config file {path} must hold a mapping of option: value, got {type(data).__name__}."
-        )
-    lines = _key_lines(node)
-    known = {f.name for f in fields(ScoreConfig)} - {"metrics_explicit"}
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
-            line = lines.get(str(key))
-            where = f" line {line}" if line else ""
-            raise ConfigError(
-                f"Config file {path}{where}: unknown key {key!r}. Known keys: {', '.join(sorted(known))}."
-            )
-        values[name] = value
-    if "metrics" in values:
-        metrics = values["metrics"]
-        values["metrics"] = tuple(metrics.split(",") if isinstance(metrics, str) else metrics)
-        values["metrics_explicit"] = True
-    return values
+        raise ConfigError(f"Config file {path} must hold a mapping of key: value, got {type(data).__name__}.")
+    values = {str(key).replace("-", "_"): value for key, value in data.items()}
+    return ConfigFile(path, values, key_lines(node))
 
 
-def _key_lines(node: Any) -> dict[str, int]:
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+def build_config(file: ConfigFile | None = None, **options: Any) -> ScoreConfig:
+    """Defaults < config file < command-line options (None in `options` means 'not given')."""
+    given = {key: value for key, value in options.items() if value is not None}
+    merged = {**(file.values if file else {}), **given}
 
+    def where(key: str) -> str:
+        if key in given:
+            return f"option --{key.replace('_', '-')}"
+        return file.where(key) if file else ""
 
-def build_config(file_values: dict[str, Any] | None = None, **cli_values: Any) -> ScoreConfig:
-    """Merge defaults < config file < CLI options (None in `cli_values` means 'not given')."""
-    merged: dict[str, Any] = dict(file_values or {})
-    merged.update({k: v for k, v in cli_values.items() if v is not None})
-    try:
-        config = ScoreConfig(**merged)
-    except TypeError as exc:
-        raise ConfigError(f"Bad configuration: {exc}.") from exc
-    return config.validate()
+    return validate_config(merged, where)

@@ -1,9 +1,18 @@
-"""Scoring conventions: which channels, which crop and which precision each metric sees.
+"""Scoring conventions: which channels, which crop and which precision the pixel metrics see.
 
-`default`: channels as stored, no crop, float32, data range from the bit depth.
-`sr-paper` (BasicSR / MATLAB, what SR papers report): PSNR, SSIM and MS-SSIM on
-Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 (8-bit units, not rounded), `crop` pixels removed from each
-border, float64. Gray-on-both-sides pairs are used as stored. LPIPS always sees the cropped RGB image.
+Each convention is one declarative `ConventionSpec` in `SPECS`, keyed by `pipeline.choices.Convention`:
+
+* `default`: channels as stored, no crop, float32, data range from the bit depth.
+* `sr-paper` (BasicSR / MATLAB, what SR papers report): Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 in
+  8-bit units, not rounded; `scale` (or `crop_border`) pixels removed from each border; float64. Gray on both
+  sides is used as stored.
+
+LPIPS always sees the cropped RGB image.
+
+Example:
+    >>> convention = resolve_convention("sr-paper", crop=4)
+    >>> convention.describe()
+    'sr-paper: Y (BT.601, MATLAB rgb2ycbcr), crop 4 px, float64'
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipeline.errors import ConfigError
+from pipeline.choices import Convention
 from pipeline.metrics.checks import needs_grad
 
 Y_OFFSET = 16.0
@@ -21,26 +30,45 @@ Y_COEFFICIENTS = (65.481, 128.553, 24.966)
 
 
 @dataclass(frozen=True)
-class Convention:
-    """How a pair is prepared before the metrics see it."""
+class ConventionSpec:
+    """What a convention does to a pair before PSNR, SSIM and MS-SSIM see it.
 
-    name: str
+    Attributes:
+        luma_only: RGB becomes BT.601 Y (MATLAB's rgb2ycbcr, unrounded); gray stays as stored.
+        crop_from_scale: the border crop defaults to `--scale` (else only `--crop-border` crops).
+        precision: the float dtype of the computation.
+        channels: how the channels are described in the manifest and the report.
+    """
+
     luma_only: bool
+    crop_from_scale: bool
+    precision: torch.dtype
+    channels: str
+
+
+SPECS: dict[Convention, ConventionSpec] = {
+    Convention.DEFAULT: ConventionSpec(False, False, torch.float32, "channels as stored"),
+    Convention.SR_PAPER: ConventionSpec(True, True, torch.float64, "Y (BT.601, MATLAB rgb2ycbcr)"),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedConvention:
+    """A convention with its border crop: what a worker applies to every pair."""
+
+    name: Convention
+    spec: ConventionSpec
     crop: int
-    dtype: torch.dtype
 
     def describe(self) -> str:
-        channels = "Y (BT.601, MATLAB rgb2ycbcr)" if self.luma_only else "channels as stored"
-        return f"{self.name}: {channels}, crop {self.crop} px, {str(self.dtype).replace('torch.', '')}"
+        precision = str(self.spec.precision).removeprefix("torch.")
+        return f"{self.name.value}: {self.spec.channels}, crop {self.crop} px, {precision}"
 
 
-def make_convention(name: str, *, crop: int = 0) -> Convention:
-    """The named convention with its border crop."""
-    if name == "default":
-        return Convention("default", luma_only=False, crop=crop, dtype=torch.float32)
-    if name == "sr-paper":
-        return Convention("sr-paper", luma_only=True, crop=crop, dtype=torch.float64)
-    raise ConfigError(f"Unknown convention {name!r}: choose default or sr-paper.")
+def resolve_convention(name: str | Convention, *, crop: int = 0) -> ResolvedConvention:
+    """The named convention with its border crop (the config's `effective_crop`)."""
+    convention = Convention(name)
+    return ResolvedConvention(convention, SPECS[convention], crop)
 
 
 def rgb_to_y(x: Tensor, *, data_range: float, dtype: torch.dtype | None = None) -> Tensor:
@@ -48,24 +76,28 @@ def rgb_to_y(x: Tensor, *, data_range: float, dtype: torch.dtype | None = None) 
 
     Args:
         x: (N, 3, H, W) RGB in [0, data_range], any dtype (integers are converted channel by channel).
+        data_range: the peak value R.
         dtype: result dtype (default: x's dtype if floating, else float32).
 
     Returns:
-        (N, 1, H, W) Y in [16/255 R, 235/255 R] for R = data_range.
+        (N, 1, H, W) Y in [16 R / 255, 235 R / 255].
+
+    Example:
+        >>> round(float(rgb_to_y(torch.full((1, 3, 2, 2), 255.0), data_range=255.0)[0, 0, 0, 0]), 3)
+        235.0
     """
     dtype = dtype or (x.dtype if x.is_floating_point() else torch.float32)
     if needs_grad(x):
         red, green, blue = (x[:, index : index + 1].to(dtype) for index in range(3))
         weighted = Y_COEFFICIENTS[0] * red + Y_COEFFICIENTS[1] * green + Y_COEFFICIENTS[2] * blue
         return Y_OFFSET * data_range / 255.0 + weighted / 255.0
-    # One Y-sized buffer: the other channels are converted as they are added
     luma = x[:, 0:1].to(dtype, copy=True).mul_(Y_COEFFICIENTS[0])
     luma.add_(x[:, 1:2], alpha=Y_COEFFICIENTS[1]).add_(x[:, 2:3], alpha=Y_COEFFICIENTS[2])
     return luma.div_(255.0).add_(Y_OFFSET * data_range / 255.0)
 
 
 def crop_border(x: Tensor, crop: int) -> Tensor:
-    """Remove `crop` pixels from each spatial border of (N, C, H, W)."""
+    """Remove `crop` pixels from each spatial border of (N, C, H, W): -> (N, C, H - 2 crop, W - 2 crop)."""
     if crop <= 0:
         return x
     if min(x.shape[-2:]) <= 2 * crop:
@@ -73,16 +105,16 @@ def crop_border(x: Tensor, crop: int) -> Tensor:
     return x[..., crop:-crop, crop:-crop]
 
 
-def prepare_for_pixel_metrics(x: Tensor, convention: Convention, *, data_range: float) -> Tensor:
+def prepare_pixels(x: Tensor, convention: ResolvedConvention, *, data_range: float) -> Tensor:
     """Crop, cast and (for luma conventions) convert RGB to Y: (N, C, H, W) -> (N, C', H', W').
 
-    `x` may hold the stored integers; the conversion to the convention's dtype happens after the crop.
-    Without gradients the result is a contiguous (planar) copy, whatever the layout of `x` (decoded images
-    arrive channels-last): the SSIM stack is filled from it about 5% faster than from channels-last.
+    `x` may hold the stored integers, in any layout; without gradients the result is a contiguous copy in
+    the convention's precision.
     """
     x = crop_border(x, convention.crop)
-    if convention.luma_only and x.shape[1] == 3:
-        return rgb_to_y(x, data_range=data_range, dtype=convention.dtype)
-    if needs_grad(x) or (x.dtype == convention.dtype and x.is_contiguous()):
-        return x.to(convention.dtype)
-    return torch.empty(x.shape, dtype=convention.dtype, device=x.device).copy_(x)
+    dtype = convention.spec.precision
+    if convention.spec.luma_only and x.shape[1] == 3:
+        return rgb_to_y(x, data_range=data_range, dtype=dtype)
+    if needs_grad(x) or (x.dtype == dtype and x.is_contiguous()):
+        return x.to(dtype)
+    return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)

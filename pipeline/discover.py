@@ -185,6 +185,24 @@ def format_pairing(pairing: Pairing, *, limit: int = 20) -> str:
     return "\n".join(lines)
 
 
+def walk_images(
+    folder: str | os.PathLike[str], what: str = "Image"
+) -> tuple[list[tuple[str, str]], list[dict]]:
+    """Every image file under `folder`, as `discover_pairs` walks it: recursive, hidden entries ignored,
+    symlinks followed with loops detected.
+
+    Returns:
+        ([(relative POSIX path, absolute path)] sorted by relative path, [{'path', 'reason'}] skipped).
+
+    Raises:
+        UsageError: the folder does not exist or is not a directory (`what` names it: 'Reference', ...).
+    """
+    root = _check_folder(folder, what)
+    skipped: list[dict] = []
+    files = _walk(root, os.path.realpath(root), "", skipped)
+    return sorted(files), skipped
+
+
 def _check_folder(path: str | os.PathLike[str], what: str) -> str:
     text = os.path.abspath(os.fspath(path))
     if not os.path.exists(text):

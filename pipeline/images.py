@@ -1,7 +1,10 @@
 """Decode image files into arrays. This is the only module in the pipeline that opens image files.
 
-Raster formats are decoded by Pillow, except the layouts Pillow reduces to 8 bits: 16-bit colour PNG
-(decoded here with zlib and numpy) and 16-bit colour TIFF (decoded with tifffile when it is installed).
+Pillow identifies every raster file and reads its header (size, mode, EXIF orientation) before any pixel is
+decoded, and decodes what it keeps at full depth. The layouts Pillow would reduce to 8 bits go through
+maintained codecs instead: 16-bit colour PNG (RGB, RGBA, gray+alpha) through imagecodecs (libpng), and
+16-bit colour or planar TIFF, and TIFF compressions Pillow has no decoder for, through tifffile (which
+decodes with imagecodecs).
 `.npy` arrays are read with `allow_pickle=False`; nothing from an input folder is ever unpickled.
 Every per-file problem raises `ImageError` with a message that names the file.
 
@@ -15,14 +18,14 @@ import hashlib
 import io
 import os
 import stat
-import struct
 import warnings as python_warnings
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
+import tifffile
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import ImageError, UsageError
@@ -40,16 +43,7 @@ _NPY_MAGIC = b"\x93NUMPY"
 _IMAGE_MAGICS = (_PNG_SIGNATURE, b"\xff\xd8\xff", b"BM", b"GIF8", *_TIFF_MAGICS)
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 _ORIENTATION_TAG = 0x0112
-_ADAM7_PASSES = (
-    (0, 0, 8, 8),
-    (4, 0, 8, 8),
-    (0, 4, 4, 8),
-    (2, 0, 4, 4),
-    (0, 2, 2, 4),
-    (1, 0, 2, 2),
-    (0, 1, 1, 2),
-)
-_PNG_DEEP_COLOUR_CHANNELS = {2: 3, 4: 2, 6: 4}
+_PNG_DEEP_COLOUR = {2: "RGB", 4: "LA", 6: "RGBA"}  # 16-bit PNG colour types that Pillow reduces to 8 bits
 
 
 @dataclass
@@ -332,12 +326,10 @@ def _decode_nifti(
 
 
 def _gunzip(data: bytes, name: str) -> bytes:
-    import zlib as _zlib
-
-    decompressor = _zlib.decompressobj(wbits=31)
+    decompressor = zlib.decompressobj(wbits=31)
     try:
         raw = decompressor.decompress(data, _MAX_NIFTI_BYTES)
-    except _zlib.error as exc:
+    except zlib.error as exc:
         raise ImageError(f"{name} is truncated or corrupt: {exc}") from None
     if decompressor.unconsumed_tail:
         raise ImageError(f"{name} unpacks to more than {_MAX_NIFTI_BYTES >> 30} GiB; refusing to decode it")
@@ -405,9 +397,11 @@ def _pixels_of(image: Image.Image, data: bytes, name: str, max_pixels: int) -> t
     if frames > 1:
         warnings.append(f"{frames} frames or pages: only the first is used")
     if image.format == "PNG" and _is_deep_colour_png(data):
-        pixels, more = _decode_png16(data)
+        pixels, more = _decode_png16(data, name)
     elif image.format == "TIFF" and _tiff_depth_reduced(image):
         pixels, more = _decode_tiff(data, name, max_pixels)
+    elif image.format == "TIFF":
+        pixels, more = _decode_tiff_with_pillow(image, data, name, max_pixels)
     else:
         image.load()
         pixels, more = _convert_mode(image, name)
@@ -488,6 +482,17 @@ def _apply_orientation(pixels: np.ndarray, orientation: int, warnings: list[str]
     return np.ascontiguousarray(transforms[orientation](pixels))
 
 
+def _decode_tiff_with_pillow(
+    image: Image.Image, data: bytes, name: str, max_pixels: int
+) -> tuple[np.ndarray, list[str]]:
+    """A TIFF Pillow keeps at full depth, unless its compression has no Pillow decoder (then tifffile)."""
+    try:
+        image.load()
+    except OSError:
+        return _decode_tiff(data, name, max_pixels)
+    return _convert_mode(image, name)
+
+
 def _tiff_depth_reduced(image: Image.Image) -> bool:
     bits = image.tag_v2.get(258, 8)
     deepest = max(bits) if isinstance(bits, tuple) else bits
@@ -495,13 +500,8 @@ def _tiff_depth_reduced(image: Image.Image) -> bool:
 
 
 def _decode_tiff(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, list[str]]:
-    """Decode the first page of a TIFF that Pillow cannot keep at full depth (16-bit colour, planar)."""
-    try:
-        import tifffile
-    except ImportError:
-        raise ImageError(
-            f"{name} is a TIFF layout Pillow cannot decode at full depth; install tifffile to read it"
-        ) from None
+    """Decode the first page of a TIFF with tifffile: layouts Pillow would reduce to 8 bits (16-bit colour,
+    planar) and compressions Pillow cannot decode (tifffile uses imagecodecs for them)."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tiff:
             page = tiff.pages.first
@@ -531,88 +531,18 @@ def _decode_tiff(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, l
 
 
 def _is_deep_colour_png(data: bytes) -> bool:
-    return len(data) > 25 and data[24] == 16 and data[25] in _PNG_DEEP_COLOUR_CHANNELS
+    """A 16-bit RGB, RGBA or gray+alpha PNG (IHDR bit depth and colour type)."""
+    return len(data) > 25 and data[24] == 16 and data[25] in _PNG_DEEP_COLOUR
 
 
-def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    position = len(_PNG_SIGNATURE)
-    while position + 12 <= len(data):
-        length, kind = struct.unpack(">I4s", data[position : position + 8])
-        end = position + 12 + length
-        if end > len(data):
-            raise ValueError(f"PNG chunk {kind!r} runs past the end of the file")
-        payload = data[position + 8 : end - 4]
-        if zlib.crc32(kind + payload) != struct.unpack(">I", data[end - 4 : end])[0]:
-            raise ValueError(f"PNG chunk {kind!r} has a bad CRC")
-        yield kind, payload
-        if kind == b"IEND":
-            return
-        position = end
-    raise ValueError("PNG file ends before its IEND chunk")
-
-
-def _decode_png16(data: bytes) -> tuple[np.ndarray, list[str]]:
-    """Decode a 16-bit RGB, RGBA or gray+alpha PNG (Pillow reduces these to 8 bits) to `(H, W, C)` uint16."""
-    chunks = list(_png_chunks(data))
-    width, height, _, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
-    channels = _PNG_DEEP_COLOUR_CHANNELS[colour]
-    bpp = 2 * channels
-    passes = _ADAM7_PASSES if interlace else ((0, 0, 1, 1),)
-    sizes = [(-(-(height - y0) // dy), -(-(width - x0) // dx), x0, y0, dx, dy) for x0, y0, dx, dy in passes]
-    expected = sum(rows * (cols * bpp + 1) for rows, cols, *_ in sizes if rows > 0 and cols > 0)
-    raw = zlib.decompressobj().decompress(b"".join(p for kind, p in chunks if kind == b"IDAT"), expected)
-    if len(raw) < expected:
-        raise ValueError(f"PNG image data is truncated ({len(raw)} of {expected} bytes)")
-    planes = np.zeros((height, width, bpp), dtype=np.uint8)
-    offset = 0
-    for rows, cols, x0, y0, dx, dy in sizes:
-        if rows > 0 and cols > 0:
-            size = rows * (cols * bpp + 1)
-            planes[y0::dy, x0::dx] = _unfilter(raw[offset : offset + size], rows, cols, bpp)
-            offset += size
-    pixels = planes.view(">u2").astype(np.uint16)
-    if channels == 3:
+def _decode_png16(data: bytes, name: str) -> tuple[np.ndarray, list[str]]:
+    """16-bit colour PNG -> (H, W, 1 | 3) uint16 at full depth, alpha dropped (with a warning)."""
+    try:
+        pixels = imagecodecs.png_decode(data)
+    except Exception as exc:
+        raise ImageError(f"{name} is truncated or corrupt: {exc}") from None
+    colour = 3 if pixels.shape[2] >= 3 else 1
+    if pixels.shape[2] == colour:
         return pixels, []
-    if channels == 4:
-        return pixels[:, :, :3], ["alpha channel dropped (RGBA)"]
-    return pixels[:, :, :1], ["alpha channel dropped (LA)"]
-
-
-def _unfilter(raw: bytes, rows: int, cols: int, bpp: int) -> np.ndarray:
-    """Undo PNG scanline filters; returns `(rows, cols, bpp)` uint8.
-
-    Pixels on one anti-diagonal depend only on earlier anti-diagonals, so each is done in one step.
-    """
-    lines = np.frombuffer(raw, dtype=np.uint8).reshape(rows, cols * bpp + 1)
-    kinds = lines[:, 0]
-    if (kinds > 4).any():
-        raise ValueError(f"PNG scanline filter type {int(kinds.max())} is not valid")
-    stride = cols + 1
-    source = np.zeros((rows + 1, stride, bpp), dtype=np.int16)
-    source[1:, 1:] = lines[:, 1:].reshape(rows, cols, bpp)
-    cell_kinds = np.zeros((rows + 1, stride, 1), dtype=np.int16)
-    cell_kinds[1:, 1:] = kinds[:, None, None]
-    source = source.reshape(-1, bpp)
-    cell_kinds = cell_kinds.reshape(-1, 1)
-    done = np.zeros_like(source)
-    for diagonal in range(rows + cols - 1):
-        y = np.arange(max(0, diagonal - cols + 1), min(diagonal, rows - 1) + 1)
-        cell = (y + 1) * stride + (diagonal - y + 1)
-        left = done.take(cell - 1, axis=0)
-        up = done.take(cell - stride, axis=0)
-        corner = done.take(cell - stride - 1, axis=0)
-        kind = cell_kinds.take(cell, axis=0)
-        estimate = left + up - corner
-        near_left = np.abs(estimate - left)
-        near_up = np.abs(estimate - up)
-        near_corner = np.abs(estimate - corner)
-        paeth = np.where(
-            (near_left <= near_up) & (near_left <= near_corner),
-            left,
-            np.where(near_up <= near_corner, up, corner),
-        )
-        prediction = (
-            (kind == 1) * left + (kind == 2) * up + (kind == 3) * ((left + up) // 2) + (kind == 4) * paeth
-        )
-        done[cell] = (source.take(cell, axis=0) + prediction) & 0xFF
-    return done.reshape(rows + 1, stride, bpp)[1:, 1:].astype(np.uint8)
+    kind = _PNG_DEEP_COLOUR[data[25]] if data[25] != 2 else "tRNS transparency"
+    return np.ascontiguousarray(pixels[:, :, :colour]), [f"alpha channel dropped ({kind})"]

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics.registry import COLUMN_METRICS, METRICS
+from pipeline.choices import METRICS
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
@@ -109,7 +109,7 @@ def summarize_metric(values: pd.Series, metric: str, group: str | None = None) -
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     """Metric columns that hold at least one value in this run."""
-    return [m for m in COLUMN_METRICS if m in frame.columns and frame[m].notna().any()]
+    return [m for m in METRICS if m in frame.columns and frame[m].notna().any()]
 
 
 def summarize(frame: pd.DataFrame, metrics: list[str] | None = None) -> list[MetricSummary]:

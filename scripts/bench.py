@@ -424,13 +424,12 @@ def pipeline_config(metrics: tuple[str, ...], weights: str, args: argparse.Names
 
     return ScoreConfig(
         metrics=metrics,
-        metrics_explicit=True,
         report=False,
         lpips_weights=weights if "lpips" in metrics else None,
         scheduler=scheduler,
         workers=None if scheduler else args.workers,
         device="cpu",
-    ).validate()
+    )
 
 
 def run_pipeline(ref_dir: Path, out_dir: Path, run_dir: Path, config) -> tuple[float, dict[str, Any]]:
@@ -449,7 +448,7 @@ def run_pipeline(ref_dir: Path, out_dir: Path, run_dir: Path, config) -> tuple[f
 
 
 def pipeline_values(run_dir: Path, metrics: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    from pipeline.sink import load_results
+    from pipeline.results import load_results
 
     frame = load_results(run_dir)
     return {row["key"]: {m: row[m] for m in metrics} for _, row in frame.iterrows()}
@@ -573,7 +572,7 @@ def machine_description() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    from pipeline.scoring import software_versions
+    from pipeline.manifest import software_versions
 
     peers = (
         "torch",

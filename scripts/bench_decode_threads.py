@@ -1,10 +1,10 @@
-"""How fast a worker's decode threads read, hash, decode and align pairs (`compute.prefetch` of `load_pair`).
+"""How fast a worker's decode threads read, hash, decode and align pairs (`worker.prefetch` of `load_pair`).
 
     python scripts/bench_decode_threads.py                          # bench.py's 60 photo pairs
     python scripts/bench_decode_threads.py --data REF_DIR OUT_DIR   # your own folders
     python scripts/bench_decode_threads.py --threads 0,1,2,4,8      # thread counts to time
 
-A GPU worker decodes in `compute.decode_threads` threads (one per core of the worker, at most
+A GPU worker decodes in `worker.decode_threads` threads (one per core of the worker, at most
 `GPU_DECODE_THREADS`) while its task thread scores on the GPU; this shows whether those threads can feed
 it (the GPU target of issue 6 is 500 pairs/s of 512 px LPIPS). 0 threads decodes in the calling thread.
 Prints the median pairs/s of `--repeats` passes per thread count and the ratio to one thread.
@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def pair_tasks(ref_dir: Path, out_dir: Path) -> list:
-    from pipeline.compute import PairTask
     from pipeline.discover import discover_pairs
+    from pipeline.worker import PairTask
 
     pairing = discover_pairs(ref_dir, out_dir)
     return [PairTask(p.key, p.group, str(p.ref_path), str(p.out_path)) for p in pairing.pairs]
@@ -33,13 +33,13 @@ def pair_tasks(ref_dir: Path, out_dir: Path) -> list:
 
 def decode_seconds(tasks: list, threads: int) -> float:
     """Wall seconds to load every pair through `prefetch` with `threads` decode threads."""
-    from pipeline.compute import ScoreSettings, load_pair, prefetch
+    from pipeline.worker import ShardSettings, load_pair, prefetch
 
-    settings = ScoreSettings(metrics=("psnr",))
+    settings = ShardSettings(metrics=("psnr",))
     start = time.perf_counter()
     for loaded in prefetch(lambda task: load_pair(task, settings), tasks, threads):
-        if loaded.row["status"] == "error":
-            raise SystemExit(f"{loaded.row['key']}: {loaded.row['error']}")
+        if not loaded.row.ok:
+            raise SystemExit(f"{loaded.row.key}: {loaded.row.error}")
     return time.perf_counter() - start
 
 
@@ -52,9 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default=",".join(str(n) for n in range(cores + 1)))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    from pipeline.allocator import keep_freed_memory
-
-    keep_freed_memory()  # as the scoring processes do
     with tempfile.TemporaryDirectory(prefix="iqa-decode-") as scratch:
         if args.data:
             ref_dir, out_dir = args.data

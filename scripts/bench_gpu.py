@@ -49,17 +49,15 @@ def build_square_pairs(root: Path, photos: int | None = None) -> int:
 def score_config(metrics: tuple[str, ...], weights: str, device: str):
     from pipeline.config import ScoreConfig
 
-    return ScoreConfig(
-        metrics=metrics, metrics_explicit=True, report=False, lpips_weights=weights, device=device
-    ).validate()
+    return ScoreConfig(metrics=metrics, report=False, lpips_weights=weights, device=device)
 
 
 def timed_score(ref_dir: Path, out_dir: Path, run_dir: Path, config) -> tuple[float, object]:
     """One `score_folders` run into `run_dir`: (wall seconds, its results as a DataFrame)."""
     import shutil
 
+    from pipeline.results import load_results
     from pipeline.scoring import score_folders
-    from pipeline.sink import load_results
 
     shutil.rmtree(run_dir, ignore_errors=True)
     start = time.perf_counter()
@@ -81,7 +79,8 @@ def network_rate(weights: str, device, batch: int, seconds: float = 3.0) -> floa
     """Pairs/s of the LPIPS network alone on (batch, 3, 512, 512) uint8 pairs already on the device."""
     import torch
 
-    from pipeline.metrics.perceptual import build_lpips_network, lpips_of_stored_values
+    from pipeline.metrics.lpips_weights import build_lpips_network
+    from pipeline.metrics.perceptual import lpips_of_stored_values
 
     network = build_lpips_network("alex", weights, device=device, allow_download=False)
     generator = torch.Generator().manual_seed(0)
@@ -103,7 +102,7 @@ def decode_rate(ref_dir: Path, out_dir: Path, device) -> tuple[float, int]:
     """(pairs/s, threads) of loading every pair the way a worker on `device` does."""
     from bench_decode_threads import decode_seconds, pair_tasks
 
-    from pipeline.compute import decode_threads
+    from pipeline.worker import decode_threads
 
     tasks = pair_tasks(ref_dir, out_dir)
     threads = decode_threads(device)

@@ -5,7 +5,7 @@
 
 Two kinds of measurement, each in a fresh child process whose peak RSS is reported:
 
-* one task: the worker's scoring function (`pipeline.compute.score_shard`) on two pairs with one torch
+* one task: the worker's scoring function (`pipeline.worker.score_shard`) on two pairs with one torch
   thread, next to the child's RSS right after importing torch and the pipeline, so the figure shows what
   scoring adds. This is what each task thread of a worker needs.
 * the whole `iqa score` process with its default embedded cluster (on up to 4 cores one in-process worker
@@ -30,16 +30,17 @@ from PIL import Image
 CHILD = r"""
 import json, resource, sys
 import torch
-from pipeline.compute import PairTask, ScoreSettings, score_shard
+from pipeline.worker import PairTask, ShardSettings, score_shard
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 folder, convention, metrics, weights = sys.argv[1], sys.argv[2], tuple(sys.argv[3].split(",")), sys.argv[4]
 tasks = [PairTask(f"k{i}", "", f"{folder}/reference/p{i}.png", f"{folder}/output/p{i}.png") for i in range(2)]
-settings = ScoreSettings(metrics=metrics, convention=convention, crop=4 if convention == "sr-paper" else 0,
-                         lpips_weights=weights or None, device="cpu", torch_threads=1)
-rows = score_shard(tasks, settings)
-assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+settings = ShardSettings(metrics=metrics, convention=convention, crop=4 if convention == "sr-paper" else 0,
+                         lpips_weights=weights or None, device="cpu")
+torch.set_num_threads(1)
+rows = score_shard(tasks, settings).rows
+assert all(r.ok for r in rows), [r.error for r in rows]
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-values = {m: rows[0][m] for m in metrics}
+values = {m: getattr(rows[0], m) for m in metrics}
 print(json.dumps({"import_rss_mb": baseline, "peak_rss_mb": peak, "values": values}))
 """
 

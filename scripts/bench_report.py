@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.manifest import write_manifest
 from pipeline.report import render_run_report
-from pipeline.sink import PartWriter, write_manifest
+from pipeline.results import PartWriter, ResultRow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -110,7 +111,7 @@ def write_run(run_dir: Path, rows: list[dict], run_id: str, folder: Path, groups
     metrics = ["psnr", "ssim", "ms_ssim", "lpips", "mse"]
     writer = PartWriter(run_dir, {"run_id": run_id, "convention": "default", "metrics": metrics})
     for start in range(0, len(rows), ROWS_PER_PART):
-        writer.write(rows[start : start + ROWS_PER_PART])
+        writer.write([ResultRow(**row) for row in rows[start : start + ROWS_PER_PART]])
     errors = sum(row["status"] == "error" for row in rows)
     missing = [
         {"key": f"g{i % groups:02d}/lost{i:03d}", "path": f"{folder}/ref/lost{i:03d}.png"} for i in range(40)

@@ -33,7 +33,7 @@ if __name__ == "__main__":
     client = Client(cluster)
     config = ScoreConfig(metrics=("psnr", "ssim", "mse"), scheduler=cluster.scheduler_address, report=False)
     start = time.perf_counter()
-    result = score_folders(ref, out, run, config.validate(), progress=False)
+    result = score_folders(ref, out, run, config, progress=False)
     wall = time.perf_counter() - start
     worker_rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     client.close()

@@ -13,6 +13,8 @@ import torch
 import torchvision
 from PIL import Image, ImageFilter
 
+from pipeline.metrics.lpips_weights import backbone_filename, build_lpips_network
+
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 PSNR_TOL = 1e-4
 SSIM_TOL = 1e-5
@@ -105,6 +107,52 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def alex_home(torch_home: Path, checkpoint_store: Path) -> Path:
     """Torchvision cache holding the seed-0 AlexNet checkpoint under its real file name."""
-    from pipeline.metrics.perceptual import backbone_filename
-
     return install(checkpoint_store / "alex-seed0.pth", torch_home / backbone_filename("alex"))
+
+
+# LPIPS test material
+
+
+@pytest.fixture
+def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if anything tries to download weights."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"unexpected download: {args}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+
+
+def read_photo(name: str) -> np.ndarray:
+    with Image.open(SKIMAGE_DATA / name) as image:
+        return np.asarray(image.convert("L" if name == "camera.png" else "RGB"))
+
+
+def degradations(image: np.ndarray) -> list[np.ndarray]:
+    """JPEG q=20, Gaussian blur, Gaussian noise: three uint8 images shaped like `image`."""
+    pil = Image.fromarray(image)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="JPEG", quality=20)
+    jpeg = np.asarray(Image.open(buffer).convert(pil.mode))
+    blur = np.asarray(pil.filter(ImageFilter.GaussianBlur(radius=2)))
+    noise = np.random.default_rng(0).normal(0.0, 12.0, image.shape)
+    noisy = np.clip(image + noise, 0, 255).round().astype(np.uint8)
+    return [jpeg, blur, noisy]
+
+
+def to_batch(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 (H, W[, 3]) images -> float (N, C, H, W) in [0, 255]."""
+    batch = torch.from_numpy(np.stack(images)).float()
+    return batch.unsqueeze(1) if batch.dim() == 3 else batch.permute(0, 3, 1, 2)
+
+
+def reference_input(batch: torch.Tensor) -> torch.Tensor:
+    """The `lpips` package's convention: RGB in [-1, 1] as im / 127.5 - 1."""
+    return (batch / 127.5 - 1).expand(-1, 3, -1, -1)
+
+
+@pytest.fixture
+def squeeze_network(torch_home: Path, checkpoint_store: Path) -> torch.nn.Module:
+    install(checkpoint_store / "squeeze-seed0.pth", torch_home / backbone_filename("squeeze"))
+    return build_lpips_network("squeeze", allow_download=False)

@@ -27,7 +27,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.sink import load_results, read_manifest
+from pipeline.manifest import read_manifest
+from pipeline.results import load_results
 
 runner = CliRunner()
 METRICS = "psnr,ssim,ms_ssim,mse"

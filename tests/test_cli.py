@@ -55,7 +55,7 @@ def test_missing_output_exits_1(folders, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--metrics", "psnr,bogus"], "Unknown metric 'bogus'"),
+        (["--metrics", "psnr,bogus"], "unknown metric 'bogus'"),
         (["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "cannot be used with"),
         (["--convention", "nope"], "nope"),
     ],
@@ -127,7 +127,7 @@ def test_threads_scheduler_scores_like_sync(folders, tmp_path):
         app, ["score", str(ref), str(out), "-o", str(tmp_path / "s"), *base, "--scheduler", "sync"]
     )
     assert sync.exit_code == 0, sync.output
-    from pipeline.sink import load_results
+    from pipeline.results import load_results
 
     columns = ["key", "psnr", "ssim"]
     assert load_results(tmp_path / "t")[columns].equals(load_results(tmp_path / "s")[columns])
@@ -144,33 +144,24 @@ def test_default_cluster_keeps_dask_chatter_off_the_console(folders, tmp_path):
         assert chatter not in completed.stderr + completed.stdout
 
 
-def test_console_entry_freezes_the_heap_then_exits_without_teardown(monkeypatch):
-    """`main` freezes the live objects out of the GC once the command ends, also when it exits with an
-    error, then leaves through `exit_without_teardown` with the command's exit code."""
-    import gc
-
+def test_main_returns_control_to_a_python_caller_with_a_system_exit(tmp_path, monkeypatch, capsys):
+    """Called from Python, `main` ends in SystemExit with the command's code; the interpreter goes on."""
     from pipeline import cli
 
-    calls = []
-    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
-
-    def failing_app():
-        calls.append("app")
-        raise SystemExit(2)
-
-    def leave(code):
-        calls.append(("exit", code))
-        raise SystemExit(code)
-
-    monkeypatch.setattr(cli, "app", failing_app)
-    monkeypatch.setattr(cli, "exit_without_teardown", leave)
-    with pytest.raises(SystemExit):
+    monkeypatch.setattr(sys, "argv", ["iqa", "pairs", str(tmp_path / "missing"), str(tmp_path)])
+    with pytest.raises(SystemExit) as ended:
         cli.main()
-    assert calls == ["app", "freeze", ("exit", 2)]
+    assert ended.value.code == 2
+    assert "missing" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["iqa", "pairs", str(tmp_path), str(tmp_path / "other")])
+    (tmp_path / "other").mkdir()
+    with pytest.raises(SystemExit) as ended:
+        cli.main()
+    assert ended.value.code == 0
 
 
-def test_console_exit_codes_survive_the_fast_exit(tmp_path):
-    """Through the real entry point: a usage error still exits 2 with its message, success exits 0."""
+def test_console_exit_codes(tmp_path):
+    """Through the real entry point: a usage error exits 2 with its message, success exits 0."""
     missing = tmp_path / "missing"
     failed = subprocess.run(
         [sys.executable, "-m", "pipeline", "pairs", str(missing), str(tmp_path)],

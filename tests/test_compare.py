@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.compare import DEFAULT_TOLERANCES, compare_frames, compare_runs, parse_tolerances
 from pipeline.errors import UsageError
-from pipeline.sink import PartWriter, write_manifest
+from pipeline.manifest import write_manifest
+from pipeline.results import PartWriter, ResultRow
 
 runner = CliRunner()
 
@@ -159,16 +160,10 @@ def test_parse_tolerances():
 def write_run(run_dir: Path, values: dict[str, list[float]]) -> Path:
     """A minimal run directory (one part, a manifest) holding `values` per metric for keys img000...."""
     n = len(next(iter(values.values())))
-    rows = [
-        {
-            "key": f"img{i:03d}",
-            "group": "",
-            "status": "ok",
-            "run_id": "test",
-            **{k: v[i] for k, v in values.items()},
-        }
-        for i in range(n)
-    ]
+    rows = [ResultRow(f"img{i:03d}", "", "", "", "test") for i in range(n)]
+    for i, row in enumerate(rows):
+        for metric, column in values.items():
+            row.set_metric(metric, column[i])
     PartWriter(run_dir, {"run_id": "test"}).write(rows)
     write_manifest(run_dir, {"run_id": "test", "convention": {"name": "default", "crop": 0}})
     return run_dir

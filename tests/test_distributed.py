@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.config import ScoreConfig
 from pipeline.errors import ClusterError
+from pipeline.results import load_results, part_paths
 from pipeline.scoring import score_folders
-from pipeline.sink import load_results, part_paths
 
 DASK = str(Path(sys.executable).parent / "dask")
 METRICS = ("psnr", "ssim", "ms_ssim", "mse")
@@ -140,7 +140,7 @@ def test_unreachable_scheduler_fails_fast_naming_the_address(tmp_path):
     ref, out = make_dataset(tmp_path, 1)
     address = f"tcp://127.0.0.1:{free_port()}"
     started = time.monotonic()
-    config = ScoreConfig(metrics=("psnr",), scheduler=address, report=False).validate()
+    config = ScoreConfig(metrics=("psnr",), scheduler=address, report=False)
     with pytest.raises(ClusterError, match=address):
         score_folders(ref, out, tmp_path / "run", config, progress=False)
     assert time.monotonic() - started < 60
@@ -155,7 +155,7 @@ def test_killed_worker_loses_nothing(tmp_path, cluster):
 
     def run() -> None:
         try:
-            outcome["result"] = score_folders(ref, out, tmp_path / "run", config.validate(), progress=False)
+            outcome["result"] = score_folders(ref, out, tmp_path / "run", config, progress=False)
         except BaseException as exc:  # the assertion below reports it
             outcome["error"] = exc
 
@@ -201,7 +201,7 @@ def test_killed_run_resumes_with_every_pair_once(tmp_path):
 
 def test_resume_rescores_changed_files(tmp_path):
     ref, out = make_dataset(tmp_path, 4)
-    config = ScoreConfig(metrics=("psnr",), scheduler="sync", report=False).validate()
+    config = ScoreConfig(metrics=("psnr",), scheduler="sync", report=False)
     score_folders(ref, out, tmp_path / "run", config, progress=False)
     changed = out / "g1" / "0001.png"
     Image.fromarray(degrade(real_image("camera.png")[:200, :200], "blur")).save(changed)
@@ -209,7 +209,7 @@ def test_resume_rescores_changed_files(tmp_path):
     assert result.manifest["resume"] == {"reused": 3, "scored": 1}
     rows = load_results(tmp_path / "run")
     assert len(rows) == 4 and rows.set_index("key").loc["g1/0001", "run_id"] == result.manifest["run_id"]
-    other = ScoreConfig(metrics=("psnr", "mse"), scheduler="sync", report=False).validate()
+    other = ScoreConfig(metrics=("psnr", "mse"), scheduler="sync", report=False)
     again = score_folders(ref, out, tmp_path / "run", other, resume=True, progress=False)
     assert again.manifest["resume"] == {"reused": 0, "scored": 4}
 
@@ -232,9 +232,9 @@ def test_pinned_cluster_starts_each_worker_with_its_environment():
 def test_embedded_workers_do_not_sample_their_threads(workers):
     """No stack sampling for the dashboard's profile page: in-process it takes the GIL from the scoring
     threads. Worker processes get the same setting from the cluster they are started by."""
-    from pipeline.cluster import open_executor
+    from pipeline.cluster import open_cluster
 
-    with open_executor(None, workers=workers, device="cpu") as execution:
+    with open_cluster(None, workers=workers, device="cpu") as execution:
         sampling = execution.executor.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
     assert len(sampling) == (workers or 1)
     assert not any(sampling.values())

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.compute import PairTask, ScoreSettings, score_shard
+from pipeline.worker import PairTask, ShardSettings, score_shard
 
-SETTINGS = ScoreSettings(metrics=("psnr", "ssim"))
+SETTINGS = ShardSettings(metrics=("psnr", "ssim"))
 REFERENCE = real_image("astronaut.png")[:32, :32]
 
 
@@ -57,19 +57,19 @@ def score_output_bytes(folder, extension: str, data: bytes) -> dict:
     output = folder / f"fuzzed output.{extension}"
     output.write_bytes(data)
     task = PairTask("fuzz", "", str(reference), str(output))
-    rows = score_shard([task], SETTINGS)
+    rows = score_shard([task], SETTINGS).rows
     assert len(rows) == 1
     return rows[0]
 
 
 def check_row(row: dict) -> None:
-    assert row["status"] in ("ok", "error")
-    if row["status"] == "error":
-        assert "fuzzed output" in row["error"], row["error"]
-        assert "Traceback" not in row["error"]
-        assert "Unexpected failure" not in row["error"], row["error"]
+    assert row.status in ("ok", "error")
+    if row.status == "error":
+        assert "fuzzed output" in row.error, row.error
+        assert "Traceback" not in row.error
+        assert "Unexpected failure" not in row.error, row.error
     else:
-        assert row["psnr"] is not None and row["height"] == 32
+        assert row.psnr is not None and row.height == 32
 
 
 FUZZ = settings(
@@ -85,9 +85,7 @@ FUZZ = settings(
 def test_random_bytes_give_one_row(tmp_path, extension, data):
     row = score_output_bytes(tmp_path, extension, data)
     check_row(row)
-    assert row["status"] == "error" or data.startswith(
-        (b"\x89PNG", b"\xff\xd8", b"BM", b"II", b"MM", b"RIFF")
-    )
+    assert row.status == "error" or data.startswith((b"\x89PNG", b"\xff\xd8", b"BM", b"II", b"MM", b"RIFF"))
 
 
 @FUZZ
@@ -100,7 +98,7 @@ def test_mutated_images_give_one_row(tmp_path, case):
 @pytest.mark.parametrize("extension", sorted(SEEDS))
 def test_unmutated_seeds_score_ok(tmp_path, extension):
     row = score_output_bytes(tmp_path, extension, SEEDS[extension])
-    assert row["status"] == "ok", row["error"]
+    assert row.status == "ok", row.error
 
 
 @pytest.mark.parametrize(
@@ -116,5 +114,5 @@ def test_unmutated_seeds_score_ok(tmp_path, extension):
 )
 def test_magic_bytes_with_garbage_are_error_rows(tmp_path, data):
     row = score_output_bytes(tmp_path, "png", data)
-    assert row["status"] == "error" and "fuzzed output.png" in row["error"]
-    assert "Unexpected failure" not in row["error"], row["error"]
+    assert row.status == "error" and "fuzzed output.png" in row.error
+    assert "Unexpected failure" not in row.error, row.error

@@ -7,7 +7,7 @@ import torch
 from conftest import PSNR_TOL, SSIM_TOL, degrade, real_image
 from PIL import Image
 
-from pipeline.compute import PairTask, ScoreSettings, score_shard
+from pipeline.worker import PairTask, ShardSettings, score_shard
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -24,8 +24,12 @@ def test_cuda_rows_equal_cpu_rows(tmp_path, convention):
         )
     metrics = ("psnr", "ssim", "ms_ssim", "mse")
     crop = 4 if convention == "sr-paper" else 0
-    cpu = score_shard(tasks, ScoreSettings(metrics=metrics, convention=convention, crop=crop, device="cpu"))
-    gpu = score_shard(tasks, ScoreSettings(metrics=metrics, convention=convention, crop=crop, device="cuda"))
+    cpu = score_shard(
+        tasks, ShardSettings(metrics=metrics, convention=convention, crop=crop, device="cpu")
+    ).rows
+    gpu = score_shard(
+        tasks, ShardSettings(metrics=metrics, convention=convention, crop=crop, device="cuda")
+    ).rows
     for a, b in zip(cpu, gpu, strict=True):
-        assert abs(a["psnr"] - b["psnr"]) < PSNR_TOL
-        assert abs(a["ssim"] - b["ssim"]) < SSIM_TOL and abs(a["ms_ssim"] - b["ms_ssim"]) < SSIM_TOL
+        assert abs(a.psnr - b.psnr) < PSNR_TOL
+        assert abs(a.ssim - b.ssim) < SSIM_TOL and abs(a.ms_ssim - b.ms_ssim) < SSIM_TOL

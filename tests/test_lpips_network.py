@@ -1,6 +1,6 @@
 """The LPIPS network declared in `pipeline.metrics.lpips_network` has the modules of `lpips.LPIPS`.
 
-The value tests against the `lpips` package are in test_lpips.py (AlexNet and SqueezeNet on photos); here
+The value tests against the `lpips` package are in test_perceptual.py (AlexNet and SqueezeNet on photos); here
 every backbone (VGG16 too, whose checkpoint is too large to write in a test) is compared module by module
 with torchvision's model and the package's network, built on the meta device.
 """
@@ -17,16 +17,15 @@ import torch
 import torchvision
 
 from pipeline.metrics.lpips_network import (
-    BACKBONE_FILES,
     LAYER_CHANNELS,
     SCALE,
     SHIFT,
     LpipsNetwork,
     ScalingLayer,
     backbone_model,
-    linear_layers_file,
     unit_normalize,
 )
+from pipeline.metrics.lpips_weights import BACKBONE_FILES, linear_layers_file
 
 TORCHVISION = {
     "alex": (torchvision.models.alexnet, torchvision.models.AlexNet_Weights.IMAGENET1K_V1),
@@ -101,14 +100,15 @@ def test_scaling_and_normalisation_are_the_packages() -> None:
 
 
 def test_scoring_lpips_imports_neither_torchvision_nor_the_lpips_package() -> None:
-    """Building the network and scoring with it never imports them (they took 1.1-1.3 s per run)."""
+    """Building the network and scoring with it never imports them (importing torchvision is slow)."""
     code = (
         "import sys, torch\n"
         "from pipeline.metrics.lpips_network import LpipsNetwork\n"
-        "from pipeline.metrics import perceptual\n"
+        "from pipeline.metrics import lpips_weights\n"
+        "import pipeline.worker\n"
         "with torch.device('meta'):\n"
         "    LpipsNetwork('squeeze')\n"
-        "perceptual.backbone_cache_path('alex')\n"
+        "lpips_weights.backbone_cache_path('alex')\n"
         "print(sorted(m for m in ('torchvision', 'lpips') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

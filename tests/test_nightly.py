@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.suites import load_nightly_config
+from pipeline.nightly import load_nightly_config
 
 runner = CliRunner()
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "camera.png")

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.config import ScoreConfig
 from pipeline.errors import RunDirError
+from pipeline.manifest import read_manifest
+from pipeline.results import load_results, part_paths
 from pipeline.scoring import score_folders
-from pipeline.sink import load_results, part_paths, read_manifest
 
 runner = CliRunner()
 FAST = ["--metrics", "psnr,ssim", "--scheduler", "sync", "--no-report", "--no-progress"]
@@ -55,7 +56,7 @@ def snapshot(run_dir) -> dict[str, str]:
 
 
 def config(**changes) -> ScoreConfig:
-    return ScoreConfig(metrics=("psnr", "ssim"), scheduler="sync", report=False, **changes).validate()
+    return ScoreConfig(metrics=("psnr", "ssim"), scheduler="sync", report=False, **changes)
 
 
 def test_run_dir_that_is_a_file(folders, tmp_path):

@@ -13,13 +13,13 @@ from conftest import degrade, real_image
 from PIL import Image
 from typer.testing import CliRunner
 
+from pipeline.choices import METRICS
 from pipeline.config import ScoreConfig
-from pipeline.metrics.registry import METRICS
 from pipeline.report import filters, render_nightly_report, render_run_report
 from pipeline.report.model import ReportData, build_report
 from pipeline.report.thumbnails import pair_thumbnails
+from pipeline.results import load_results
 from pipeline.scoring import score_folders
-from pipeline.sink import load_results
 
 HOSTILE_STEM = "<img src=x onerror=alert(1)>"
 HOSTILE_EXTRA_STEM = "<script>alert(2)</script>"
@@ -87,7 +87,7 @@ def build_report_run(root: Path) -> ReportRun:
     for folder in (outputs, baseline_outputs):
         (folder / "b" / "camera.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
         _save(folder / "b" / f"{HOSTILE_EXTRA_STEM}.png", photos["b/chelsea"])
-    config = ScoreConfig(metrics=METRIC_NAMES, scheduler="sync", report=False).validate()
+    config = ScoreConfig(metrics=METRIC_NAMES, scheduler="sync", report=False)
     run_dir, baseline_dir = root / "run", root / "baseline"
     score_folders(reference, baseline_outputs, baseline_dir, config, progress=False)
     score_folders(reference, outputs, run_dir, config, progress=False)

@@ -21,11 +21,12 @@ from conftest import degrade, real_image
 from PIL import Image
 
 import pipeline
-from pipeline.compute import PairTask, ScoreSettings, score_shard
 from pipeline.config import ScoreConfig
 from pipeline.discover import discover_pairs
+from pipeline.manifest import read_manifest
+from pipeline.results import load_results
 from pipeline.scoring import score_folders
-from pipeline.sink import load_results, read_manifest
+from pipeline.worker import PairTask, ShardSettings, score_shard
 
 PACKAGE = Path(pipeline.__file__).parent
 RUN_FILE = re.compile(r"^(manifest\.json|report\.html|scores/part-\d{5,}\.parquet)$")
@@ -79,8 +80,7 @@ def test_hostile_names_stay_inside_the_run_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(work)
     outside_before = tree(tmp_path)
     run_dir = tmp_path / "run"
-    config = ScoreConfig(metrics=("psnr", "ssim"), scheduler="sync", report=True).validate()
-    score_folders(ref, out, run_dir, config, progress=False)
+    pipeline.score(ref, out, run_dir, metrics=("psnr", "ssim"), scheduler="sync", progress=False)
 
     written = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
     assert written and all(RUN_FILE.match(name) for name in written), written
@@ -142,13 +142,13 @@ def test_object_npy_is_an_error_row_and_never_unpickled(tmp_path):
     reference.parent.mkdir()
     np.save(reference, real_image("camera.png")[:32, :32])
     (row,) = score_shard(
-        [PairTask("image", "", str(reference), str(hostile))], ScoreSettings(metrics=("psnr",))
-    )
-    assert row["status"] == "error"
-    assert str(hostile) in row["error"] and "Python objects" in row["error"]
+        [PairTask("image", "", str(reference), str(hostile))], ShardSettings(metrics=("psnr",))
+    ).rows
+    assert row.status == "error"
+    assert str(hostile) in row.error and "Python objects" in row.error
     assert not marker.exists()
 
-    config = ScoreConfig(metrics=("psnr",), scheduler="sync", report=False).validate()
+    config = ScoreConfig(metrics=("psnr",), scheduler="sync", report=False)
     score_folders(tmp_path / "ref", tmp_path / "out", tmp_path / "run", config, progress=False)
     assert load_results(tmp_path / "run").status.tolist() == ["error"]
     assert not marker.exists()
@@ -192,7 +192,7 @@ def test_source_never_unpickles_or_evaluates():
 
 
 def test_every_torch_load_at_run_time_is_weights_only(alex_home, monkeypatch):
-    from pipeline.metrics.perceptual import build_lpips_network
+    from pipeline.metrics import build_lpips_network
 
     major, minor = (int(part) for part in torch.__version__.split(".")[:2])
     default_is_safe = (major, minor) >= (2, 6) and not os.environ.get("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")

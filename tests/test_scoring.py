@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import lpips as lpips_package
@@ -14,11 +15,12 @@ from PIL import Image
 from scipy.signal import convolve2d
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from pipeline.compute import PairTask, ScoreSettings, score_shard
 from pipeline.config import ScoreConfig
 from pipeline.errors import RunDirError, UsageError, WeightsError
+from pipeline.manifest import read_manifest
+from pipeline.results import load_results, part_metadata, part_paths
 from pipeline.scoring import score_folders
-from pipeline.sink import load_results, part_metadata, part_paths, read_manifest
+from pipeline.worker import PairTask, ShardSettings, score_shard
 
 PIXEL_METRICS = ("psnr", "ssim", "ms_ssim", "mse")
 
@@ -62,7 +64,8 @@ def write(path, array):
 
 def score_arrays(tmp_path, reference, output, **settings):
     task = PairTask("k", "", write(tmp_path / "ref.png", reference), write(tmp_path / "out.png", output))
-    (row,) = score_shard([task], ScoreSettings(metrics=settings.pop("metrics", PIXEL_METRICS), **settings))
+    metrics = settings.pop("metrics", PIXEL_METRICS)
+    (row,) = score_shard([task], ShardSettings(metrics=metrics, **settings)).rows
     return row
 
 
@@ -83,9 +86,9 @@ def test_sr_paper_matches_basicsr_formulas(tmp_path, name, kind, scale):
         tmp_path, reference, output, convention="sr-paper", crop=scale, metrics=("psnr", "ssim")
     )
     a, b = basicsr_prepare(reference, scale), basicsr_prepare(output, scale)
-    assert row["status"] == "ok", row["error"]
-    assert abs(row["psnr"] - basicsr_psnr(a, b)) < PSNR_TOL
-    assert abs(row["ssim"] - basicsr_ssim(a, b)) < SSIM_TOL
+    assert row.status == "ok", row.error
+    assert abs(row.psnr - basicsr_psnr(a, b)) < PSNR_TOL
+    assert abs(row.ssim - basicsr_ssim(a, b)) < SSIM_TOL
 
 
 def test_sr_paper_gray_rgb_mix_is_replicated_then_converted(tmp_path):
@@ -96,9 +99,9 @@ def test_sr_paper_gray_rgb_mix_is_replicated_then_converted(tmp_path):
     )
     replicated = np.repeat(gray_output[..., None], 3, axis=2)
     a, b = basicsr_prepare(reference, 4), basicsr_prepare(replicated, 4)
-    assert abs(row["psnr"] - basicsr_psnr(a, b)) < PSNR_TOL
-    assert abs(row["ssim"] - basicsr_ssim(a, b)) < SSIM_TOL
-    assert any("replicated" in w for w in row["warnings"])
+    assert abs(row.psnr - basicsr_psnr(a, b)) < PSNR_TOL
+    assert abs(row.ssim - basicsr_ssim(a, b)) < SSIM_TOL
+    assert any("replicated" in w for w in row.warnings)
 
 
 @pytest.mark.parametrize("name", ["astronaut.png", "camera.png", "chelsea.png"])
@@ -115,42 +118,42 @@ def test_default_convention_matches_skimage(tmp_path, name):
         use_sample_covariance=False,
         data_range=255,
     )
-    assert abs(row["ssim"] - expected_ssim) < SSIM_TOL
-    assert abs(row["psnr"] - peak_signal_noise_ratio(reference, output, data_range=255)) < PSNR_TOL
-    assert row["bit_depth"] == 8 and row["channels"] == (3 if reference.ndim == 3 else 1)
+    assert abs(row.ssim - expected_ssim) < SSIM_TOL
+    assert abs(row.psnr - peak_signal_noise_ratio(reference, output, data_range=255)) < PSNR_TOL
+    assert row.bit_depth == 8 and row.channels == (3 if reference.ndim == 3 else 1)
 
 
 def test_identical_pair_has_infinite_psnr(tmp_path):
     reference = real_image("coffee.png")
     row = score_arrays(tmp_path, reference, reference)
-    assert row["psnr"] == float("inf") and row["mse"] == 0.0
-    assert row["ssim"] == pytest.approx(1.0) and row["ms_ssim"] == pytest.approx(1.0)
+    assert row.psnr == float("inf") and row.mse == 0.0
+    assert row.ssim == pytest.approx(1.0) and row.ms_ssim == pytest.approx(1.0)
 
 
 def test_small_images_leave_structural_metrics_null_with_reason(tmp_path):
     tiny = real_image("camera.png")[:8, :8]
     row = score_arrays(tmp_path, tiny, tiny[::-1].copy())
-    assert row["status"] == "ok" and row["psnr"] is not None
-    assert row["ssim"] is None and row["ms_ssim"] is None
-    assert any("11 px" in w for w in row["warnings"])
+    assert row.status == "ok" and row.psnr is not None
+    assert row.ssim is None and row.ms_ssim is None
+    assert any("11 px" in w for w in row.warnings)
     medium = real_image("camera.png")[:100, :150]
     row = score_arrays(tmp_path, medium, degrade(medium, "noise"))
-    assert row["ssim"] is not None and row["ms_ssim"] is None
-    assert any("ms_ssim left null" in w and "161" in w for w in row["warnings"])
+    assert row.ssim is not None and row.ms_ssim is None
+    assert any("ms_ssim left null" in w and "161" in w for w in row.warnings)
 
 
 def test_constant_images_give_no_nan(tmp_path):
     flat = np.full((64, 64), 7, np.uint8)
     row = score_arrays(tmp_path, flat, np.full((64, 64), 9, np.uint8))
-    assert all(np.isfinite(row[m]) for m in ("psnr", "ssim", "mse"))
+    assert all(np.isfinite(getattr(row, m)) for m in ("psnr", "ssim", "mse"))
 
 
 def test_sixteen_bit_pair_uses_65535(tmp_path):
     reference = real_image("camera.png").astype(np.uint16) * 257 + 3
     output = (degrade(real_image("camera.png"), "blur").astype(np.uint16) * 257).astype(np.uint16)
     row = score_arrays(tmp_path, reference, output)
-    assert row["bit_depth"] == 16
-    assert abs(row["psnr"] - peak_signal_noise_ratio(reference, output, data_range=65535)) < PSNR_TOL
+    assert row.bit_depth == 16
+    assert abs(row.psnr - peak_signal_noise_ratio(reference, output, data_range=65535)) < PSNR_TOL
 
 
 def make_folders(tmp_path):
@@ -169,7 +172,7 @@ def make_folders(tmp_path):
 
 
 def sync_config(**changes) -> ScoreConfig:
-    return ScoreConfig(metrics=PIXEL_METRICS, scheduler="sync", report=False, **changes).validate()
+    return ScoreConfig(metrics=PIXEL_METRICS, scheduler="sync", report=False, **changes)
 
 
 def test_bad_inputs_become_rows_and_entries(tmp_path):
@@ -212,8 +215,8 @@ def test_parquet_schema_and_metadata(tmp_path):
 def test_local_cluster_rows_equal_sync_rows(tmp_path):
     ref, out = make_folders(tmp_path)
     score_folders(ref, out, tmp_path / "sync", sync_config(), progress=False)
-    config = ScoreConfig(metrics=PIXEL_METRICS, workers=2, threads_per_worker=1, report=False, shard_pairs=2)
-    score_folders(ref, out, tmp_path / "dask", config.validate(), progress=False)
+    config = ScoreConfig(metrics=PIXEL_METRICS, workers=2, threads=1, report=False, shard_pairs=2)
+    score_folders(ref, out, tmp_path / "dask", config, progress=False)
     a, b = load_results(tmp_path / "sync"), load_results(tmp_path / "dask")
     columns = ["key", "status", *PIXEL_METRICS, "ref_sha256", "out_sha256"]
     pd.testing.assert_frame_equal(a[columns], b[columns])
@@ -226,8 +229,8 @@ def test_default_embedded_cluster_rows_equal_sync_rows(tmp_path, alex_home):
     metrics = (*PIXEL_METRICS, "lpips")
     config = ScoreConfig(metrics=metrics, report=False, shard_pairs=1, lpips_weights=str(alex_home))
     sync = ScoreConfig(metrics=metrics, report=False, scheduler="sync", lpips_weights=str(alex_home))
-    score_folders(ref, out, tmp_path / "sync", sync.validate(), progress=False)
-    result = score_folders(ref, out, tmp_path / "default", config.validate(), progress=False)
+    score_folders(ref, out, tmp_path / "sync", sync, progress=False)
+    result = score_folders(ref, out, tmp_path / "default", config, progress=False)
     a, b = load_results(tmp_path / "sync"), load_results(tmp_path / "default")
     columns = ["key", "status", *metrics, "ref_sha256", "out_sha256"]
     pd.testing.assert_frame_equal(a[columns], b[columns])
@@ -258,18 +261,20 @@ def test_lpips_through_the_pipeline_equals_lpips_package(tmp_path, alex_home):
         return torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1
 
     expected = network(scaled(reference), scaled(output)).item()
-    assert abs(row["lpips"] - expected) < 1e-5
+    assert abs(row.lpips - expected) < 1e-5
 
 
-def test_default_metrics_without_lpips_weights_score_the_rest(tmp_path, torch_home, monkeypatch):
+def test_default_metrics_without_lpips_weights_score_the_rest(tmp_path, torch_home, monkeypatch, caplog):
     monkeypatch.setattr(torch.hub, "download_url_to_file", _refuse_download)
     ref, out = make_folders(tmp_path)
-    config = ScoreConfig(scheduler="sync", report=False).validate()
-    notices = []
-    result = score_folders(ref, out, tmp_path / "run", config, progress=False, on_notice=notices.append)
-    assert notices and "alexnet-owt-7be5be79.pth" in notices[0] and str(torch_home) in notices[0]
+    config = ScoreConfig(scheduler="sync", report=False)
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        result = score_folders(ref, out, tmp_path / "run", config, progress=False)
+    notices = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(notices) == 1 and notices == result.notices == result.manifest["notices"]
+    assert "alexnet-owt-7be5be79.pth" in notices[0] and str(torch_home) in notices[0]
     assert result.manifest["metrics"] == ["psnr", "ssim", "ms_ssim", "mse"]
-    explicit = ScoreConfig(metrics=("psnr", "lpips"), metrics_explicit=True, scheduler="sync").validate()
+    explicit = ScoreConfig(metrics=("psnr", "lpips"), scheduler="sync")
     with pytest.raises(WeightsError, match=r"alexnet-owt-7be5be79\.pth"):
         score_folders(ref, out, tmp_path / "run2", explicit, progress=False)
     assert not (tmp_path / "run2" / "scores").exists()
@@ -279,90 +284,12 @@ def _refuse_download(*args, **kwargs):
     raise OSError("offline (test)")
 
 
-@pytest.mark.parametrize(
-    ("pairs", "threads", "expected"),
-    [(60, 2, 15), (240, 2, 30), (10, 2, 5), (1, 2, 1), (100_000, 2, 256), (60, 16, 4), (1000, 2, 125)],
-)
-def test_shards_split_pairs_evenly_over_task_threads(pairs, threads, expected):
-    from pipeline.scoring import shard_size
-
-    assert shard_size(pairs, threads, None) == expected
-    assert shard_size(pairs, threads, 7) == 7
-
-
-def test_manifest_counts_equal_the_parquet_rows_with_the_cluster_closed_in_the_background(tmp_path):
-    """Counts come from the rows written in this run (no readback) and the run returns once its
-    embedded cluster has closed."""
-    import threading
-
+def test_manifest_counts_equal_the_parquet_rows(tmp_path):
+    """Counts come from the rows written in this run (no readback)."""
     ref, out = make_folders(tmp_path)
-    config = ScoreConfig(metrics=("psnr",), metrics_explicit=True, workers=1, report=False).validate()
+    config = ScoreConfig(metrics=("psnr",), workers=1, report=False)
     result = score_folders(ref, out, tmp_path / "run", config, progress=False)
     frame = load_results(tmp_path / "run")
     counts = result.manifest["counts"]
     assert counts["rows"] == len(frame) == 6
     assert (counts["ok"], counts["error"]) == ((frame.status == "ok").sum(), (frame.status == "error").sum())
-    assert not [t for t in threading.enumerate() if t.name == "iqa-close-cluster"]
-
-
-def test_closing_in_the_background_waits_and_reraises():
-    from contextlib import ExitStack
-
-    from pipeline.scoring import CloseInBackground
-
-    closed = []
-    stack = ExitStack()
-    stack.callback(lambda: closed.append("closed"))
-    CloseInBackground(stack).wait()
-    assert closed == ["closed"]
-
-    def fail():
-        raise RuntimeError("scheduler already gone")
-
-    failing = ExitStack()
-    failing.callback(fail)
-    with pytest.raises(RuntimeError, match="already gone"):
-        CloseInBackground(failing).wait()
-
-
-def _pairs_of_sizes(tmp_path, sizes):
-    from pipeline.discover import Pair
-
-    pairs = []
-    for index, size in enumerate(sizes):
-        ref, out = tmp_path / f"r{index}.png", tmp_path / f"o{index}.png"
-        ref.write_bytes(b"x" * size)
-        out.write_bytes(b"y" * size)
-        pairs.append(Pair(f"k{index:02d}", "", str(ref), str(out)))
-    return pairs
-
-
-def test_balanced_shards_share_the_cost_and_keep_every_pair_once(tmp_path):
-    from pipeline.scoring import balanced_shards
-
-    sizes = [100, 100, 100, 100, 900, 10, 10, 10, 500, 480, 20, 20]
-    pairs = _pairs_of_sizes(tmp_path, sizes)
-    shards = balanced_shards(pairs, 3)
-    assert sorted(p.key for shard in shards for p in shard) == [p.key for p in pairs]
-    loads = [sum(2 * sizes[int(p.key[1:])] for p in shard) for shard in shards]
-    assert loads == sorted(loads, reverse=True)  # heaviest first
-    assert max(loads) - min(loads) <= 2 * max(sizes)
-    assert max(loads) == 2 * 900  # the largest pair alone; consecutive thirds would give 800 / 1860 / 2040
-    for shard in shards:
-        assert [p.key for p in shard] == sorted(p.key for p in shard)
-    (tmp_path / "r4.png").unlink()  # unreadable files cost nothing; their task reports them
-    assert sorted(p.key for shard in balanced_shards(pairs, 3) for p in shard) == [p.key for p in pairs]
-
-
-def test_shards_are_balanced_within_windows(tmp_path):
-    from pipeline.scoring import iter_shards
-
-    pairs = _pairs_of_sizes(tmp_path, [10 * (i % 7 + 1) for i in range(50)])
-    contiguous = [[t.key for t in shard] for shard in iter_shards(pairs, 5, window=1)]
-    assert contiguous == [[p.key for p in pairs[i : i + 5]] for i in range(0, 50, 5)]
-    windowed = [[t.key for t in shard] for shard in iter_shards(pairs, 5, window=4)]
-    assert sorted(k for shard in windowed for k in shard) == [p.key for p in pairs]
-    assert len(windowed) == 10
-    windows = [{p.key for p in pairs[i : i + 20]} for i in range(0, 50, 20)]
-    for shard in windowed:  # every shard draws from one window of 4 shards' pairs
-        assert any(set(shard) <= window for window in windows)

@@ -22,14 +22,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.metrics import ms_ssim, psnr, ssim
 from pipeline.metrics.ssim import gaussian_window
-from pipeline.similar import (
-    lpips_matrix,
-    ms_ssim_matrix,
-    prepare_image,
-    psnr_matrix,
-    ssim_matrix,
-    ssim_stats,
-)
+from pipeline.similar.pairwise import lpips_matrix, ms_ssim_matrix, psnr_matrix, ssim_matrix, ssim_stats
+from pipeline.similar.prepare import prepare_image
 
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 ORIGINALS = ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png")
@@ -206,7 +200,7 @@ def test_pairwise_matrices_match_library_metrics() -> None:
 
 
 def test_lpips_matrix_matches_lpips(checkpoint_store: Path) -> None:
-    from pipeline.metrics.perceptual import build_lpips_network, lpips
+    from pipeline.metrics import build_lpips_network, lpips
 
     network = build_lpips_network("alex", str(checkpoint_store / "alex-seed0.pth"), allow_download=False)
     generator = torch.Generator().manual_seed(1)

@@ -79,7 +79,7 @@ def test_run_dir_equal_to_an_input_folder(folders):
 def test_unknown_metric(folders, tmp_path):
     ref, out = folders
     args = [str(ref), str(out), "-o", str(tmp_path / "run"), "--scheduler", "sync", "--metrics", "psnr,psnrr"]
-    assert_one_error_line(invoke(*args), "Unknown metric 'psnrr'", "psnr, ssim")
+    assert_one_error_line(invoke(*args), "unknown metric 'psnrr'", "psnr, ssim")
 
 
 def test_unknown_convention_on_the_command_line(folders, tmp_path):
@@ -94,7 +94,7 @@ def test_unknown_convention_in_config(folders, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("convention: matlab\n")
     result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, "--config", str(config))
-    assert_one_error_line(result, "Unknown convention 'matlab'", "sr-paper")
+    assert_one_error_line(result, "unknown convention 'matlab'", "sr-paper")
 
 
 def test_config_with_bad_yaml_names_the_line(folders, tmp_path):

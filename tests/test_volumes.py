@@ -13,8 +13,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.compute import PairTask, ScoreSettings, score_shard
-from pipeline.sink import load_results
+from pipeline.results import load_results
+from pipeline.worker import PairTask, ShardSettings, score_shard
 
 
 def photo_volume(depth: int = 24, size: int = 96) -> np.ndarray:
@@ -43,7 +43,7 @@ def expected(reference: np.ndarray, output: np.ndarray, data_range: float) -> tu
 
 def score(tmp_path, ref_name, out_name, **settings):
     task = PairTask("v", "", str(tmp_path / ref_name), str(tmp_path / out_name))
-    (row,) = score_shard([task], ScoreSettings(metrics=("psnr", "ssim", "ms_ssim", "lpips"), **settings))
+    (row,) = score_shard([task], ShardSettings(metrics=("psnr", "ssim", "ms_ssim", "lpips"), **settings)).rows
     return row
 
 
@@ -53,12 +53,12 @@ def test_npy_volume_matches_skimage_nd(tmp_path):
     np.save(tmp_path / "out.npy", output)
     row = score(tmp_path, "ref.npy", "out.npy", volumes=True)
     psnr, ssim = expected(reference, output, 255)
-    assert row["status"] == "ok", row["error"]
-    assert row["depth"] == 24 and row["height"] == 96 and row["width"] == 96
-    assert abs(row["psnr"] - psnr) < PSNR_TOL and abs(row["ssim"] - ssim) < SSIM_TOL
-    assert row["ms_ssim"] is None and row["lpips"] is None
-    assert any("ms_ssim left null" in w for w in row["warnings"])
-    assert any("2-D images only" in w for w in row["warnings"])
+    assert row.status == "ok", row.error
+    assert row.depth == 24 and row.height == 96 and row.width == 96
+    assert abs(row.psnr - psnr) < PSNR_TOL and abs(row.ssim - ssim) < SSIM_TOL
+    assert row.ms_ssim is None and row.lpips is None
+    assert any("ms_ssim left null" in w for w in row.warnings)
+    assert any("2-D images only" in w for w in row.warnings)
 
 
 def save_nifti(path, volume: np.ndarray) -> None:
@@ -73,12 +73,12 @@ def test_nifti_float_volume_needs_and_uses_data_range(tmp_path):
     save_nifti(tmp_path / "ref.nii.gz", reference)
     save_nifti(tmp_path / "out.nii", output)
     row = score(tmp_path, "ref.nii.gz", "out.nii")
-    assert row["status"] == "error" and "data range" in row["error"] and "ref.nii.gz" in row["error"]
+    assert row.status == "error" and "data range" in row.error and "ref.nii.gz" in row.error
     row = score(tmp_path, "ref.nii.gz", "out.nii", data_range=1.0)
     psnr, ssim = expected(reference, output, 1.0)
-    assert row["status"] == "ok", row["error"]
-    assert row["depth"] == 24 and row["bit_depth"] == 32
-    assert abs(row["psnr"] - psnr) < PSNR_TOL and abs(row["ssim"] - ssim) < SSIM_TOL
+    assert row.status == "ok", row.error
+    assert row.depth == 24 and row.bit_depth == 32
+    assert abs(row.psnr - psnr) < PSNR_TOL and abs(row.ssim - ssim) < SSIM_TOL
 
 
 def test_volume_folders_through_the_cli(tmp_path):
@@ -103,7 +103,7 @@ def test_volume_paired_with_image_is_an_error_row(tmp_path):
     np.save(tmp_path / "ref.npy", photo_volume())
     np.save(tmp_path / "out.npy", photo_volume()[0])
     row = score(tmp_path, "ref.npy", "out.npy", volumes=True)
-    assert row["status"] == "error" and "out.npy" in row["error"]
+    assert row.status == "error" and "out.npy" in row.error
 
 
 def test_report_shows_the_middle_slice_of_volumes(tmp_path):

@@ -1,19 +1,23 @@
 """Pure, batched, differentiable image-quality metrics on (N, C, H, W) tensors; each returns (N,).
 
->>> from pipeline.metrics import psnr, ssim, ms_ssim, lpips
+Example:
+    >>> import torch
+    >>> from pipeline.metrics import psnr, ssim
+    >>> x = torch.rand(2, 3, 32, 32)
+    >>> ssim(x, x, data_range=1.0)
+    tensor([1., 1.])
 """
 
 from pipeline.metrics.losses import MSSSIMLoss, SSIMLoss
+from pipeline.metrics.lpips_weights import build_lpips_network
+from pipeline.metrics.perceptual import lpips
 from pipeline.metrics.psnr import mae, mse, psnr
-from pipeline.metrics.registry import METRICS, MetricInfo, higher_is_better
 from pipeline.metrics.ssim import ms_ssim, ssim, ssim_and_ms_ssim, ssim_map
 
 __all__ = [
-    "METRICS",
     "MSSSIMLoss",
-    "MetricInfo",
     "SSIMLoss",
-    "higher_is_better",
+    "build_lpips_network",
     "lpips",
     "mae",
     "ms_ssim",
@@ -23,11 +27,3 @@ __all__ = [
     "ssim_and_ms_ssim",
     "ssim_map",
 ]
-
-
-def __getattr__(name: str):
-    if name == "lpips":
-        from pipeline.metrics.perceptual import lpips
-
-        return lpips
-    raise AttributeError(name)

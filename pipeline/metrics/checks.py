@@ -1,4 +1,13 @@
-"""Input checks shared by the metric functions; messages carry the offending shapes and values."""
+"""Input checks shared by the metric functions; messages carry the offending shapes and values.
+
+Example:
+    >>> check_pair(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9))
+    Traceback (most recent call last):
+    ...
+    ValueError: Input images should have the same dimensions, but got (1, 3, 8, 8) and (1, 3, 8, 9).
+    >>> check_data_range(255)
+    255.0
+"""
 
 from __future__ import annotations
 

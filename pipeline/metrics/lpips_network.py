@@ -1,34 +1,22 @@
 """The LPIPS v0.1 network (Zhang et al., CVPR 2018) as the `lpips` package lays it out, without importing it.
 
-`lpips.LPIPS` builds its backbone with torchvision, and importing torchvision (which imports
-`torch._dynamo` for its detection ops) took 1.1-1.3 s of every LPIPS run on 2 cores, more than scoring 60
-pairs. This module declares the same modules itself, with the same names, so the state-dict keys, the
-layer slices and the values are those of `lpips.LPIPS(net=..., version="0.1")` (tested against it on the
-same weights):
+The modules have `lpips.LPIPS(net=..., version="0.1")`'s names, so its state-dict keys, layer slices and
+values are those of the package (tested against it on the same weights), without importing torchvision or
+`lpips` at run time:
 
 * the backbones' `features` as torchvision numbers them (AlexNet, VGG16, SqueezeNet 1.1) and their
   classifiers, only to check a torchvision checkpoint strictly (`backbone_model`);
 * the trunk `net` with the LPIPS slices `slice1..sliceL` of those features, `scaling_layer`, and the 1x1
   linear layers `lin0..lin{L-1}` (`lins` lists them).
 
-The weights still come from the same files: torchvision's checkpoint for the backbone, and the linear
-layers that ship in the `lpips` wheel (`linear_layers_file`, found without importing the package).
+`LpipsNetwork.forward` is the reference computation; weights come from `pipeline.metrics.lpips_weights`.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 from torch import Tensor, nn
 
-TORCHVISION_MODELS_URL = "https://download.pytorch.org/models/"
-BACKBONE_FILES: dict[str, str] = {
-    "alex": "alexnet-owt-7be5be79.pth",
-    "vgg": "vgg16-397923af.pth",
-    "squeeze": "squeezenet1_1-b8a52dc0.pth",
-}
 BACKBONE_NAMES: dict[str, str] = {"alex": "AlexNet", "vgg": "VGG16", "squeeze": "SqueezeNet 1.1"}
 LAYER_CHANNELS: dict[str, tuple[int, ...]] = {
     "alex": (64, 192, 384, 256, 256),
@@ -187,7 +175,7 @@ class Trunk(nn.Module):
 
 
 class LpipsNetwork(nn.Module):
-    """LPIPS v0.1 with the `lpips.LPIPS` module names; build it with `perceptual.build_lpips_network`.
+    """LPIPS v0.1 with the `lpips.LPIPS` module names; build it with `lpips_weights.build_lpips_network`.
 
     `forward(x, y)` takes images in [-1, 1] (like `lpips.LPIPS`) and returns (N, 1, 1, 1) distances.
     """
@@ -209,21 +197,16 @@ class LpipsNetwork(nn.Module):
         return [getattr(self, f"lin{index}") for index in range(self.L)]
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        from pipeline.metrics.perceptual import layerwise_distance
-
-        distance = layerwise_distance(self, self.scaling_layer(x), self.scaling_layer(y))
-        return distance.reshape(-1, 1, 1, 1)
+        """(N, 3, H, W) images in [-1, 1] x2 -> (N, 1, 1, 1) distances, as `lpips.LPIPS` gives them."""
+        features_x = self.net(self.scaling_layer(x))
+        features_y = self.net(self.scaling_layer(y))
+        total: Tensor | int = 0
+        for linear, a, b in zip(self.lins, features_x, features_y, strict=True):
+            difference = (unit_normalize(a) - unit_normalize(b)) ** 2
+            total = total + linear(difference).mean(dim=(2, 3), keepdim=True)
+        return total
 
 
 def unit_normalize(x: Tensor, eps: float = UNIT_EPS) -> Tensor:
     """`lpips.normalize_tensor`: x / (||x||_2 over channels + eps), (N, C, H, W) -> same."""
     return x / (torch.sqrt(torch.sum(x**2, dim=1, keepdim=True)) + eps)
-
-
-def linear_layers_file(net: str) -> Path | None:
-    """The wheel file `lpips/weights/v0.1/<net>.pth`, located without importing `lpips`; None when the
-    package is not installed."""
-    spec = importlib.util.find_spec("lpips")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / f"{net}.pth"

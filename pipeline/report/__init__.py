@@ -11,10 +11,9 @@ from typing import Any
 
 from pipeline.report.model import build_nightly, build_report
 from pipeline.report.render import render_nightly_data, render_report_data, write_html
+from pipeline.run_dirs import REPORT_NAME
 
-REPORT_NAME = "report.html"
-
-__all__ = ["REPORT_NAME", "render_nightly_report", "render_run_report"]
+__all__ = ["render_nightly_report", "render_run_report"]
 
 
 def render_run_report(

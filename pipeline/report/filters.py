@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-from pipeline.metrics.registry import METRICS
+from pipeline.choices import METRICS
 
 _DIGITS = {"psnr": 2, "ssim": 4, "ms_ssim": 4, "lpips": 4}
 

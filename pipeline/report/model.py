@@ -14,10 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.metrics.registry import METRICS
+from pipeline.choices import METRICS
+from pipeline.compare import compare_runs
+from pipeline.manifest import read_manifest
+from pipeline.report.filters import relative_href
 from pipeline.report.plots import distribution_plot
 from pipeline.report.thumbnails import ReadOptions, Thumbnail, pair_thumbnails, regression_thumbnails
-from pipeline.sink import load_results, read_manifest
+from pipeline.results import load_results
 from pipeline.summary import MetricSummary, metric_columns, summarize, summarize_groups
 
 log = logging.getLogger("pipeline.report")
@@ -395,8 +398,6 @@ def build_baseline(
     baseline_dir: Path, run_dir: Path, frame: pd.DataFrame, metrics: list[str], k: int
 ) -> BaselineData:
     """Run `pipeline.compare.compare_runs(baseline, run)` and pick the largest per-pair regressions."""
-    from pipeline.compare import compare_runs
-
     comparison = compare_runs(baseline_dir, run_dir)
     options = ReadOptions.from_manifest(read_manifest(run_dir))
     baseline_frame = load_results(baseline_dir)
@@ -494,8 +495,6 @@ def build_report(
 
 def build_suite(suite: dict[str, Any], output_dir: Path) -> SuiteData:
     """One nightly suite: verdict, statistics and comparison; a broken run directory becomes `error`."""
-    from pipeline.report.filters import relative_href
-
     run_dir = Path(suite["run_dir"])
     comparison = suite.get("comparison")
     report = run_dir / "report.html"

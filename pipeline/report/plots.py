@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from pipeline.metrics.registry import METRICS
+from pipeline.choices import METRICS
 
 FIGURE_WIDTH = 7.6
 PANEL_HEIGHT = 2.5
@@ -24,7 +24,7 @@ _FILL = "#3b6ea8"
 _MEAN = "#c0392b"
 
 
-def _png_uri(figure: plt.Figure) -> str:
+def png_uri(figure: plt.Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     plt.close(figure)
@@ -40,7 +40,7 @@ def _label(metric: str) -> str:
     return f"{metric}{unit}, {sense}"
 
 
-def _tick(name: str) -> str:
+def tick_label(name: str) -> str:
     short = name if len(name) <= 24 else name[:23] + "…"
     return short.replace("$", r"\$")
 
@@ -96,11 +96,11 @@ def distribution_plot(ok_rows: pd.DataFrame, metric: str) -> str | None:
             meanprops={"marker": "|", "markeredgecolor": _MEAN, "markersize": 8},
             medianprops={"color": _FILL},
         )
-        boxes.set_yticks(range(1, len(shown) + 1), [_tick(name) for name, _ in shown])
+        boxes.set_yticks(range(1, len(shown) + 1), [tick_label(name) for name, _ in shown])
         boxes.invert_yaxis()
         more = f", {len(groups) - len(shown)} smaller groups not shown" if len(groups) > len(shown) else ""
         boxes.set_title(f"{metric} by group{more}", fontsize=9)
         boxes.set_xlabel(_label(metric), fontsize=8)
         boxes.tick_params(labelsize=7)
     figure.tight_layout()
-    return _png_uri(figure)
+    return png_uri(figure)

@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 from pipeline.report.filters import FILTERS
 from pipeline.report.model import NightlyData, ReportData
-from pipeline.sink import write_atomic
+from pipeline.storage import write_text_atomic
 
 RUN_TEMPLATE = "template.html.j2"
 NIGHTLY_TEMPLATE = "nightly.html.j2"
@@ -64,7 +64,7 @@ def render_html(template: str, **context: object) -> str:
 def write_html(html: str, output: Path) -> Path:
     """Write the page atomically (temp file, then rename)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(output, lambda temp: temp.write_text(html, encoding="utf-8"))
+    write_text_atomic(output, html)
     return output
 
 

@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from pipeline.images import read_image
-from pipeline.report.plots import _png_uri, _tick
+from pipeline.report.plots import png_uri, tick_label
 from pipeline.report.render import render_html, write_html
-from pipeline.report.thumbnails import _jpeg_uri, _to_uint8
-from pipeline.similar import SIZE_POLICY, SimilarResult, top_pairs
+from pipeline.report.thumbnails import jpeg_uri, to_uint8
+from pipeline.similar.prepare import SIZE_POLICY
+from pipeline.similar.result import SimilarResult, top_pairs
 
 SIMILAR_TEMPLATE = "similar.html.j2"
 LABELLED_HEATMAP_MAX = 60
@@ -76,16 +78,14 @@ def _format(value: float) -> str:
 def _picture(name: str, path: str) -> Picture:
     try:
         decoded = read_image(path)
-        pixels = _to_uint8(decoded.pixels.astype(np.float64), decoded.data_range)
-        return Picture(name, _jpeg_uri(pixels, THUMB_SIDE))
+        pixels = to_uint8(decoded.pixels.astype(np.float64), decoded.data_range)
+        return Picture(name, jpeg_uri(pixels, THUMB_SIDE))
     except Exception as exc:  # a picture is optional: its failure is shown, never raised
         return Picture(name, None, f"no picture: {exc}")
 
 
 def heatmap_plot(result: SimilarResult) -> str:
     """The `(N, M)` matrix as a PNG data URI; rows and columns labelled when both are at most 60."""
-    import matplotlib.pyplot as plt
-
     values = result.matrix.copy()
     finite = values[np.isfinite(values)]
     if finite.size:
@@ -102,12 +102,12 @@ def heatmap_plot(result: SimilarResult) -> str:
     )
     if labelled:
         font = 7 if max(rows, cols) <= 30 else 5
-        axes.set_xticks(range(cols), [_tick(n) for n in result.names_b], rotation=90, fontsize=font)
-        axes.set_yticks(range(rows), [_tick(n) for n in result.names_a], fontsize=font)
+        axes.set_xticks(range(cols), [tick_label(n) for n in result.names_b], rotation=90, fontsize=font)
+        axes.set_yticks(range(rows), [tick_label(n) for n in result.names_a], fontsize=font)
     else:
         axes.set_xlabel("image index (sorted by name)" if result.self_mode else "reference index")
         axes.set_ylabel("image index (sorted by name)")
-    return _png_uri(figure)
+    return png_uri(figure)
 
 
 def build_page(result: SimilarResult) -> SimilarPage:

@@ -12,9 +12,13 @@ import io
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image
 
 from pipeline.align import AlignedPair, align_pair
 from pipeline.images import DecodedImage, read_image
+from pipeline.metrics.ssim import WINDOW_SIZE, ssim_map
 
 THUMBNAIL_SIDE = 160
 JPEG_QUALITY = 82
@@ -48,10 +52,8 @@ def _placeholder(label: str, reason: str) -> Thumbnail:
     return Thumbnail(label, None, f"no picture: {reason}")
 
 
-def _jpeg_uri(pixels: np.ndarray, side: int) -> str:
+def jpeg_uri(pixels: np.ndarray, side: int) -> str:
     """(H, W) or (H, W, 3) uint8 -> JPEG data URI, downscaled to `side` px on the long side."""
-    from PIL import Image
-
     image = Image.fromarray(pixels)
     scale = side / max(image.width, image.height)
     if scale < 1:
@@ -62,7 +64,7 @@ def _jpeg_uri(pixels: np.ndarray, side: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _to_uint8(pixels: np.ndarray, data_range: float) -> np.ndarray:
+def to_uint8(pixels: np.ndarray, data_range: float) -> np.ndarray:
     """(H, W, C) float in data units -> (H, W) or (H, W, 3) uint8."""
     scaled = np.clip(pixels / data_range, 0.0, 1.0) * 255.0
     image = scaled.round().astype(np.uint8)
@@ -71,8 +73,6 @@ def _to_uint8(pixels: np.ndarray, data_range: float) -> np.ndarray:
 
 def _shrink_map(values: np.ndarray, side: int) -> np.ndarray:
     """(H, W) float map -> area-averaged (h, w) map with h, w <= side."""
-    from PIL import Image
-
     height, width = values.shape
     scale = side / max(height, width)
     if scale >= 1:
@@ -83,8 +83,6 @@ def _shrink_map(values: np.ndarray, side: int) -> np.ndarray:
 
 def _colour(values: np.ndarray, vmin: float, vmax: float, colormap: str) -> np.ndarray:
     """(H, W) float -> (H, W, 3) uint8 through a matplotlib colormap."""
-    from matplotlib import colormaps
-
     span = vmax - vmin if vmax > vmin else 1.0
     normalised = np.clip((values - vmin) / span, 0.0, 1.0)
     return (colormaps[colormap](normalised)[:, :, :3] * 255).round().astype(np.uint8)
@@ -107,17 +105,13 @@ def error_thumbnail(pair: AlignedPair, *, vmax: float | None = None, side: int =
         errors = error_map(pair)
         top = error_scale(errors, pair.data_range) if vmax is None else vmax
         picture = _colour(_shrink_map(errors, side), 0.0, top, ERROR_COLORMAP)
-        return Thumbnail("|error|", _jpeg_uri(picture, side), f"0 (dark) to {top:.3g} (bright), data units")
+        return Thumbnail("|error|", jpeg_uri(picture, side), f"0 (dark) to {top:.3g} (bright), data units")
     except Exception as exc:
         return _placeholder("|error|", _short(exc))
 
 
 def ssim_thumbnail(pair: AlignedPair, *, side: int = THUMBNAIL_SIDE) -> Thumbnail:
     """SSIM map (viridis, 0 to 1) of the aligned pair, computed on float64 at full resolution."""
-    import torch
-
-    from pipeline.metrics.ssim import WINDOW_SIZE, ssim_map
-
     height, width = pair.ref.shape[:2]
     if min(height, width) < WINDOW_SIZE:
         reason = f"image is {width}x{height}, smaller than the {WINDOW_SIZE} px window"
@@ -128,14 +122,14 @@ def ssim_thumbnail(pair: AlignedPair, *, side: int = THUMBNAIL_SIDE) -> Thumbnai
         with torch.inference_mode():
             values = ssim_map(x, y, data_range=pair.data_range)[0].numpy()
         picture = _colour(_shrink_map(values, side), 0.0, 1.0, SSIM_COLORMAP)
-        return Thumbnail("SSIM map", _jpeg_uri(picture, side), "0 (dark) to 1 (bright)")
+        return Thumbnail("SSIM map", jpeg_uri(picture, side), "0 (dark) to 1 (bright)")
     except Exception as exc:
         return _placeholder("SSIM map", _short(exc))
 
 
 def _image_thumbnail(label: str, pixels: np.ndarray, data_range: float, side: int) -> Thumbnail:
     try:
-        return Thumbnail(label, _jpeg_uri(_to_uint8(pixels, data_range), side))
+        return Thumbnail(label, jpeg_uri(to_uint8(pixels, data_range), side))
     except Exception as exc:
         return _placeholder(label, _short(exc))
 

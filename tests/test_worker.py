@@ -1,17 +1,16 @@
-"""Worker-side machinery: per-process state shared by task threads, decode prefetch, allocator tuning."""
+"""Worker-side machinery: per-process state shared by task threads, the worker plugin, decode prefetch,
+the value budget for large pairs."""
 
 from __future__ import annotations
 
-import platform
 import threading
 import time
 
 import pytest
 import torch
 
-from pipeline import compute
-from pipeline.allocator import keep_freed_memory
-from pipeline.compute import ScoreSettings, WorkerState, decode_threads, prefetch
+from pipeline import worker
+from pipeline.worker import ScoringPlugin, ShardSettings, WorkerState, decode_threads, prefetch
 
 
 def test_lpips_network_is_built_once_for_concurrent_threads(monkeypatch):
@@ -22,13 +21,14 @@ def test_lpips_network_is_built_once_for_concurrent_threads(monkeypatch):
         time.sleep(0.2)
         return torch.nn.Identity()
 
-    monkeypatch.setattr("pipeline.metrics.perceptual.build_lpips_network", slow_build)
-    state, settings = WorkerState(), ScoreSettings(metrics=("lpips",), lpips_weights="w.pth")
+    monkeypatch.setattr(worker, "build_lpips_network", slow_build)
+    state = WorkerState()
     networks = []
-    threads = [
-        threading.Thread(target=lambda: networks.append(state.lpips_network(settings, torch.device("cpu"))))
-        for _ in range(4)
-    ]
+
+    def build() -> None:
+        networks.append(state.resources("alex", "w.pth").lpips_network(torch.device("cpu")))
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -96,7 +96,7 @@ def test_prefetch_ahead_follows_what_was_decoded():
 def test_pairs_ahead_keeps_decoded_values_bounded():
     from types import SimpleNamespace
 
-    from pipeline.compute import DECODED_AHEAD_VALUES, LoadedPair, pairs_ahead
+    from pipeline.worker import DECODED_AHEAD_VALUES, LoadedPair, pairs_ahead
 
     def pair(height, width, channels=3):
         image = SimpleNamespace(size=height * width * channels)
@@ -123,21 +123,22 @@ def test_prefetch_passes_an_exception_to_the_consumer_in_order():
     assert seen == [0, 1]
 
 
-def test_task_threads_are_set_again_after_the_process_changed_them():
-    """A process that also runs other torch work (a notebook, the benchmark's own loops) may change the
-    intra-op threads between tasks; every task sets its own again."""
+def test_plugin_sets_the_workers_torch_threads_and_puts_them_back():
+    """An in-process worker shares the caller's process: its thread count is restored when it closes."""
     before = torch.get_num_threads()
-    state = WorkerState()
+    plugin = ScoringPlugin(torch_threads=1)
     try:
-        state.configure_threads(1)
+        plugin.setup(worker=None)
         assert torch.get_num_threads() == 1
-        torch.set_num_threads(2)
-        state.configure_threads(1)
-        assert torch.get_num_threads() == 1
-        state.configure_threads(None)  # no setting: left as it is
-        assert torch.get_num_threads() == 1
+        assert isinstance(plugin.state, WorkerState)
+        plugin.teardown(worker=None)
+        assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
+
+
+def test_tasks_outside_a_worker_use_the_process_state():
+    assert worker.current_state() is worker._LOCAL_STATE
 
 
 def test_decode_threads_per_device(monkeypatch):
@@ -148,24 +149,14 @@ def test_decode_threads_per_device(monkeypatch):
     assert decode_threads(torch.device("cpu")) == 0
     assert decode_threads(cuda) == 1
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert decode_threads(torch.device("cpu")) == compute.CPU_DECODE_THREADS == 1
+    assert decode_threads(torch.device("cpu")) == 1
     assert decode_threads(cuda) == 2
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
-    assert decode_threads(cuda) == compute.GPU_DECODE_THREADS == 8
-
-
-@pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only"
-)
-def test_allocator_thresholds_are_set_on_glibc():
-    assert keep_freed_memory() is True
-    assert keep_freed_memory() is True
+    assert decode_threads(cuda) == worker.GPU_DECODE_THREADS == 8
 
 
 def test_value_budget_lets_large_batches_score_one_at_a_time():
-    from pipeline.compute import ValueBudget
-
-    budget = ValueBudget(100)
+    budget = worker.ValueBudget(100)
     order: list[str] = []
     first_holds = threading.Event()
 
@@ -191,12 +182,6 @@ def test_value_budget_lets_large_batches_score_one_at_a_time():
     assert budget.used == 0
 
 
-def test_freed_memory_goes_back_to_the_os_on_glibc():
-    from pipeline.allocator import return_freed_memory
-
-    assert return_freed_memory() is (platform.libc_ver()[0] == "glibc")
-
-
 def test_header_values_read_the_size_without_decoding(tmp_path):
     import numpy as np
     from PIL import Image
@@ -214,6 +199,15 @@ def test_header_values_read_the_size_without_decoding(tmp_path):
     }  # fmt: skip
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tasks as a CPU worker runs them: one torch thread, so pairs are decoded inline."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _large_pair_folders(tmp_path, count: int):
     import numpy as np
     from PIL import Image
@@ -226,22 +220,22 @@ def _large_pair_folders(tmp_path, count: int):
         ref, out = tmp_path / f"ref{index}.png", tmp_path / f"out{index}.png"
         Image.fromarray(image).save(ref)
         Image.fromarray(noisy).save(out)
-        tasks.append(compute.PairTask(f"k{index}", "", str(ref), str(out)))
+        tasks.append(worker.PairTask(f"k{index}", "", str(ref), str(out)))
     return tasks
 
 
-def test_large_pairs_are_decoded_only_when_their_values_fit(tmp_path, monkeypatch):
+def test_large_pairs_are_decoded_only_when_their_values_fit(tmp_path, monkeypatch, one_torch_thread):
     """Two task threads, pairs of 12288 values per image, a budget of 20000: a pair is decoded only after the
     other thread's pair is scored, so at most one large decoded pair is alive; rows equal inline scoring."""
     tasks = _large_pair_folders(tmp_path, 6)
-    settings = ScoreSettings(metrics=("psnr", "ssim"), device="cpu", torch_threads=1)
-    expected = [row["psnr"] for row in compute.score_shard(tasks, settings)]
-    monkeypatch.setattr(compute, "LARGE_PAIR_VALUES", 1)
-    monkeypatch.setattr(compute, "CPU_BATCH_VALUES", 1)
-    monkeypatch.setattr(compute, "_STATE", WorkerState(budget=compute.ValueBudget(20_000)))
+    settings = ShardSettings(metrics=("psnr", "ssim"), device="cpu")
+    expected = [row.psnr for row in worker.score_shard(tasks, settings).rows]
+    monkeypatch.setattr(worker, "LARGE_PAIR_VALUES", 1)
+    monkeypatch.setattr(worker, "CPU_BATCH_VALUES", 1)
+    monkeypatch.setattr(worker, "_LOCAL_STATE", WorkerState(budget=worker.ValueBudget(20_000)))
     live, most = [0], [0]
     lock = threading.Lock()
-    decode, score = compute.decode_image, compute._score_batch
+    decode, score = worker.decode_image, worker._score_batch
 
     def counting_decode(image_file, **kwargs):
         if "/ref" in image_file.path:
@@ -258,12 +252,12 @@ def test_large_pairs_are_decoded_only_when_their_values_fit(tmp_path, monkeypatc
             with lock:
                 live[0] -= len(batch)
 
-    monkeypatch.setattr(compute, "decode_image", counting_decode)
-    monkeypatch.setattr(compute, "_score_batch", counting_score)
+    monkeypatch.setattr(worker, "decode_image", counting_decode)
+    monkeypatch.setattr(worker, "_score_batch", counting_score)
     rows: dict[int, list] = {}
     threads = [
         threading.Thread(
-            target=lambda part=part: rows.update({part: compute.score_shard(tasks[part::2], settings)})
+            target=lambda part=part: rows.update({part: worker.score_shard(tasks[part::2], settings).rows})
         )
         for part in (0, 1)
     ]
@@ -272,19 +266,19 @@ def test_large_pairs_are_decoded_only_when_their_values_fit(tmp_path, monkeypatc
     for thread in threads:
         thread.join(timeout=30)
     assert most[0] == 1
-    assert compute._STATE.budget.used == 0
+    assert worker._LOCAL_STATE.budget.used == 0
     got = [None] * len(tasks)
     for part, part_rows in rows.items():
-        got[part::2] = [row["psnr"] for row in part_rows]
+        got[part::2] = [row.psnr for row in part_rows]
     assert got == expected
 
 
-def test_a_pair_that_fails_after_reserving_gives_its_values_back(tmp_path, monkeypatch):
+def test_a_pair_that_fails_after_reserving_gives_its_values_back(tmp_path, monkeypatch, one_torch_thread):
     tasks = _large_pair_folders(tmp_path, 2)
     (tmp_path / "out0.png").write_bytes((tmp_path / "out0.png").read_bytes()[:200])  # truncated
-    monkeypatch.setattr(compute, "LARGE_PAIR_VALUES", 1)
-    monkeypatch.setattr(compute, "_STATE", WorkerState(budget=compute.ValueBudget(10**9)))
-    rows = compute.score_shard(tasks, ScoreSettings(metrics=("psnr",), device="cpu", torch_threads=1))
-    assert [row["status"] for row in rows] == ["error", "ok"]
-    assert "out0.png" in rows[0]["error"]
-    assert compute._STATE.budget.used == 0
+    monkeypatch.setattr(worker, "LARGE_PAIR_VALUES", 1)
+    monkeypatch.setattr(worker, "_LOCAL_STATE", WorkerState(budget=worker.ValueBudget(10**9)))
+    rows = worker.score_shard(tasks, ShardSettings(metrics=("psnr",), device="cpu")).rows
+    assert [row.status for row in rows] == ["error", "ok"]
+    assert "out0.png" in rows[0].error
+    assert worker._LOCAL_STATE.budget.used == 0

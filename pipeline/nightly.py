@@ -26,27 +26,29 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from pipeline.compare import DEFAULT_TOLERANCES, Comparison, check_tolerances, compare_runs
-from pipeline.config import ScoreConfig, build_config, read_yaml
+from pipeline.config import ScoreConfig, read_yaml, validate_config
 from pipeline.errors import ConfigError, IQAError, RunDirError, UsageError
+from pipeline.report import render_nightly_report, render_run_report
+from pipeline.run_dirs import MANIFEST_NAME, REPORT_NAME
+from pipeline.scoring import score_folders
+from pipeline.storage import write_text_atomic
 
 TOP_KEYS = ("baseline", "runs", "tolerances", "score", "suites")
 REQUIRED_TOP_KEYS = ("baseline", "runs", "suites")
 SUITE_KEYS = ("name", "reference", "output", "tolerances")
 REQUIRED_SUITE_KEYS = ("name", "reference", "output")
-SCORE_KEYS = tuple(sorted({f.name for f in fields(ScoreConfig)} - {"extra", "metrics_explicit"}))
 SUMMARY_NAME = "nightly.json"
-REPORT_NAME = "report.html"
+
 PASSED, REGRESSED, FAILED = "passed", "regressed", "failed"
 
-log = logging.getLogger("pipeline.suites")
+log = logging.getLogger("pipeline.nightly")
 
 
 @dataclass
@@ -137,32 +139,22 @@ def _key_line(node: Any, path: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _where(file: Path, node: Any, *path: Any) -> str:
-    line = _key_line(node, path)
-    return f"{file}" + (f" line {line}" if line else "")
+@dataclass
+class _Located:
+    """A parsed nightly file and its YAML nodes, to name the line of any key in a message."""
+
+    path: Path
+    node: Any
+
+    def where(self, *keys: Any) -> str:
+        line = _key_line(self.node, keys)
+        return f"{self.path}" + (f" line {line}" if line else "")
 
 
 def _mapping(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{what} must be a mapping of key: value, got {type(value).__name__}.")
     return {str(k).replace("-", "_"): v for k, v in value.items()}
-
-
-def _score_values(values: dict[str, Any], where: Callable[[str], str]) -> dict[str, Any]:
-    """Check `iqa score` option keys (`where(key)` says where a key is) and normalize `metrics`."""
-    for key in values:
-        if key not in SCORE_KEYS:
-            raise ConfigError(
-                f"{where(key)}: unknown key {key!r}. Suite keys: {', '.join(SUITE_KEYS)}; "
-                f"score keys: {', '.join(SCORE_KEYS)}."
-            )
-    if "metrics" in values:
-        metrics = values["metrics"]
-        values["metrics"] = tuple(
-            m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics)
-        )
-        values["metrics_explicit"] = True
-    return values
 
 
 def _tolerances(value: Any, where: str) -> dict[str, float]:
@@ -178,64 +170,71 @@ def _join(folder: Path, value: Any) -> Path:
     return Path(os.path.normpath(folder / str(value)))
 
 
+def _check_top_level(data: dict[str, Any], source: _Located) -> None:
+    for key in data:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"{source.where(key)}: unknown key {key!r}. Known keys: {', '.join(TOP_KEYS)}.")
+    for key in REQUIRED_TOP_KEYS:
+        if data.get(key) in (None, "", []):
+            raise ConfigError(f"Nightly config {source.path}: missing key {key!r}. See configs/nightly.yaml.")
+    if not isinstance(data["suites"], list):
+        raise ConfigError(f"{source.where('suites')}: 'suites' must be a list of suites.")
+
+
 def load_nightly_config(path: str | Path) -> NightlyConfig:
     """Read and check a nightly YAML file; every problem is a ConfigError naming the file, line and key."""
     path = Path(path)
     data, node = read_yaml(path, "Nightly config")
+    source = _Located(path, node)
     data = _mapping(data or {}, f"Nightly config {path}")
-    for key in data:
-        if key not in TOP_KEYS:
-            raise ConfigError(
-                f"{_where(path, node, key)}: unknown key {key!r}. Known keys: {', '.join(TOP_KEYS)}."
-            )
-    for key in REQUIRED_TOP_KEYS:
-        if data.get(key) in (None, "", []):
-            raise ConfigError(f"Nightly config {path}: missing key {key!r}. See configs/nightly.yaml.")
+    _check_top_level(data, source)
     folder = Path(os.path.normpath(path.parent))
     tolerances = {
         **DEFAULT_TOLERANCES,
-        **_tolerances(data.get("tolerances") or {}, _where(path, node, "tolerances")),
+        **_tolerances(data.get("tolerances") or {}, source.where("tolerances")),
     }
-    shared = _score_values(
-        _mapping(data.get("score") or {}, f"{path}: score"), lambda key: _where(path, node, "score", key)
-    )
-    if not isinstance(data["suites"], list):
-        raise ConfigError(f"{_where(path, node, 'suites')}: 'suites' must be a list of suites.")
+    shared = _mapping(data.get("score") or {}, f"{path}: score")
     suites: list[Suite] = []
     for index, raw in enumerate(data["suites"]):
-        where = _where(path, node, "suites", index)
-        entry = _mapping(raw, f"{where}: suite {index + 1}")
-        for key in REQUIRED_SUITE_KEYS:
-            if entry.get(key) in (None, ""):
-                raise ConfigError(f"{where}: suite {index + 1} is missing key {key!r}.")
-        name = str(entry.pop("name"))
-        if not name or "/" in name or "\\" in name or name.startswith("."):
-            raise ConfigError(f"{where}: suite name {name!r} must be a plain folder name.")
-        if any(s.name == name for s in suites):
-            raise ConfigError(f"{where}: two suites are named {name!r}; names must be unique.")
-        reference, output = _join(folder, entry.pop("reference")), _join(folder, entry.pop("output"))
-        suite_tolerances = _tolerances(entry.pop("tolerances", None) or {}, f"{where} (suite {name!r})")
-        values = {
-            **shared,
-            **_score_values(
-                entry,
-                lambda key: f"{_where(path, node, 'suites', index, key)} (suite {name!r})",  # noqa: B023
-            ),
-        }
-        try:
-            config = build_config(values)
-        except ConfigError as exc:
-            raise ConfigError(f"{where} (suite {name!r}): {exc}") from None
-        for role, folder_path in (("reference", reference), ("output", output)):
-            if not folder_path.is_dir():
-                raise ConfigError(
-                    f"{where} (suite {name!r}): {role} folder {folder_path} does not exist. "
-                    "Paths are relative to the config file's folder."
-                )
-        suites.append(Suite(name, reference, output, config, {**tolerances, **suite_tolerances}))
+        suite = _load_suite(raw, index, shared, tolerances, folder, source)
+        if any(s.name == suite.name for s in suites):
+            raise ConfigError(
+                f"{source.where('suites', index)}: two suites are named {suite.name!r}; names must be unique."
+            )
+        suites.append(suite)
     if not suites:
         raise ConfigError(f"Nightly config {path}: 'suites' is empty; add at least one suite.")
     return NightlyConfig(path, _join(folder, data["baseline"]), _join(folder, data["runs"]), suites)
+
+
+def _load_suite(
+    raw: Any, index: int, shared: dict[str, Any], tolerances: dict[str, float], folder: Path, source: _Located
+) -> Suite:
+    """One entry of `suites`: its name, folders, tolerances and `iqa score` options (over `score`'s)."""
+    where = source.where("suites", index)
+    entry = _mapping(raw, f"{where}: suite {index + 1}")
+    for key in REQUIRED_SUITE_KEYS:
+        if entry.get(key) in (None, ""):
+            raise ConfigError(f"{where}: suite {index + 1} is missing key {key!r}.")
+    name = str(entry.pop("name"))
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ConfigError(f"{where}: suite name {name!r} must be a plain folder name.")
+    reference, output = _join(folder, entry.pop("reference")), _join(folder, entry.pop("output"))
+    suite_tolerances = _tolerances(entry.pop("tolerances", None) or {}, f"{where} (suite {name!r})")
+
+    def key_where(key: str) -> str:
+        if key in entry:
+            return f"{source.where('suites', index, key)} (suite {name!r})"
+        return f"{source.where('score', key)} (score)"
+
+    config = validate_config({**shared, **entry}, key_where)
+    for role, folder_path in (("reference", reference), ("output", output)):
+        if not folder_path.is_dir():
+            raise ConfigError(
+                f"{where} (suite {name!r}): {role} folder {folder_path} does not exist. "
+                "Paths are relative to the config file's folder."
+            )
+    return Suite(name, reference, output, config, {**tolerances, **suite_tolerances})
 
 
 # Running
@@ -249,13 +248,12 @@ def run_suite(
     suite: Suite, run_dir: Path, baseline: Path, *, overwrite: bool = False, progress: bool = False
 ) -> SuiteResult:
     """Score one suite into `run_dir`, then compare it with `baseline/<suite>` when that exists."""
-    from pipeline.scoring import score_folders
-    from pipeline.sink import MANIFEST_NAME
-
     try:
         scored = score_folders(
             suite.reference, suite.output, run_dir, suite.config, overwrite=overwrite, progress=progress
         )
+        if suite.config.report:
+            render_run_report(run_dir)
     except IQAError as exc:
         return SuiteResult(suite.name, run_dir, FAILED, notes=[f"scoring failed: {exc}"])
     notes = list(scored.notices)
@@ -317,15 +315,10 @@ def run_nightly(
 
 
 def _write_report(results: list[SuiteResult], output: Path, notes: list[str]) -> Path | None:
-    """The combined HTML report, when `pipeline.report.render_nightly_report` is available.
+    """The combined HTML report.
 
     A failure to render is a note, not a crash: the verdicts and nightly.json matter more than the page.
     """
-    try:
-        from pipeline.report import render_nightly_report
-    except ImportError:
-        notes.append("combined HTML report skipped: pipeline.report.render_nightly_report is not available.")
-        return None
     suites = [
         {
             "name": r.name,
@@ -347,8 +340,6 @@ def _write_report(results: list[SuiteResult], output: Path, notes: list[str]) ->
 
 def write_summary(result: NightlyResult, config: NightlyConfig) -> Path:
     """Write RUN_ROOT/nightly.json: verdicts, comparisons and where everything is."""
-    from pipeline.sink import write_atomic
-
     payload = {
         "name": result.name,
         "config": str(config.path),
@@ -362,8 +353,7 @@ def write_summary(result: NightlyResult, config: NightlyConfig) -> Path:
         "suites": [s.to_dict() for s in result.suites],
     }
     result.run_root.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(payload, indent=2, allow_nan=False)
-    write_atomic(result.summary_path, lambda temp: temp.write_text(text, encoding="utf-8"))
+    write_text_atomic(result.summary_path, json.dumps(payload, indent=2, allow_nan=False))
     return result.summary_path
 
 

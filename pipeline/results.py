@@ -1,17 +1,21 @@
-"""Parquet results: the row schema (declared once), atomic part files, the manifest, and `load_results`.
+"""Parquet results: the row record and its Arrow schema (declared once), atomic part files, resume, reading.
 
 Layout of a run directory::
 
     RUN_DIR/scores/part-00000.parquet   one file per shard, written to a hidden temp name then renamed
-    RUN_DIR/manifest.json               config, convention, versions, device, timings, counts, file lists
-    RUN_DIR/report.html                 the HTML report
+    RUN_DIR/manifest.json               see `pipeline.manifest`
+    RUN_DIR/report.html                 see `pipeline.report`
+
+Units: psnr in dB; mse in squared data units (of the convention's channels); ssim, ms_ssim, lpips unitless;
+`seconds` is the worker's wall time for the pair; height, width, depth, channels and bit_depth describe the
+reference (depth: slices of a volume, null for 2-D images).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +23,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.choices import METRICS, Status
 from pipeline.errors import RunDirError
+from pipeline.run_dirs import SCORES_DIR
+from pipeline.storage import write_atomic
 
-SCORES_DIR = "scores"
-MANIFEST_NAME = "manifest.json"
 PART_PATTERN = re.compile(r"^part-(\d{5,})\.parquet$")
 METADATA_KEY = b"iqa_pipeline"
 
-# Units: psnr in dB; mse in squared data units (of the convention's channels); ssim, ms_ssim, lpips unitless;
-# seconds is the wall time spent on the pair in the worker; height/width/depth/channels/bit_depth describe
-# the reference (depth: slices of a volume, null for 2-D images).
 SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
@@ -40,11 +42,7 @@ SCHEMA = pa.schema(
         pa.field("depth", pa.int32()),
         pa.field("channels", pa.int16()),
         pa.field("bit_depth", pa.int16()),
-        pa.field("psnr", pa.float64()),
-        pa.field("ssim", pa.float64()),
-        pa.field("ms_ssim", pa.float64()),
-        pa.field("lpips", pa.float64()),
-        pa.field("mse", pa.float64()),
+        *(pa.field(name, pa.float64()) for name in METRICS),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
         pa.field("warnings", pa.list_(pa.string())),
@@ -57,26 +55,60 @@ SCHEMA = pa.schema(
 COLUMNS = tuple(SCHEMA.names)
 
 
-def rows_to_table(rows: list[dict[str, Any]], metadata: dict[str, Any] | None = None) -> pa.Table:
-    """Rows (dicts with the SCHEMA's names; missing names are null) -> Arrow table with run metadata."""
-    columns = {name: [row.get(name) for row in rows] for name in COLUMNS}
+@dataclass
+class ResultRow:
+    """One pair's row; its fields are exactly the columns of `SCHEMA` (checked when the module loads)."""
+
+    key: str
+    group: str
+    ref_path: str
+    out_path: str
+    run_id: str
+    status: str = Status.OK.value
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    height: int | None = None
+    width: int | None = None
+    depth: int | None = None
+    channels: int | None = None
+    bit_depth: int | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    ms_ssim: float | None = None
+    lpips: float | None = None
+    mse: float | None = None
+    ref_sha256: str | None = None
+    out_sha256: str | None = None
+    seconds: float = 0.0
+
+    def fail(self, message: str) -> None:
+        """Mark the pair failed with `message` (which names the files and the problem)."""
+        self.status = Status.ERROR.value
+        self.error = message
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.OK.value
+
+    def set_metric(self, name: str, value: float | None) -> None:
+        """Set the column of metric `name` (one of `METRICS`)."""
+        if name not in METRICS:
+            raise KeyError(f"{name!r} is not a metric column; columns: {', '.join(METRICS)}")
+        setattr(self, name, value)
+
+
+ROW_FIELDS = tuple(f.name for f in fields(ResultRow))
+if set(ROW_FIELDS) != set(COLUMNS):  # the record and the schema are one declaration
+    raise ImportError(f"ResultRow fields {sorted(ROW_FIELDS)} differ from the schema {sorted(COLUMNS)}")
+
+
+def rows_to_table(rows: list[ResultRow], metadata: dict[str, Any] | None = None) -> pa.Table:
+    """Rows -> Arrow table of `SCHEMA` (types checked by Arrow), with the run metadata when given."""
+    columns = {name: [getattr(row, name) for row in rows] for name in COLUMNS}
     table = pa.Table.from_pydict(columns, schema=SCHEMA)
     if metadata:
         table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
     return table
-
-
-def write_atomic(path: Path, write) -> None:
-    """Call `write(temp_path)` for a hidden temp file beside `path`, then rename it onto `path`."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise RunDirError(
-            f"Cannot write {path}: {exc.strerror or exc}. Check free space and permissions."
-        ) from exc
 
 
 def part_paths(run_dir: str | Path) -> list[Path]:
@@ -99,7 +131,7 @@ class PartWriter:
         self.metadata = metadata
         self.written: list[Path] = []
 
-    def write(self, rows: list[dict[str, Any]]) -> Path:
+    def write(self, rows: list[ResultRow]) -> Path:
         """Write one shard's rows as the next part; returns its path."""
         table = rows_to_table(rows, self.metadata)
         path = self.scores_dir / f"part-{self.next_index:05d}.parquet"
@@ -109,25 +141,6 @@ class PartWriter:
         return path
 
 
-def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
-    path = Path(run_dir) / MANIFEST_NAME
-    text = json.dumps(manifest, indent=2, sort_keys=False, default=str)
-    write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
-    return path
-
-
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / MANIFEST_NAME
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise RunDirError(
-            f"{run_dir} is not a run directory: {MANIFEST_NAME} is missing. Run `iqa score` first."
-        ) from exc
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"Cannot read {path}: {exc}. The run directory may be damaged.") from exc
-
-
 def part_metadata(path: str | Path) -> dict[str, Any]:
     """The run metadata stored in one part file's Parquet key-value metadata."""
     raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
@@ -135,7 +148,7 @@ def part_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_results(path: str | Path, *, latest_only: bool = True) -> pd.DataFrame:
-    """Read a run directory (or its scores folder) into a DataFrame, one row per key.
+    """Read a run directory (or its scores folder, or one part file) into a DataFrame, one row per key.
 
     A key rescored by `--resume` appears in several parts; by default only its latest row is kept.
 
@@ -145,6 +158,13 @@ def load_results(path: str | Path, *, latest_only: bool = True) -> pd.DataFrame:
 
     Returns:
         DataFrame with the columns of `SCHEMA`, sorted by key.
+
+    Raises:
+        RunDirError: the path does not exist.
+
+    Example:
+        >>> frame = load_results("RUN_DIR")  # doctest: +SKIP
+        >>> frame.groupby("group")[["psnr", "ssim"]].mean()  # doctest: +SKIP
     """
     path = Path(path)
     if path.is_file():
@@ -156,8 +176,7 @@ def load_results(path: str | Path, *, latest_only: bool = True) -> pd.DataFrame:
         files = part_paths(run_dir)
     if not files:
         return rows_to_table([]).to_pandas()
-    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
-    frame = pa.concat_tables(tables).to_pandas()
+    frame = pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]).to_pandas()
     if latest_only:
         frame = frame.drop_duplicates(subset="key", keep="last")
     return frame.sort_values("key", kind="stable").reset_index(drop=True)
@@ -176,6 +195,8 @@ def latest_rows(run_dir: str | Path, columns: list[str], *, config_hash: str | N
     """The latest row per key over the finished parts, reading only `columns` (plus key).
 
     Args:
+        run_dir: the run directory.
+        columns: columns to read.
         config_hash: when given, only parts written with this config hash are read.
     """
     wanted = list(dict.fromkeys(["key", *columns]))
@@ -193,5 +214,5 @@ def latest_rows(run_dir: str | Path, columns: list[str], *, config_hash: str | N
 def resume_index(run_dir: str | Path, config_hash: str) -> dict[str, tuple[str, str]]:
     """{key: (ref_sha256, out_sha256)} of keys whose latest row under `config_hash` is ok (`--resume`)."""
     rows = latest_rows(run_dir, ["status", "ref_sha256", "out_sha256"], config_hash=config_hash)
-    ok = rows[rows["status"] == "ok"]
+    ok = rows[rows["status"] == Status.OK.value]
     return dict(zip(ok["key"], zip(ok["ref_sha256"], ok["out_sha256"], strict=True), strict=True))

@@ -1,0 +1,149 @@
+"""The Python API: one function per `iqa` command, taking the same options and returning results as objects.
+
+Example (a notebook):
+    >>> import pipeline
+    >>> run = pipeline.score("data/ref", "data/sr", "runs/today", metrics="psnr,ssim")  # doctest: +SKIP
+    >>> run.summary[0].metric, run.summary[0].mean  # doctest: +SKIP
+    ('psnr', 31.27...)
+    >>> run.frame.groupby("group")["ssim"].mean()  # doctest: +SKIP
+    >>> pipeline.compare("runs/yesterday", "runs/today").passed  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.compare import Comparison, compare_runs
+from pipeline.config import ScoreConfig, build_config, load_config_file
+from pipeline.discover import Pairing, discover_pairs
+from pipeline.nightly import run_nightly  # `iqa run`
+from pipeline.report import render_run_report
+from pipeline.report.similar_page import write_similar_page
+from pipeline.results import load_results
+from pipeline.scoring import score_folders
+from pipeline.similar import SimilarResult, run_similar
+from pipeline.summary import MetricSummary, summarize
+
+__all__ = ["Run", "compare", "load_results", "pairs", "report", "run_nightly", "score", "similar"]
+
+
+@dataclass
+class Run:
+    """A scored run: where it is, what its manifest says, its rows and statistics.
+
+    Attributes:
+        run_dir: the run directory.
+        config: the configuration it was scored with.
+        manifest: the content of manifest.json.
+        notices: what the run said the user must know (e.g. LPIPS left out).
+        report_path: the HTML report, when one was written.
+    """
+
+    run_dir: Path
+    config: ScoreConfig
+    manifest: dict[str, Any]
+    notices: list[str] = field(default_factory=list)
+    report_path: Path | None = None
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """One row per pair (`pipeline.load_results`)."""
+        return load_results(self.run_dir)
+
+    @cached_property
+    def summary(self) -> list[MetricSummary]:
+        """Per-metric statistics over the ok rows (mean with bootstrap CI, median, ...)."""
+        return summarize(self.frame)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """pairs, ok, error, missing, extra, duplicates, skipped (from the manifest)."""
+        return self.manifest["counts"]
+
+    @property
+    def complete(self) -> bool:
+        """Every reference has an ok row: no failed pair, missing output or duplicate reference key."""
+        counts = self.counts
+        return counts["error"] == 0 and counts["missing"] == 0 and counts["duplicates_reference"] == 0
+
+
+def score(
+    reference: str | Path,
+    output: str | Path,
+    run_dir: str | Path,
+    *,
+    config: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log_level: int = logging.WARNING,
+    **options: Any,
+) -> Run:
+    """Score every reference/output pair of two folders into `run_dir`, as `iqa score` does.
+
+    Args:
+        reference, output: the folders, paired by relative path without extension.
+        run_dir: where the Parquet parts, manifest.json and report.html go.
+        config: a YAML config file; `options` win over it.
+        resume, overwrite: continue or replace a run already in `run_dir`.
+        progress: show a progress bar.
+        log_level: the level of Dask's loggers in a cluster started here.
+        **options: any `pipeline.config.ScoreConfig` field: metrics ('psnr,ssim' or a list), convention,
+            scale, crop_border, size_mismatch, workers, scheduler, report, ...
+
+    Returns:
+        The Run (its `frame`, `summary`, `manifest`, `report_path`).
+
+    Raises:
+        ConfigError, UsageError, RunDirError, WeightsError, ClusterError: before any pair is scored.
+    """
+    chosen = build_config(load_config_file(config) if config else None, **options)
+    result = score_folders(
+        reference, output, run_dir, chosen, resume=resume, overwrite=overwrite, progress=progress,
+        log_level=log_level,
+    )  # fmt: skip
+    report_path = render_run_report(run_dir) if chosen.report else None
+    return Run(Path(run_dir), chosen, result.manifest, result.notices, report_path)
+
+
+def compare(
+    baseline: str | Path, candidate: str | Path, *, tolerances: dict[str, float] | None = None
+) -> Comparison:
+    """Compare two runs pair by pair, as `iqa compare` does; `.passed` is False on a regression."""
+    return compare_runs(baseline, candidate, tolerances=tolerances)
+
+
+def report(
+    run_dir: str | Path,
+    *,
+    baseline: str | Path | None = None,
+    output: str | Path | None = None,
+    worst: int | None = None,
+) -> Path:
+    """Write the HTML report of a run (with a baseline section when given), as `iqa report` does."""
+    return render_run_report(run_dir, baseline=baseline, output=output, worst=worst)
+
+
+def pairs(reference: str | Path, output: str | Path, **mapping: Any) -> Pairing:
+    """How two folders pair up, as `iqa pairs` shows it (`output_suffix`, `output_template`, ...)."""
+    return discover_pairs(reference, output, **mapping)
+
+
+def similar(folder: str | Path, run_dir: str | Path, *, report: bool = True, **options: Any) -> SimilarResult:
+    """All-pairs similarity of a folder (or against a reference folder), as `iqa similar` does.
+
+    Args:
+        folder: the images.
+        run_dir: where the results go.
+        report: also write similar.html.
+        **options: `against`, `metric`, `size`, `block`, `scheduler`, `workers`, `lpips_net`,
+            `lpips_weights`, `overwrite` (see `pipeline.similar.run_similar`).
+    """
+    return run_similar(folder, run_dir, page_writer=write_similar_page if report else None, **options)

@@ -1,0 +1,128 @@
+"""manifest.json: what a run scored, how, on what, with which software, and every file that was not a pair."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.config import ScoreConfig
+from pipeline.conventions import resolve_convention
+from pipeline.discover import Pairing
+from pipeline.errors import RunDirError
+from pipeline.run_dirs import MANIFEST_NAME
+from pipeline.storage import write_text_atomic
+
+RECORDED_PACKAGES = (
+    "iqa-pipeline", "torch", "lpips", "dask", "distributed", "numpy", "pillow", "imagecodecs", "pyarrow",
+)  # fmt: skip
+
+
+def software_versions(packages: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str]:
+    """{'python': version, package: installed version or 'not installed'}."""
+    versions = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def device_description(device: str) -> str:
+    """'cuda (<GPU name> xN)' when CUDA is used, else 'cpu (<machine>)'."""
+    if device != "cpu" and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)} x{torch.cuda.device_count()})"
+    return f"cpu ({platform.machine()})"
+
+
+def build_manifest(
+    *,
+    run_id: str,
+    created: str,
+    ref_dir: Path,
+    out_dir: Path,
+    config: ScoreConfig,
+    metrics: tuple[str, ...],
+    backbone: str | None,
+    pairing: Pairing,
+    statuses: dict[str, str],
+    execution: dict[str, Any],
+    timings: dict[str, float],
+    notices: list[str],
+    resumed: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """The manifest.json content.
+
+    Args:
+        statuses: {key: status} of the latest row of every pair of this run.
+        execution: {'description', 'dashboard', 'shard_pairs'} of the cluster that scored it.
+    """
+    convention = resolve_convention(config.convention, crop=config.effective_crop)
+    errors = sum(status != "ok" for status in statuses.values())
+    return {
+        "run_id": run_id,
+        "created": created,
+        "reference_dir": str(ref_dir.resolve()),
+        "output_dir": str(out_dir.resolve()),
+        "metrics": list(metrics),
+        "convention": {
+            "name": convention.name.value,
+            "crop": convention.crop,
+            "description": convention.describe(),
+        },
+        "config": config.to_dict(),
+        "config_hash": config.value_hash(),
+        "lpips_backbone": backbone,
+        "versions": software_versions(),
+        "device": device_description(config.device.value),
+        "execution": execution["description"],
+        "dashboard": execution.get("dashboard"),
+        "shard_pairs": execution.get("shard_pairs"),
+        "resume": resumed,
+        "timings": timings,
+        "counts": {
+            "pairs": len(pairing.pairs),
+            "rows": len(statuses),
+            "ok": len(statuses) - errors,
+            "error": errors,
+            "missing": len(pairing.missing),
+            "extra": len(pairing.extra),
+            "duplicates": len(pairing.duplicates),
+            "duplicates_reference": sum(d["side"] == "reference" for d in pairing.duplicates),
+            "skipped": len(pairing.skipped),
+        },
+        "missing": pairing.missing,
+        "extra": pairing.extra,
+        "duplicates": pairing.duplicates,
+        "skipped": pairing.skipped,
+        "notices": notices,
+    }
+
+
+def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write RUN_DIR/manifest.json atomically; returns its path."""
+    path = Path(run_dir) / MANIFEST_NAME
+    write_text_atomic(path, json.dumps(manifest, indent=2, default=str))
+    return path
+
+
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """RUN_DIR/manifest.json as a dict.
+
+    Raises:
+        RunDirError: the file is missing or unreadable, naming it and what to do.
+    """
+    path = Path(run_dir) / MANIFEST_NAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RunDirError(
+            f"{run_dir} is not a run directory: {MANIFEST_NAME} is missing. Run `iqa score` first."
+        ) from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"Cannot read {path}: {exc}. The run directory may be damaged.") from exc

@@ -1,0 +1,429 @@
+"""Score one shard of pairs inside a Dask worker: read -> hash -> decode -> align -> measure -> rows.
+
+Worker mechanics live here; what is measured on a batch is `pipeline.measure`. Per worker process:
+
+* `WorkerState` (the LPIPS network and Gaussian windows, built once and shared by the task threads, and a
+  budget of image values in scoring at once) comes from `ScoringPlugin`, a Dask WorkerPlugin registered on
+  the cluster, which also sets torch's thread count for the worker (and puts the previous one back when the
+  worker closes, for an in-process worker).
+* Pairs of the same shape and data range are stacked into one batch (the large win on a GPU); on a GPU,
+  and on a CPU task with several torch threads, the next pairs are decoded in background threads while a
+  batch is scored.
+* A pair whose header says it is large reserves its share of the budget before it is decoded, so large
+  pairs are decoded and scored one after another while small ones run many at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from distributed import WorkerPlugin, get_worker
+
+from pipeline.align import AlignedPair, align_pair
+from pipeline.choices import Device
+from pipeline.conventions import ResolvedConvention, resolve_convention
+from pipeline.errors import ImageError, UsageError, WeightsError
+from pipeline.images import DecodedImage, ImageFile, decode_image, header_values, read_image_file
+from pipeline.measure import Cache, measure
+from pipeline.metrics.lpips_weights import build_lpips_network
+from pipeline.results import ResultRow
+
+PLUGIN_NAME = "iqa-scoring"
+CPU_BATCH_VALUES = 1_000_000  # values of one CPU batch (then it is scored)
+GPU_BATCH_VALUES = 64_000_000
+GPU_DECODE_THREADS = 8  # the most decode threads of a GPU worker
+DECODED_AHEAD_VALUES = 32_000_000  # decoded values the decode threads may hold ahead of scoring
+SCORING_BUDGET_VALUES = 64_000_000  # image values in scoring at once per worker process
+LARGE_PAIR_VALUES = 8_000_000  # pairs this large reserve their values before decoding
+
+
+@dataclass(frozen=True)
+class PairTask:
+    """What a worker receives for one pair: paths, never pixels.
+
+    `known_hashes` holds (ref_sha256, out_sha256) of an ok row from an earlier run with the same config; when
+    both files still hash to these values the pair is not rescored (`--resume`).
+    """
+
+    key: str
+    group: str
+    ref_path: str
+    out_path: str
+    known_hashes: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    """What workers need to score a shard (picklable)."""
+
+    metrics: tuple[str, ...]
+    run_id: str = ""
+    convention: str = "default"
+    crop: int = 0
+    size_mismatch: str = "error"
+    ms_ssim_scales: int = 5
+    data_range: float | None = None
+    volumes: bool = False
+    lpips_net: str = "alex"
+    lpips_weights: str | None = None
+    device: str = Device.AUTO.value
+    torch_threads: int | None = None
+
+
+@dataclass
+class ShardResult:
+    """A scored shard: one row per pair scored, and how many pairs `--resume` found unchanged."""
+
+    rows: list[ResultRow]
+    reused: int = 0
+
+
+class ValueBudget:
+    """Image values being scored at once in a process; a batch waits until it fits (one larger than the
+    whole budget runs alone)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, values: int) -> Iterator[None]:
+        taken = self.reserve(values)
+        try:
+            yield
+        finally:
+            self.release(taken)
+
+    def reserve(self, values: int) -> int:
+        """Wait until `values` (at most the limit) fit, take them and return how many were taken."""
+        values = min(values, self.limit)
+        with self._changed:
+            self._changed.wait_for(lambda: self.used + values <= self.limit)
+            self.used += values
+        return values
+
+    def release(self, values: int) -> None:
+        with self._changed:
+            self.used -= values
+            self._changed.notify_all()
+
+
+@dataclass
+class WorkerState:
+    """Per-process state shared by the task threads: metric resources per LPIPS setting, and the budget."""
+
+    budget: ValueBudget = field(default_factory=lambda: ValueBudget(SCORING_BUDGET_VALUES))
+    caches: dict[tuple[str, str | None], Cache] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def resources(self, lpips_net: str, lpips_weights: str | None) -> Cache:
+        """The windows and the LPIPS network (built on first use, strictly loaded) for this LPIPS setting."""
+        key = (lpips_net, lpips_weights)
+        with self.lock:
+            if key not in self.caches:
+                build = partial(build_lpips_network, lpips_net, lpips_weights, allow_download=False)
+                self.caches[key] = Cache(build_network=lambda device: build(device=device))
+            return self.caches[key]
+
+
+class ScoringPlugin(WorkerPlugin):
+    """Gives each Dask worker its `WorkerState` and torch thread count (restored when the worker closes)."""
+
+    name = PLUGIN_NAME
+
+    def __init__(self, torch_threads: int | None = None) -> None:
+        self.torch_threads = torch_threads
+        self.state: WorkerState | None = None  # made in `setup`, on the worker
+        self._previous_threads: int | None = None
+
+    def setup(self, worker: Any) -> None:
+        self.state = WorkerState()
+        if self.torch_threads:
+            self._previous_threads = torch.get_num_threads()
+            torch.set_num_threads(self.torch_threads)
+
+    def teardown(self, worker: Any) -> None:
+        if self._previous_threads:
+            torch.set_num_threads(self._previous_threads)
+
+
+_LOCAL_STATE = WorkerState()  # for shards scored outside a Dask worker (`--scheduler sync`, direct calls)
+
+
+def current_state() -> WorkerState:
+    """The state of the Dask worker running this task (from its `ScoringPlugin`), else this process's own."""
+    try:
+        plugin = get_worker().plugins.get(PLUGIN_NAME)
+    except ValueError:
+        plugin = None
+    if isinstance(plugin, ScoringPlugin) and plugin.state is not None:
+        return plugin.state
+    return _LOCAL_STATE
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' without CUDA raises a clear error."""
+    if requested == Device.CPU:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    if requested == Device.CUDA:
+        raise UsageError("--device cuda was asked for, but this worker has no CUDA device. Use --device cpu.")
+    return torch.device("cpu")
+
+
+@dataclass
+class LoadedPair:
+    """A pair after reading and decoding; `aligned` is None when its row is final (an error, or reused)."""
+
+    row: ResultRow
+    aligned: AlignedPair | None = None
+    reserved: int = 0  # values taken from the budget before decoding, released once scored
+    reused: bool = False
+
+
+def score_shard(tasks: list[PairTask], settings: ShardSettings) -> ShardResult:
+    """Score every pair of a shard; a pair that fails becomes an error row, the rest are still scored.
+
+    Args:
+        tasks: the shard's pairs.
+        settings: metrics, convention, device and LPIPS weights.
+
+    Returns:
+        The rows of the pairs scored, in task order, and the count of pairs `--resume` left as they were.
+
+    Raises:
+        WeightsError: the LPIPS network cannot be built (the run stops: every pair would fail).
+    """
+    state = current_state()
+    if settings.torch_threads and torch.get_num_threads() != settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = resolve_device(settings.device)
+    convention = resolve_convention(settings.convention, crop=settings.crop)
+    batch_values = GPU_BATCH_VALUES if device.type == "cuda" else CPU_BATCH_VALUES
+    threads = decode_threads(device)
+    # Without decode threads, a large pair waits for its share of the budget before it is decoded
+    reserving = state if threads == 0 else None
+    loaded_pairs: list[LoadedPair] = []
+    pending: list[LoadedPair] = []
+    with torch.inference_mode():
+        decoded = prefetch(
+            lambda task: load_pair(task, settings, reserving),
+            tasks,
+            threads,
+            ahead_after=lambda loaded: pairs_ahead(loaded, threads),
+        )
+        for loaded in decoded:
+            loaded_pairs.append(loaded)
+            if loaded.aligned is None:
+                continue
+            pending.append(loaded)
+            if sum(p.aligned.ref.size for p in pending) >= batch_values or loaded.reserved:
+                score_pending(pending, settings, convention, device, state)
+                pending = []
+        score_pending(pending, settings, convention, device, state)
+    rows = [loaded.row for loaded in loaded_pairs if not loaded.reused]
+    return ShardResult(rows, reused=len(loaded_pairs) - len(rows))
+
+
+def decode_threads(device: torch.device) -> int:
+    """Threads that decode pairs ahead of scoring them.
+
+    None (decoding inline) for a single-threaded CPU task, whose thread has its core to itself; one for a
+    CPU task with several torch threads; on CUDA one per torch thread of the worker, at most
+    `GPU_DECODE_THREADS` (Pillow, imagecodecs and hashlib release the GIL, so the threads add up).
+    """
+    if device.type == "cuda":
+        return max(1, min(GPU_DECODE_THREADS, torch.get_num_threads()))
+    return 0 if torch.get_num_threads() == 1 else 1
+
+
+def pairs_ahead(loaded: LoadedPair, threads: int) -> int | None:
+    """How many pairs the decode threads may hold ahead after `loaded`: as many as fit in
+    `DECODED_AHEAD_VALUES` at its size, 1 to `threads`; None (unchanged) after a pair that was not decoded."""
+    if loaded.aligned is None:
+        return None
+    values = loaded.aligned.ref.size + loaded.aligned.out.size
+    return max(1, min(threads, DECODED_AHEAD_VALUES // max(1, values)))
+
+
+def prefetch(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    threads: int,
+    ahead_after: Callable[[Any], int | None] | None = None,
+) -> Iterator[Any]:
+    """Yield fn(item) in order, computed in `threads` background threads ahead of the consumer (none at 0:
+    computed in the calling thread when it is needed).
+
+    Without `ahead_after`, `threads` items are computed or waiting beyond the one being yielded. With it, one
+    at first, then after each result as many as `ahead_after(result)` says (None: as before).
+    """
+    if threads <= 0:
+        yield from map(fn, items)
+        return
+    items = iter(items)
+    ahead = threads if ahead_after is None else 1
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="iqa-decode") as pool:
+        queue: list[Future] = [pool.submit(fn, item) for item in _take(items, ahead)]
+        while queue:
+            result = queue.pop(0).result()
+            if ahead_after is not None:
+                ahead = ahead_after(result) or ahead
+            queue.extend(pool.submit(fn, item) for item in _take(items, max(0, ahead - len(queue))))
+            yield result
+
+
+def _take(items: Iterator[Any], count: int) -> list[Any]:
+    taken = []
+    for _ in range(count):
+        item = next(items, _take)
+        if item is _take:
+            break
+        taken.append(item)
+    return taken
+
+
+def load_pair(task: PairTask, settings: ShardSettings, state: WorkerState | None = None) -> LoadedPair:
+    """Read, hash, decode and align one pair; data problems end in an error row, never an exception.
+
+    With `state`, a pair whose headers say it holds at least `LARGE_PAIR_VALUES` values per image first
+    reserves them in `state.budget` (released once it is scored), leaving room for the small batches the
+    same thread may still score before it.
+    """
+    start = time.perf_counter()
+    loaded = LoadedPair(ResultRow(task.key, task.group, task.ref_path, task.out_path, settings.run_id))
+    row = loaded.row
+    try:
+        ref_file = read_image_file(task.ref_path)
+        row.ref_sha256 = ref_file.sha256
+        out_file = read_image_file(task.out_path)
+        row.out_sha256 = out_file.sha256
+        if task.known_hashes == (ref_file.sha256, out_file.sha256):
+            loaded.reused = True
+            return loaded
+        if state is not None:
+            loaded.reserved = _reserve_if_large(state.budget, ref_file, out_file)
+        ref = decode_image(ref_file, data_range=settings.data_range, volume=settings.volumes)
+        _describe(row, ref)
+        out = decode_image(out_file, data_range=settings.data_range, volume=settings.volumes)
+        loaded.aligned = align_pair(ref, out, size_mismatch=settings.size_mismatch, as_float64=False)
+        row.warnings = [
+            *(f"reference: {text}" for text in ref.warnings),
+            *(f"output: {text}" for text in out.warnings),
+            *loaded.aligned.warnings,
+        ]
+    except ImageError as exc:
+        row.fail(str(exc))
+    except Exception as exc:
+        row.fail(_unexpected(task.key, task.ref_path, task.out_path, exc))
+    if loaded.aligned is None and loaded.reserved and state is not None:
+        state.budget.release(loaded.reserved)
+        loaded.reserved = 0
+    row.seconds = time.perf_counter() - start
+    return loaded
+
+
+def _reserve_if_large(budget: ValueBudget, ref_file: ImageFile, out_file: ImageFile) -> int:
+    values = max(header_values(ref_file) or 0, header_values(out_file) or 0)
+    if values < LARGE_PAIR_VALUES:
+        return 0
+    room = max(1, budget.limit - CPU_BATCH_VALUES - LARGE_PAIR_VALUES)  # what a thread may hold unreserved
+    return budget.reserve(min(values, room))
+
+
+def _unexpected(key: str, ref_path: str, out_path: str, exc: BaseException) -> str:
+    detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return f"Unexpected failure scoring {key!r} ({ref_path} vs {out_path}): {detail}"
+
+
+def _describe(row: ResultRow, image: DecodedImage) -> None:
+    row.height, row.width, row.depth = image.height, image.width, image.depth
+    row.channels, row.bit_depth = image.channels, image.bit_depth
+
+
+def score_pending(
+    pending: list[LoadedPair],
+    settings: ShardSettings,
+    convention: ResolvedConvention,
+    device: torch.device,
+    state: WorkerState,
+) -> None:
+    """Score decoded pairs in batches of equal shape and data range; fills each pair's row.
+
+    Each batch first takes its values from the worker's budget (a large pair took them before it was
+    decoded), so the task threads of one worker never hold more than `SCORING_BUDGET_VALUES` in scoring.
+    """
+    batches: dict[tuple, list[LoadedPair]] = {}
+    for loaded in pending:
+        batches.setdefault((loaded.aligned.ref.shape, loaded.aligned.data_range), []).append(loaded)
+    for batch in batches.values():
+        reserved = sum(loaded.reserved for loaded in batch)
+        unreserved = sum(loaded.aligned.ref.size for loaded in batch if not loaded.reserved)
+        try:
+            with state.budget.hold(unreserved):
+                _score_batch(batch, settings, convention, device, state)
+        finally:
+            state.budget.release(reserved)
+            for loaded in batch:
+                loaded.reserved = 0
+
+
+def _score_batch(
+    batch: list[LoadedPair],
+    settings: ShardSettings,
+    convention: ResolvedConvention,
+    device: torch.device,
+    state: WorkerState,
+) -> None:
+    start = time.perf_counter()
+    data_range = batch[0].aligned.data_range
+    try:
+        ref = _stack([p.aligned.ref for p in batch], device)
+        out = _stack([p.aligned.out for p in batch], device)
+        for loaded in batch:
+            loaded.aligned = None
+        values, warnings = measure(
+            ref, out, data_range, settings.metrics, convention,
+            state.resources(settings.lpips_net, settings.lpips_weights),
+            ms_ssim_scales=settings.ms_ssim_scales,
+        )  # fmt: skip
+    except WeightsError:
+        raise
+    except ImageError as exc:
+        for loaded in batch:
+            loaded.row.fail(f"{loaded.row.key}: {exc}")
+        return
+    except Exception as exc:
+        for loaded in batch:
+            row = loaded.row
+            row.fail(_unexpected(row.key, row.ref_path, row.out_path, exc))
+        return
+    share = (time.perf_counter() - start) / len(batch)
+    for index, loaded in enumerate(batch):
+        for name, column in values.items():
+            loaded.row.set_metric(name, column[index])
+        loaded.row.warnings = [*loaded.row.warnings, *warnings]
+        loaded.row.seconds += share
+
+
+def _stack(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """(H, W, C) arrays of one shape -> (N, C, H, W) tensor on `device`, keeping the stored values' dtype.
+
+    16-bit images become int32 (torch has no arithmetic on uint16); floats stay as they are.
+    """
+    arrays = [image.astype(np.int32) if image.dtype == np.uint16 else image for image in images]
+    batch = torch.from_numpy(np.ascontiguousarray(arrays[0])[None] if len(arrays) == 1 else np.stack(arrays))
+    batch = batch.to(device=device, non_blocking=True)
+    return batch.permute(0, batch.dim() - 1, *range(1, batch.dim() - 1))
