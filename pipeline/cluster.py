@@ -186,7 +186,7 @@ def open_cluster(
     cluster, torch_threads, description = _start_local(scheduler, workers, threads, device, log_level)
     client = Client(cluster)
     try:
-        yield Execution(client, torch_threads, description, client.dashboard_link)
+        yield Execution(client, torch_threads, description, local_dashboard_link(client))
     finally:
         client.close()
         cluster.close()
@@ -209,6 +209,13 @@ def _start_local(
         "processes": plan.processes,
     }
     return _start_local_cluster(options, log_level), plan.torch_threads, plan.describe()
+
+
+def local_dashboard_link(client: Client) -> str | None:
+    """The dashboard of a cluster started here, which listens on 127.0.0.1 only (Dask's own link names the
+    machine's address, which an in-process scheduler's dashboard does not listen on)."""
+    port = client.scheduler_info().get("services", {}).get("dashboard")
+    return f"http://127.0.0.1:{port}/status" if port else None
 
 
 def remote_torch_threads(client: Client) -> int:

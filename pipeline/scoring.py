@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,8 @@ def score_folders(
         output_regex=config.output_regex,
         group_depth=config.group_depth,
     )
-    claim_run_dir(run_dir, RUN_OUTPUTS, resume=resume, overwrite=overwrite,
-                  inputs={"reference": ref_dir, "output": out_dir})  # fmt: skip
+    inputs = {"reference": ref_dir, "output": out_dir}
+    claim_run_dir(run_dir, RUN_OUTPUTS, resume=resume, overwrite=overwrite, inputs=inputs)
     metrics, backbone, notices = resolve_metrics(config)
     for notice in notices:
         log.warning(notice)
@@ -119,76 +120,102 @@ def score_folders(
     if resume:
         remove_stale_temp_files(run_dir)
     discovered = time.perf_counter()
-    run_id = new_run_id()
-    settings = ShardSettings(
-        metrics=metrics, run_id=run_id, convention=config.convention.value, crop=config.effective_crop,
-        size_mismatch=config.size_mismatch.value, ms_ssim_scales=config.ms_ssim_scales,
-        data_range=config.data_range, volumes=config.volumes, lpips_net=config.lpips_net.value,
-        lpips_weights=backbone, device=config.device.value,
-    )  # fmt: skip
-    writer = PartWriter(run_dir, {
-        "run_id": run_id, "config_hash": config.value_hash(), "convention": config.convention.value,
-        "crop": config.effective_crop, "metrics": list(metrics),
-    })  # fmt: skip
-    cluster = open_cluster(
-        config.scheduler,
-        scheduler_file=config.scheduler_file,
-        workers=config.workers,
-        threads=config.threads,
-        device=config.device,
-        log_level=log_level,
-    )
-    with cluster as execution:
-        if execution.dashboard_link:
-            log.info("Dask dashboard: %s", execution.dashboard_link)
-        execution.register(ScoringPlugin(execution.torch_threads))
-        statuses, reused, size = score_pairs(
-            execution, pairing.pairs, settings, config, writer, known, progress
-        )
-        description, dashboard = execution.description, execution.dashboard_link
+    settings = shard_settings(config, metrics, backbone, new_run_id())
+    scoring = score_pairs(pairing.pairs, run_dir, settings, config, known, progress, log_level)
     scored = time.perf_counter()
+    statuses = scoring.statuses
     if resume:  # the rows of earlier runs count too
         latest = latest_rows(run_dir, ["status"])
         keys = {p.key for p in pairing.pairs}
         statuses = {k: s for k, s in zip(latest["key"], latest["status"], strict=True) if k in keys}
     manifest = build_manifest(
-        run_id=run_id, created=created, ref_dir=ref_dir, out_dir=out_dir, config=config, metrics=metrics,
-        backbone=backbone, pairing=pairing, statuses=statuses, notices=notices,
-        execution={"description": description, "dashboard": dashboard, "shard_pairs": size},
+        run_id=settings.run_id, created=created, ref_dir=ref_dir, out_dir=out_dir, config=config,
+        metrics=metrics, backbone=backbone, pairing=pairing, statuses=statuses, notices=notices,
+        execution=scoring.execution,
         timings={
             "discover_s": discovered - started,
             "score_s": scored - discovered,
             "total_s": time.perf_counter() - started,
             "pairs_per_s": len(pairing.pairs) / max(scored - discovered, 1e-9),
         },
-        resumed={"reused": reused, "scored": len(pairing.pairs) - reused} if resume else None,
+        resumed={"reused": scoring.reused, "scored": len(pairing.pairs) - scoring.reused} if resume else None,
     )  # fmt: skip
     write_manifest(run_dir, manifest)
     return RunResult(run_dir, manifest, notices)
 
 
+def shard_settings(
+    config: ScoreConfig, metrics: tuple[str, ...], backbone: str | None, run_id: str
+) -> ShardSettings:
+    """What the workers need of the config, the metrics that will run and the resolved LPIPS backbone."""
+    return ShardSettings(
+        metrics=metrics, run_id=run_id, convention=config.convention.value, crop=config.effective_crop,
+        size_mismatch=config.size_mismatch.value, ms_ssim_scales=config.ms_ssim_scales,
+        data_range=config.data_range, volumes=config.volumes, lpips_net=config.lpips_net.value,
+        lpips_weights=backbone, device=config.device.value,
+    )  # fmt: skip
+
+
+@dataclass
+class Scoring:
+    """What scoring the pairs left: {key: status} of the rows written, pairs reused by `--resume`, and the
+    cluster that scored them ({'description', 'dashboard', 'shard_pairs'})."""
+
+    statuses: dict[str, str]
+    reused: int
+    execution: dict[str, Any]
+
+
 def score_pairs(
-    execution: Execution,
     pairs: list[Pair],
+    run_dir: Path,
     settings: ShardSettings,
     config: ScoreConfig,
-    writer: PartWriter,
     known: dict[str, tuple[str, str]],
     progress: bool,
-) -> tuple[dict[str, str], int, int]:
-    """Score `pairs` in shards on `execution`, writing one Parquet part per finished shard.
+    log_level: int = logging.WARNING,
+) -> Scoring:
+    """Score `pairs` in shards on the configured cluster, writing one Parquet part per finished shard."""
+    writer = PartWriter(run_dir, {
+        "run_id": settings.run_id, "config_hash": config.value_hash(), "convention": settings.convention,
+        "crop": settings.crop, "metrics": list(settings.metrics),
+    })  # fmt: skip
+    cluster = open_cluster(
+        config.scheduler, scheduler_file=config.scheduler_file, workers=config.workers,
+        threads=config.threads, device=config.device, log_level=log_level,
+    )  # fmt: skip
+    with cluster as execution:
+        if execution.dashboard_link:
+            log.info("Dask dashboard: %s", execution.dashboard_link)
+        execution.register(ScoringPlugin(execution.torch_threads))
+        size = shard_size(len(pairs), execution.task_threads, config.shard_pairs)
+        shards = iter_shards(pairs, size, known, window=BALANCE_WINDOW_SHARDS)
+        in_flight = config.max_in_flight or execution.task_threads * 2 + 1
+        statuses, reused = _run_shards(execution, shards, len(pairs), settings, writer, in_flight, progress)
+        where = {
+            "description": execution.description,
+            "dashboard": execution.dashboard_link,
+            "shard_pairs": size,
+        }
+    return Scoring(statuses, reused, {**where, "shard_pairs": size})
 
-    Returns:
-        ({key: status} of the rows written, pairs reused by `--resume`, pairs per shard).
-    """
-    size = shard_size(len(pairs), execution.task_threads, config.shard_pairs)
-    in_flight = config.max_in_flight or execution.task_threads * 2 + 1
+
+def _run_shards(
+    execution: Execution,
+    shards: Iterator[list[PairTask]],
+    total: int,
+    settings: ShardSettings,
+    writer: PartWriter,
+    in_flight: int,
+    progress: bool,
+) -> tuple[dict[str, str], int]:
+    """Run the shards with a bounded number in flight, writing each finished one; ({key: status}, reused)."""
     statuses: dict[str, str] = {}
     reused = errors = 0
-    shards = iter_shards(pairs, size, known, window=BALANCE_WINDOW_SHARDS)
-    with progress_bar(len(pairs), progress) as bar:
-        for shard, result, error in run_bounded(execution.executor, score_shard, shards, settings,
-                                                max_in_flight=in_flight):  # fmt: skip
+    with progress_bar(total, progress) as bar:
+        for shard, result, error in run_bounded(
+            execution.executor, score_shard, shards, settings, max_in_flight=in_flight
+        ):
             if isinstance(error, WeightsError):
                 raise error
             if error is not None:
@@ -200,7 +227,7 @@ def score_pairs(
             errors += sum(not row.ok for row in result.rows)
             bar.update(len(shard))
             bar.set_postfix(failed=errors, refresh=False)
-    return statuses, reused, size
+    return statuses, reused
 
 
 def failed_shard_rows(shard: list[PairTask], error: BaseException, run_id: str) -> list[ResultRow]:

@@ -42,7 +42,7 @@ def band_matrix(size: int, window: torch.Tensor) -> torch.Tensor:
 
 
 def _blur(images: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
-    """'valid' Gaussian blur of `(..., S, S)` as two matrix products (faster than depthwise conv on CPU)."""
+    """'valid' Gaussian blur of `(..., S, S)` as two matrix products."""
     return band @ images @ band.T
 
 
