@@ -77,6 +77,7 @@ class MetricSpec:
         min_side: the shortest spatial side the metric is defined for.
         needs_network: whether the metric needs network weights (resolved before scoring).
         tolerance: the default regression tolerance of `iqa compare`, in `unit`.
+        digits: decimals shown in reports (None: four significant digits).
     """
 
     name: str
@@ -86,17 +87,18 @@ class MetricSpec:
     tolerance: float
     min_side: int = 1
     needs_network: bool = False
+    digits: int | None = 4
 
 
 METRICS: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
-        MetricSpec("psnr", True, "dB", "Peak signal-to-noise ratio, 10 log10(R^2 / MSE).", 0.05),
+        MetricSpec("psnr", True, "dB", "Peak signal-to-noise ratio, 10 log10(R^2 / MSE).", 0.05, digits=2),
         MetricSpec("ssim", True, "", "SSIM, Wang et al. 2004, 11x11 Gaussian window.", 0.001, min_side=11),
         MetricSpec("ms_ssim", True, "", "MS-SSIM, Wang et al. 2003, five scales.", 0.001, min_side=161),
         MetricSpec("lpips", False, "", "LPIPS v0.1 (Zhang et al. 2018).", 0.005, needs_network=True),
         # Squared data units: the default tolerance suits 8-bit images (about 0.04 dB at MSE 100).
-        MetricSpec("mse", False, "(data units)^2", "Mean squared error in data units.", 1.0),
+        MetricSpec("mse", False, "(data units)^2", "Mean squared error in data units.", 1.0, digits=None),
     )
 }
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline import api
-from pipeline.choices import Convention, Device, LpipsNet, SimilarMetric, SizeMismatch
+from pipeline.choices import METRICS, Convention, Device, LpipsNet, SimilarMetric, SizeMismatch
 from pipeline.compare import format_comparison, parse_tolerances
 from pipeline.config import FIELDS
 from pipeline.console import format_counts, format_summary
@@ -96,7 +96,7 @@ def score(
     ],
     metrics: Annotated[
         str | None,
-        typer.Option(help="Comma-separated metrics: psnr,ssim,ms_ssim,lpips,mse (default: all five)."),
+        typer.Option(help=f"Comma-separated metrics: {','.join(METRICS)} (default: all)."),
     ] = None,
     convention: Annotated[
         Convention | None,

@@ -17,8 +17,8 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
@@ -128,6 +128,7 @@ class Execution:
     torch_threads: int | None
     description: str
     dashboard_link: str | None = None
+    plugins: list[str] = field(default_factory=list)
 
     @property
     def task_threads(self) -> int:
@@ -138,9 +139,18 @@ class Execution:
         return max(1, sum(int(info.get("nthreads", 1)) for info in workers.values()))
 
     def register(self, plugin: WorkerPlugin) -> None:
-        """Install a worker plugin on every worker, now and joining later (nothing for the sync executor)."""
+        """Install a worker plugin on every worker, now and joining later, until the run ends (nothing for
+        the sync executor)."""
         if isinstance(self.executor, Client):
             self.executor.register_plugin(plugin)
+            self.plugins.append(plugin.name)
+
+    def unregister(self) -> None:
+        """Remove the plugins this run installed (their teardown runs on each worker)."""
+        for name in self.plugins:
+            with suppress(OSError, TimeoutError):  # a cluster that is gone has nothing to remove
+                self.executor.unregister_worker_plugin(name)
+        self.plugins.clear()
 
 
 @contextmanager
@@ -177,10 +187,12 @@ def open_cluster(
         return
     if remote:
         client = _connect(scheduler, scheduler_file)
+        description = f"Dask cluster {scheduler_file or scheduler}"
+        execution = Execution(client, remote_torch_threads(client), description, client.dashboard_link)
         try:
-            description = f"Dask cluster {scheduler_file or scheduler}"
-            yield Execution(client, remote_torch_threads(client), description, client.dashboard_link)
+            yield execution
         finally:
+            execution.unregister()
             client.close()
         return
     cluster, torch_threads, description = _start_local(scheduler, workers, threads, device, log_level)

@@ -7,34 +7,32 @@
 A GPU worker decodes in `worker.decode_threads` threads (one per core of the worker, at most
 `GPU_DECODE_THREADS`) while its task thread scores on the GPU; this shows whether those threads can feed
 it (the GPU target of issue 6 is 500 pairs/s of 512 px LPIPS). 0 threads decodes in the calling thread.
-Prints the median pairs/s of `--repeats` passes per thread count and the ratio to one thread.
+Prints the median pairs/s of `--repeats` passes per thread count and the ratio to one thread. Pairs:
+`bench.dataset.build_dataset`'s, or the folders given with `--data`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench.dataset import dataset_folders, list_pairs
+from bench.timing import usable_cores
+
+from pipeline.worker import PairTask, ShardSettings, load_pair, prefetch
 
 
-def pair_tasks(ref_dir: Path, out_dir: Path) -> list:
-    from pipeline.discover import discover_pairs
-    from pipeline.worker import PairTask
-
-    pairing = discover_pairs(ref_dir, out_dir)
-    return [PairTask(p.key, p.group, str(p.ref_path), str(p.out_path)) for p in pairing.pairs]
+def pair_tasks(ref_dir: Path, out_dir: Path) -> list[PairTask]:
+    """The pairs of two folders as a worker receives them."""
+    return [PairTask(pair.key, "", pair.ref, pair.out) for pair in list_pairs(ref_dir, out_dir)]
 
 
-def decode_seconds(tasks: list, threads: int) -> float:
+def decode_seconds(tasks: list[PairTask], threads: int) -> float:
     """Wall seconds to load every pair through `prefetch` with `threads` decode threads."""
-    from pipeline.worker import ShardSettings, load_pair, prefetch
-
     settings = ShardSettings(metrics=("psnr",))
     start = time.perf_counter()
     for loaded in prefetch(lambda task: load_pair(task, settings), tasks, threads):
@@ -48,18 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", nargs=2, type=Path, metavar=("REF_DIR", "OUT_DIR"))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     parser.add_argument("--threads", default=",".join(str(n) for n in range(cores + 1)))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="iqa-decode-") as scratch:
-        if args.data:
-            ref_dir, out_dir = args.data
-        else:
-            import bench
-
-            bench.build_dataset(Path(scratch))
-            ref_dir, out_dir = Path(scratch) / "reference", Path(scratch) / "output"
+        ref_dir, out_dir = dataset_folders(Path(scratch), args.data, None)
         tasks = pair_tasks(ref_dir, out_dir)
         counts = [int(n) for n in args.threads.split(",") if n.strip()]
         decode_seconds(tasks, max(counts))  # warm the page cache and the decoders

@@ -12,28 +12,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from bench.timing import child_json
+from make_demo_data import open_photo
 from PIL import Image
 
 CHILD = r"""
 import json, resource, sys, time
 from distributed import Client, LocalCluster
-from pipeline.config import ScoreConfig
-from pipeline.scoring import score_folders
+import pipeline
 
 if __name__ == "__main__":
     ref, out, run, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0")
     client = Client(cluster)
-    config = ScoreConfig(metrics=("psnr", "ssim", "mse"), scheduler=cluster.scheduler_address, report=False)
     start = time.perf_counter()
-    result = score_folders(ref, out, run, config, progress=False)
+    result = pipeline.score(ref, out, run, metrics=("psnr", "ssim", "mse"),
+                            scheduler=cluster.scheduler_address, report=False, progress=False)
     wall = time.perf_counter() - start
     worker_rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     client.close()
@@ -50,9 +50,7 @@ if __name__ == "__main__":
 
 def make_pairs(root: Path, count: int, size: int = 32) -> tuple[Path, Path]:
     """`count` reference/output pairs of size x size crops of a real photo, 1,000 per folder."""
-    import skimage
-
-    photo = np.asarray(Image.open(Path(skimage.__file__).parent / "data" / "astronaut.png").convert("RGB"))
+    photo = np.asarray(open_photo("astronaut.png").convert("RGB"))
     rng = np.random.default_rng(0)
     ref_dir, out_dir = root / "ref", root / "out"
     for index in range(count):
@@ -67,14 +65,12 @@ def make_pairs(root: Path, count: int, size: int = 32) -> tuple[Path, Path]:
 
 
 def run_size(count: int, workers: int, work: Path) -> dict:
+    """Make `count` pairs, score them in a fresh child; its figures and the seconds making the data took."""
     started = time.perf_counter()
     ref, out = make_pairs(work / f"n{count}", count)
     made = time.perf_counter() - started
     command = [sys.executable, "-c", CHILD, str(ref), str(out), str(work / f"run{count}"), str(workers)]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        raise SystemExit(f"run of {count} pairs failed:\n{completed.stderr[-3000:]}")
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result = child_json(command)
     result["make_data_s"] = made
     return result
 

@@ -22,18 +22,13 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 
-SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 PHOTOS = (*make_demo_data.PHOTOS, "retina.jpg", "hubble_deep_field.jpg", "immunohistochemistry.png")
 
 
 def make_images(folder: Path, count: int, seed: int = 0) -> None:
     """Write `count` PNG/JPEG variants of the bundled photos, each about 256 px on its short side."""
     rng = np.random.default_rng(seed)
-    photos = []
-    for name in PHOTOS:
-        if (SKIMAGE_DATA / name).exists():
-            image = Image.open(SKIMAGE_DATA / name)
-            photos.append(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
+    photos = [make_demo_data.open_photo(n) for n in PHOTOS if (make_demo_data.SKIMAGE_DATA / n).exists()]
     for index in range(count):
         image = photos[index % len(photos)]
         side = min(image.size)

@@ -17,6 +17,7 @@ import numpy as np
 import skimage
 from PIL import Image, ImageFilter
 
+SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 PHOTOS = (
     "astronaut.png",
     "coffee.png",
@@ -29,9 +30,15 @@ PHOTOS = (
 )
 
 
+def open_photo(name: str) -> Image.Image:
+    """A photo bundled with scikit-image at its full size: gray ones as 'L', the others as 'RGB'."""
+    image = Image.open(SKIMAGE_DATA / name)
+    return image.convert("L") if image.mode in ("L", "I", "I;16") else image.convert("RGB")
+
+
 def load_photo(name: str) -> Image.Image:
-    image = Image.open(Path(skimage.__file__).parent / "data" / name)
-    image = image.convert("L") if image.mode in ("L", "I", "I;16") else image.convert("RGB")
+    """`open_photo` resized to at most 512 px on its long side, both sides a multiple of 4."""
+    image = open_photo(name)
     width, height = image.size
     scale = min(1.0, 512 / max(width, height))
     size = (int(width * scale) // 4 * 4, int(height * scale) // 4 * 4)

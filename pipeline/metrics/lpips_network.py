@@ -122,7 +122,12 @@ _FEATURES = {"alex": _alexnet_features, "vgg": _vgg16_features, "squeeze": _sque
 
 
 def backbone_model(net: str) -> nn.Module:
-    """torchvision's model for `net` as its checkpoint names it: `features.*` and `classifier.*`."""
+    """torchvision's model for `net` as its checkpoint names it: `features.*` and `classifier.*`.
+
+    Example:
+        >>> sorted(backbone_model("alex").state_dict())[:2]
+        ['classifier.1.bias', 'classifier.1.weight']
+    """
     model = nn.Module()
     model.features = _FEATURES[net]()
     model.classifier = _classifier(net)
@@ -208,5 +213,10 @@ class LpipsNetwork(nn.Module):
 
 
 def unit_normalize(x: Tensor, eps: float = UNIT_EPS) -> Tensor:
-    """`lpips.normalize_tensor`: x / (||x||_2 over channels + eps), (N, C, H, W) -> same."""
+    """`lpips.normalize_tensor`: x / (||x||_2 over channels + eps), (N, C, H, W) -> same.
+
+    Example:
+        >>> unit_normalize(torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)).flatten()
+        tensor([0.6000, 0.8000])
+    """
     return x / (torch.sqrt(torch.sum(x**2, dim=1, keepdim=True)) + eps)

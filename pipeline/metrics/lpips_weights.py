@@ -44,18 +44,33 @@ def backbone_filename(net: str) -> str:
 
 
 def backbone_url(net: str) -> str:
-    """URL of torchvision's ImageNet checkpoint for the LPIPS backbone `net`."""
+    """URL of torchvision's ImageNet checkpoint for the LPIPS backbone `net`.
+
+    Example:
+        >>> backbone_url("vgg")
+        'https://download.pytorch.org/models/vgg16-397923af.pth'
+    """
     return TORCHVISION_MODELS_URL + backbone_filename(net)
 
 
 def backbone_cache_path(net: str) -> Path:
-    """Torchvision's cache file for the backbone: `torch.hub.get_dir()/checkpoints/<file>` ($TORCH_HOME)."""
+    """Torchvision's cache file for the backbone: `torch.hub.get_dir()/checkpoints/<file>` ($TORCH_HOME).
+
+    Example:
+        >>> backbone_cache_path("squeeze").name
+        'squeezenet1_1-b8a52dc0.pth'
+    """
     return Path(torch.hub.get_dir()) / "checkpoints" / backbone_filename(net)
 
 
 def linear_layers_file(net: str) -> Path | None:
     """The wheel file `lpips/weights/v0.1/<net>.pth`, located without importing `lpips`; None when the
-    package is not installed."""
+    package is not installed.
+
+    Example:
+        >>> linear_layers_file("alex").parts[-3:]
+        ('weights', 'v0.1', 'alex.pth')
+    """
     spec = importlib.util.find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -90,6 +105,12 @@ def resolve_backbone(net: str, weights_path: str | None = None, *, allow_downloa
     Raises:
         WeightsError: the file cannot be found or fetched; the message says which file, where to put it,
             and where to get it.
+
+    Example:
+        >>> resolve_backbone("alex", "/nowhere/alexnet.pth")
+        Traceback (most recent call last):
+        ...
+        pipeline.errors.WeightsError: LPIPS weights path '/nowhere/alexnet.pth' given with --lpips-weights ...
     """
     filename = backbone_filename(net)
     cache_path = backbone_cache_path(net)

@@ -89,6 +89,17 @@ def layerwise_distance(network: LpipsNetwork, x: Tensor, y: Tensor) -> Tensor:
     Returns:
         (N, 1, 1, 1) distances. Each image's activation is freed as soon as the next one exists, and the
         per-pixel distance is reduced in strips of rows.
+
+    Example (a stand-in backbone file; `trunk_input` maps [0, R] images to the trunk's input):
+        >>> import tempfile
+        >>> from pipeline.metrics.lpips_network import backbone_model
+        >>> from pipeline.metrics.lpips_weights import build_lpips_network
+        >>> checkpoint = tempfile.mkdtemp() + "/stand-in-squeezenet.pth"
+        >>> torch.save(backbone_model("squeeze").state_dict(), checkpoint)
+        >>> network = build_lpips_network("squeeze", checkpoint)
+        >>> x, y = (trunk_input(network, torch.rand(1, 3, 48, 48), 1.0, torch.float32) for _ in range(2))
+        >>> layerwise_distance(network, x, y).shape, len(trunk_features(network, x))
+        (torch.Size([1, 1, 1, 1]), 7)
     """
     total: Tensor | int = 0
     for index, linear in enumerate(network.lins):

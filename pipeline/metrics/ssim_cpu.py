@@ -31,7 +31,12 @@ _LANE_KERNELS_LOCK = threading.Lock()
 
 
 def supports(x: Tensor) -> bool:
-    """Whether this module filters x's maps: CPU tensors of 1 to 3 spatial dimensions."""
+    """Whether this module filters x's maps: CPU tensors of 1 to 3 spatial dimensions.
+
+    Example:
+        >>> supports(torch.zeros(1, 3, 32, 32)), supports(torch.zeros(32, 32))
+        (True, False)
+    """
     return x.device.type == "cpu" and 3 <= x.dim() <= 5
 
 

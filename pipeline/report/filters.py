@@ -10,8 +10,6 @@ from urllib.parse import quote
 
 from pipeline.choices import METRICS
 
-_DIGITS = {"psnr": 2, "ssim": 4, "ms_ssim": 4, "lpips": 4}
-
 
 def _finite(value: float | None) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
@@ -29,7 +27,7 @@ def metric_value(value: float | None, metric: str = "") -> str:
     value = float(value)
     if math.isinf(value):
         return "∞" if value > 0 else "-∞"
-    digits = _DIGITS.get(metric)
+    digits = METRICS[metric].digits if metric in METRICS else None
     if digits is not None:
         return f"{value:.{digits}f}"
     return f"{value:.4g}"

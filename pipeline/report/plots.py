@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import base64
 import io
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from pipeline.choices import METRICS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FIGURE_WIDTH = 7.6
 PANEL_HEIGHT = 2.5
@@ -24,10 +24,22 @@ _FILL = "#3b6ea8"
 _MEAN = "#c0392b"
 
 
-def png_uri(figure: plt.Figure) -> str:
+def pyplot() -> ModuleType:
+    """matplotlib's pyplot on the Agg backend, imported when the first plot is drawn: a heavy library that a
+    run without a report never needs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+    return matplotlib.pyplot
+
+
+def png_uri(figure: Figure) -> str:
+    """A figure as a PNG data URI; the figure is closed."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    plt.close(figure)
+    pyplot().close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -70,7 +82,7 @@ def distribution_plot(ok_rows: pd.DataFrame, metric: str) -> str | None:
     shown = sorted(groups[:MAX_GROUPS], key=lambda item: item[0])
     with_groups = len(shown) > 1
     height = max(PANEL_HEIGHT, 0.22 * len(shown) + 0.8) if with_groups else PANEL_HEIGHT
-    figure, axes = plt.subplots(
+    figure, axes = pyplot().subplots(
         1,
         2 if with_groups else 1,
         figsize=(FIGURE_WIDTH if with_groups else FIGURE_WIDTH / 1.7, height),

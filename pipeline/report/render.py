@@ -9,13 +9,16 @@ import base64
 import functools
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
 from markupsafe import Markup
 
 from pipeline.report.filters import FILTERS
 from pipeline.report.model import NightlyData, ReportData
 from pipeline.storage import write_text_atomic
+
+if TYPE_CHECKING:
+    import jinja2
 
 RUN_TEMPLATE = "template.html.j2"
 NIGHTLY_TEMPLATE = "nightly.html.j2"
@@ -24,7 +27,12 @@ SCRIPT_TEMPLATE = "sortable.js.j2"
 
 @functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    """The Jinja environment: templates from this package folder, autoescape on, strict undefined."""
+    """The Jinja environment: templates from this package folder, autoescape on, strict undefined.
+
+    Jinja is imported here, when the first page is rendered: a run without a report never needs it.
+    """
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(__file__).parent)),
         autoescape=True,

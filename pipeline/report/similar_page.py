@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from pipeline.images import read_image
-from pipeline.report.plots import png_uri, tick_label
+from pipeline.report.plots import png_uri, pyplot, tick_label
 from pipeline.report.render import render_html, write_html
 from pipeline.report.thumbnails import jpeg_uri, to_uint8
 from pipeline.similar.prepare import SIZE_POLICY
@@ -92,7 +91,7 @@ def heatmap_plot(result: SimilarResult) -> str:
         values = np.clip(values, finite.min(), finite.max())
     rows, cols = values.shape
     labelled = max(rows, cols) <= LABELLED_HEATMAP_MAX
-    figure, axes = plt.subplots(figsize=(HEATMAP_INCHES, HEATMAP_INCHES * 0.85), layout="constrained")
+    figure, axes = pyplot().subplots(figsize=(HEATMAP_INCHES, HEATMAP_INCHES * 0.85), layout="constrained")
     colormap = "viridis" if result.higher_is_better else "viridis_r"
     image = axes.imshow(np.ma.masked_invalid(values), cmap=colormap, interpolation="nearest", aspect="auto")
     figure.colorbar(

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from matplotlib import colormaps
 from PIL import Image
 
 from pipeline.align import AlignedPair, align_pair
@@ -83,6 +82,8 @@ def _shrink_map(values: np.ndarray, side: int) -> np.ndarray:
 
 def _colour(values: np.ndarray, vmin: float, vmax: float, colormap: str) -> np.ndarray:
     """(H, W) float -> (H, W, 3) uint8 through a matplotlib colormap."""
+    from matplotlib import colormaps  # a heavy library, imported when the first heatmap is drawn
+
     span = vmax - vmin if vmax > vmin else 1.0
     normalised = np.clip((values - vmin) / span, 0.0, 1.0)
     return (colormaps[colormap](normalised)[:, :, :3] * 255).round().astype(np.uint8)
