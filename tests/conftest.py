@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 import torchvision
 from PIL import Image, ImageFilter
+from skimage.metrics import structural_similarity
 
 from pipeline.metrics.lpips_weights import backbone_filename, build_lpips_network
 
@@ -51,6 +53,40 @@ def degrade(image: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
 DEGRADATIONS = ("jpeg", "blur", "noise", "bicubic2", "bicubic4")
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `gpu` skip where no CUDA device is visible."""
+    if item.get_closest_marker("gpu") and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+
+
+def skimage_ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
+    """scikit-image's SSIM with Wang et al.'s settings (11x11 Gaussian, sigma 1.5, population statistics)
+    on (H, W) or (H, W, 3) images: the oracle of DESIGN.md section 6."""
+    return structural_similarity(
+        a.astype(np.float64),
+        b.astype(np.float64),
+        channel_axis=2 if a.ndim == 3 else None,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=data_range,
+    )
+
+
+def matlab_y(image: np.ndarray) -> np.ndarray:
+    """BasicSR's `rgb2ycbcr(img, y_only=True)` (MATLAB's formula) on 8-bit RGB (H, W, 3), unrounded, float64:
+    16 + (65.481 R + 128.553 G + 24.966 B) / 255."""
+    rgb = image.astype(np.float64)
+    return 16.0 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255.0
+
+
+def save_image(path: Path, array: np.ndarray) -> str:
+    """Write a uint8/uint16 array as an image file (parents created); returns the path as a string."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
 @pytest.fixture
 def image_tree(tmp_path: Path):
     """Factory: write {relative path: uint8 array} into tmp_path/<name>, return the folder."""
@@ -67,6 +103,38 @@ def image_tree(tmp_path: Path):
         return root
 
     return make
+
+
+@pytest.fixture
+def photo_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """tmp_path/ref and tmp_path/out: 128 x 128 crops of two real photos and their noisy versions."""
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    for name in ("astronaut.png", "camera.png"):
+        image = real_image(name)[:128, :128]
+        save_image(ref / name, image)
+        save_image(out / name, degrade(image, "noise"))
+    return ref, out
+
+
+def make_dataset(root: Path, count: int, size: int = 200) -> tuple[Path, Path]:
+    """root/ref and root/out: `count` size x size crops of real photos in groups g0..g2, outputs noisy."""
+    ref, out = root / "ref", root / "out"
+    names = ("astronaut.png", "coffee.png", "chelsea.png", "camera.png", "motorcycle_left.png")
+    for index in range(count):
+        image = real_image(names[index % len(names)])
+        offset = (index * 7) % 40
+        crop = image[offset : offset + size, offset : offset + size]
+        name = f"g{index % 3}/{index:04d}.png"
+        save_image(ref / name, crop)
+        save_image(out / name, degrade(crop, "noise", seed=index))
+    return ref, out
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 # LPIPS backbones: seeded random torchvision checkpoints placed where torchvision looks ($TORCH_HOME).
@@ -122,6 +190,17 @@ def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+
+
+@pytest.fixture
+def offline(torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torchvision cache and no network: a download raises OSError. Returns the cache folder."""
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise OSError("offline (test)")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)
+    return torch_home
 
 
 def read_photo(name: str) -> np.ndarray:

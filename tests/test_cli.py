@@ -1,41 +1,32 @@
-"""The `iqa` command line: exit codes, one-line errors, config files, `iqa pairs`."""
+"""pipeline/cli.py: exit codes, one-line errors, config files, `iqa pairs`, the entry points, and what reaches
+the console (-v / -q, the dashboard link, notices)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import subprocess
 import sys
 
 import pytest
-from conftest import degrade, real_image
-from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli import ConsoleHandler, app, configure_logging
+from pipeline.results import load_results
 
 runner = CliRunner()
 FAST = ["--metrics", "psnr,ssim", "--scheduler", "sync", "--no-report", "--no-progress"]
 
 
-@pytest.fixture
-def folders(tmp_path):
-    ref, out = tmp_path / "ref", tmp_path / "out"
-    for name in ("astronaut.png", "camera.png"):
-        image = real_image(name)[:128, :128]
-        for root, array in ((ref, image), (out, degrade(image, "noise"))):
-            root.mkdir(exist_ok=True)
-            Image.fromarray(array).save(root / name)
-    return ref, out
-
-
-def test_clean_run_exits_0_and_prints_summary(folders, tmp_path):
-    ref, out = folders
+def test_clean_run_exits_0_and_prints_summary(photo_folders, tmp_path):
+    ref, out = photo_folders
     result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *FAST])
     assert result.exit_code == 0, result.output
     assert "psnr" in result.output and "ok=2" in result.output
 
 
-def test_failures_exit_1_unless_allowed(folders, tmp_path):
-    ref, out = folders
+def test_failures_exit_1_unless_allowed(photo_folders, tmp_path):
+    ref, out = photo_folders
     (out / "camera.png").write_bytes(b"not a png")
     result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *FAST])
     assert result.exit_code == 1
@@ -45,8 +36,8 @@ def test_failures_exit_1_unless_allowed(folders, tmp_path):
     assert result.exit_code == 0
 
 
-def test_missing_output_exits_1(folders, tmp_path):
-    ref, out = folders
+def test_missing_output_exits_1(photo_folders, tmp_path):
+    ref, out = photo_folders
     (out / "camera.png").unlink()
     result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *FAST])
     assert result.exit_code == 1 and "missing=1" in result.output
@@ -60,8 +51,8 @@ def test_missing_output_exits_1(folders, tmp_path):
         (["--convention", "nope"], "nope"),
     ],
 )
-def test_usage_errors_exit_2_with_one_line(folders, tmp_path, extra, needle):
-    ref, out = folders
+def test_usage_errors_exit_2_with_one_line(photo_folders, tmp_path, extra, needle):
+    ref, out = photo_folders
     args = ["score", str(ref), str(out), "-o", str(tmp_path / "run"), "--scheduler", "sync", *extra]
     if "--scheduler" in extra:
         args = ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *extra]
@@ -76,8 +67,8 @@ def test_missing_folder_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def test_config_file_values_are_overridden_by_options(folders, tmp_path):
-    ref, out = folders
+def test_config_file_values_are_overridden_by_options(photo_folders, tmp_path):
+    ref, out = photo_folders
     config = tmp_path / "c.yaml"
     config.write_text("metrics: [psnr]\nconvention: sr-paper\nscale: 2\nscheduler: sync\nreport: false\n")
     result = runner.invoke(
@@ -85,15 +76,13 @@ def test_config_file_values_are_overridden_by_options(folders, tmp_path):
         ["score", str(ref), str(out), "-o", str(tmp_path / "run"), "--config", str(config), "--scale", "3"],
     )
     assert result.exit_code == 0, result.output
-    import json
-
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["metrics"] == ["psnr"]
     assert manifest["convention"]["name"] == "sr-paper" and manifest["convention"]["crop"] == 3
 
 
-def test_bad_config_key_names_line_and_key(folders, tmp_path):
-    ref, out = folders
+def test_bad_config_key_names_line_and_key(photo_folders, tmp_path):
+    ref, out = photo_folders
     config = tmp_path / "c.yaml"
     config.write_text("metrics: [psnr]\n\nconventoin: sr-paper\n")
     result = runner.invoke(
@@ -103,21 +92,22 @@ def test_bad_config_key_names_line_and_key(folders, tmp_path):
     assert "line 3" in result.output and "conventoin" in result.output
 
 
-def test_pairs_lists_counts(folders):
-    ref, out = folders
+def test_pairs_lists_counts(photo_folders):
+    ref, out = photo_folders
     (out / "camera.png").rename(out / "camera_other.png")
     result = runner.invoke(app, ["pairs", str(ref), str(out)])
     assert result.exit_code == 0
     assert "camera_other" in result.output and "camera" in result.output
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_cli():
     completed = subprocess.run([sys.executable, "-m", "pipeline", "--help"], capture_output=True, text=True)
     assert completed.returncode == 0 and "score" in completed.stdout
 
 
-def test_threads_scheduler_scores_like_sync(folders, tmp_path):
-    ref, out = folders
+def test_threads_scheduler_scores_like_sync(photo_folders, tmp_path):
+    ref, out = photo_folders
     base = ["--metrics", "psnr,ssim", "--no-report", "--no-progress"]
     threads = runner.invoke(
         app, ["score", str(ref), str(out), "-o", str(tmp_path / "t"), *base, "--scheduler", "threads"]
@@ -127,19 +117,19 @@ def test_threads_scheduler_scores_like_sync(folders, tmp_path):
         app, ["score", str(ref), str(out), "-o", str(tmp_path / "s"), *base, "--scheduler", "sync"]
     )
     assert sync.exit_code == 0, sync.output
-    from pipeline.results import load_results
-
     columns = ["key", "psnr", "ssim"]
     assert load_results(tmp_path / "t")[columns].equals(load_results(tmp_path / "s")[columns])
 
 
-def test_default_cluster_keeps_dask_chatter_off_the_console(folders, tmp_path):
-    ref, out = folders
+@pytest.mark.slow
+def test_default_cluster_keeps_dask_chatter_off_the_console(photo_folders, tmp_path):
+    ref, out = photo_folders
     command = [sys.executable, "-m", "pipeline", "score", str(ref), str(out), "-o", str(tmp_path / "run")]
     options = ["--metrics", "psnr,ssim", "--no-report", "--no-progress"]
     completed = subprocess.run([*command, *options], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
     assert "ok=2" in completed.stdout
+    assert "Dask dashboard: http://127.0.0.1:" in completed.stderr
     for chatter in ("Scheduler at", "Start worker", "Registered to", "Lost all workers"):
         assert chatter not in completed.stderr + completed.stdout
 
@@ -160,6 +150,7 @@ def test_main_returns_control_to_a_python_caller_with_a_system_exit(tmp_path, mo
     assert ended.value.code == 0
 
 
+@pytest.mark.slow
 def test_console_exit_codes(tmp_path):
     """Through the real entry point: a usage error exits 2 with its message, success exits 0."""
     missing = tmp_path / "missing"
@@ -175,3 +166,71 @@ def test_console_exit_codes(tmp_path):
         [sys.executable, "-m", "pipeline", "compare", "--help"], capture_output=True, text=True
     )
     assert helped.returncode == 0 and "compare" in helped.stdout
+
+
+# Console messages: -v / -q and notices
+
+
+@pytest.fixture
+def console_logging():
+    """Put back what `configure_logging` changes on the `pipeline` and `distributed` loggers."""
+    saved = {
+        name: (logger, logger.level, logger.propagate, list(logger.handlers))
+        for name in ("pipeline", "distributed")
+        for logger in [logging.getLogger(name)]
+    }
+    yield
+    for logger, level, propagate, handlers in saved.values():
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.handlers[:] = handlers
+
+
+@pytest.mark.parametrize(
+    ("verbose", "quiet", "ours", "dask"),
+    [
+        (False, False, logging.INFO, logging.WARNING),
+        (False, True, logging.WARNING, logging.ERROR),
+        (True, False, logging.INFO, logging.INFO),
+        (True, True, logging.WARNING, logging.ERROR),
+    ],
+)
+def test_configure_logging_levels(console_logging, verbose, quiet, ours, dask):
+    assert configure_logging(verbose, quiet) == dask
+    assert logging.getLogger("distributed").level == dask
+    assert logging.getLogger("pipeline").level == ours
+    configure_logging(verbose, quiet)
+    handlers = [h for h in logging.getLogger("pipeline").handlers if isinstance(h, ConsoleHandler)]
+    assert len(handlers) == 1 and not logging.getLogger("pipeline").propagate
+
+
+@pytest.mark.parametrize(
+    ("flags", "dask", "dashboard"),
+    [([], logging.WARNING, True), (["-q"], logging.ERROR, False), (["--quiet"], logging.ERROR, False),
+     (["-v"], logging.INFO, True), (["--verbose"], logging.INFO, True)],
+)  # fmt: skip
+def test_score_verbosity_flags(photo_folders, tmp_path, console_logging, flags, dask, dashboard):
+    ref, out = photo_folders
+    options = ["--metrics", "psnr", "--scheduler", "threads", "--no-report", "--no-progress", *flags]
+    result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *options])
+    assert result.exit_code == 0, result.output
+    assert logging.getLogger("distributed").level == dask
+    printed = [line for line in result.stderr.splitlines() if line.startswith("Dask dashboard: ")]
+    assert len(printed) == (1 if dashboard else 0), result.stderr
+    if dashboard:
+        assert printed[0].startswith("Dask dashboard: http://127.0.0.1:")
+    assert "Dask dashboard" not in result.stdout
+
+
+@pytest.mark.parametrize("flags", [[], ["-q"]])
+def test_lpips_not_scored_is_printed_once(photo_folders, tmp_path, offline, console_logging, flags):
+    ref, out = photo_folders
+    options = ["--scheduler", "sync", "--no-report", "--no-progress", *flags]
+    result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *options])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("LPIPS NOT SCORED") == 1, result.output
+    assert result.stderr.count("LPIPS NOT SCORED") == 1
+    (line,) = [line for line in result.stderr.splitlines() if "LPIPS NOT SCORED" in line]
+    assert "alexnet-owt-7be5be79.pth" in line and str(offline) in line
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["notices"] == [line] and "lpips" not in manifest["metrics"]

@@ -1,11 +1,12 @@
-"""Real Dask processes: an existing cluster by address and scheduler file, worker loss, kill and resume."""
+"""End to end on real Dask processes: an existing cluster by address and scheduler file, a worker killed
+while scoring, a scoring process killed and resumed. (Tests of `pipeline/cluster.py` itself are in
+test_cluster.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,13 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import degrade, real_image
-from PIL import Image
+from conftest import free_port, make_dataset
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import ScoreConfig
-from pipeline.errors import ClusterError
 from pipeline.results import load_results, part_paths
 from pipeline.scoring import score_folders
 
@@ -28,12 +27,7 @@ DASK = str(Path(sys.executable).parent / "dask")
 METRICS = ("psnr", "ssim", "ms_ssim", "mse")
 COMPARED = ["key", "status", *METRICS, "ref_sha256", "out_sha256"]
 runner = CliRunner()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = pytest.mark.slow
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -103,20 +97,6 @@ def cluster(tmp_path):
     started.close()
 
 
-def make_dataset(root: Path, count: int, size: int = 200) -> tuple[Path, Path]:
-    ref, out = root / "ref", root / "out"
-    names = ("astronaut.png", "coffee.png", "chelsea.png", "camera.png", "motorcycle_left.png")
-    for index in range(count):
-        image = real_image(names[index % len(names)])
-        offset = (index * 7) % 40
-        crop = image[offset : offset + size, offset : offset + size]
-        for folder, array in ((ref, crop), (out, degrade(crop, "noise", seed=index))):
-            path = folder / f"g{index % 3}" / f"{index:04d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(array).save(path)
-    return ref, out
-
-
 def test_existing_cluster_rows_equal_a_local_run(tmp_path, cluster):
     ref, out = make_dataset(tmp_path, 12)
     base = ["--metrics", ",".join(METRICS), "--no-report", "--no-progress", "--shard-pairs", "2"]
@@ -134,16 +114,6 @@ def test_existing_cluster_rows_equal_a_local_run(tmp_path, cluster):
     pd.testing.assert_frame_equal(load_results(tmp_path / "file")[COMPARED], expected)
     manifest = json.loads((tmp_path / "remote" / "manifest.json").read_text())
     assert cluster.address in manifest["execution"]
-
-
-def test_unreachable_scheduler_fails_fast_naming_the_address(tmp_path):
-    ref, out = make_dataset(tmp_path, 1)
-    address = f"tcp://127.0.0.1:{free_port()}"
-    started = time.monotonic()
-    config = ScoreConfig(metrics=("psnr",), scheduler=address, report=False)
-    with pytest.raises(ClusterError, match=address):
-        score_folders(ref, out, tmp_path / "run", config, progress=False)
-    assert time.monotonic() - started < 60
 
 
 def test_killed_worker_loses_nothing(tmp_path, cluster):
@@ -197,74 +167,3 @@ def test_killed_run_resumes_with_every_pair_once(tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["resume"] == {"reused": len(finished), "scored": 24 - len(finished)}
     assert not list((run_dir / "scores").glob("*.tmp"))
-
-
-def test_resume_rescores_changed_files(tmp_path):
-    ref, out = make_dataset(tmp_path, 4)
-    config = ScoreConfig(metrics=("psnr",), scheduler="sync", report=False)
-    score_folders(ref, out, tmp_path / "run", config, progress=False)
-    changed = out / "g1" / "0001.png"
-    Image.fromarray(degrade(real_image("camera.png")[:200, :200], "blur")).save(changed)
-    result = score_folders(ref, out, tmp_path / "run", config, resume=True, progress=False)
-    assert result.manifest["resume"] == {"reused": 3, "scored": 1}
-    rows = load_results(tmp_path / "run")
-    assert len(rows) == 4 and rows.set_index("key").loc["g1/0001", "run_id"] == result.manifest["run_id"]
-    other = ScoreConfig(metrics=("psnr", "mse"), scheduler="sync", report=False)
-    again = score_folders(ref, out, tmp_path / "run", other, resume=True, progress=False)
-    assert again.manifest["resume"] == {"reused": 0, "scored": 4}
-
-
-def test_pinned_cluster_starts_each_worker_with_its_environment():
-    from distributed import Client
-
-    from pipeline.cluster import start_pinned_cluster
-
-    cluster = start_pinned_cluster([{"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1"}])
-    try:
-        with Client(cluster) as client:
-            seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
-    finally:
-        cluster.close()
-    assert sorted(seen.values()) == ["0", "1"]
-
-
-@pytest.mark.parametrize("workers", [None, 2])
-def test_embedded_workers_do_not_sample_their_threads(workers):
-    """No stack sampling for the dashboard's profile page: in-process it takes the GIL from the scoring
-    threads. Worker processes get the same setting from the cluster they are started by."""
-    from pipeline.cluster import open_cluster
-
-    with open_cluster(None, workers=workers, device="cpu") as execution:
-        sampling = execution.executor.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
-    assert len(sampling) == (workers or 1)
-    assert not any(sampling.values())
-
-
-def test_local_plan_never_oversubscribes_cores():
-    from pipeline.cluster import available_cores, plan_local_cluster
-
-    plan = plan_local_cluster(None, None, "cpu")
-    assert plan.workers * plan.threads_per_worker * plan.torch_threads <= available_cores()
-    assert plan.gpus == 0 and plan.torch_threads == 1
-    assert plan_local_cluster(1, None, "cpu").torch_threads == available_cores()
-
-
-@pytest.mark.parametrize(
-    ("cores", "threads", "expected"),
-    [
-        (1, None, (1, 1, 1, False)),
-        (2, None, (1, 2, 1, False)),
-        (4, None, (1, 4, 1, False)),
-        (8, None, (2, 4, 1, True)),
-        (16, None, (4, 4, 1, True)),
-        (6, None, (2, 3, 1, True)),
-        (8, 2, (1, 4, 2, False)),
-        (2, 4, (1, 1, 4, False)),
-    ],
-)
-def test_local_plan_threads_in_process_up_to_four_then_processes(monkeypatch, cores, threads, expected):
-    from pipeline import cluster as cluster_module
-
-    monkeypatch.setattr(cluster_module, "available_cores", lambda: cores)
-    plan = cluster_module.plan_local_cluster(None, threads, "cpu")
-    assert (plan.workers, plan.threads_per_worker, plan.torch_threads, plan.processes) == expected

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from conftest import PSNR_TOL, SSIM_TOL, degrade, real_image
 from PIL import Image
 
 from pipeline.worker import PairTask, ShardSettings, score_shard
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.gpu  # skipped without CUDA (conftest.py)
 
 
 @pytest.mark.parametrize("convention", ["default", "sr-paper"])

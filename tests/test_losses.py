@@ -128,7 +128,7 @@ def test_window_is_a_non_persistent_buffer_that_follows_to():
     assert ms_loss.window.device.type == "meta"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_window_moves_to_cuda():
     loss_fn = SSIMLoss(data_range=1.0).cuda()
     assert loss_fn.window.is_cuda

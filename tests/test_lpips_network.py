@@ -99,6 +99,7 @@ def test_scaling_and_normalisation_are_the_packages() -> None:
     )
 
 
+@pytest.mark.slow
 def test_scoring_lpips_imports_neither_torchvision_nor_the_lpips_package() -> None:
     """Building the network and scoring with it never imports them (importing torchvision is slow)."""
     code = (

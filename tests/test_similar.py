@@ -114,6 +114,7 @@ def test_near_duplicates_are_nearest_matches(
     pd.testing.assert_series_equal(forward.sort_index(), backward.sort_index(), check_names=False)
 
 
+@pytest.mark.slow
 def test_against_mode_embedded_cluster(photo_dirs: dict[str, Path], tmp_path: Path) -> None:
     run_dir = tmp_path / "against"
     _run(

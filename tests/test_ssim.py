@@ -13,8 +13,8 @@ import pytest
 import pytorch_msssim
 import torch
 import torch.nn.functional as F
-from conftest import DEGRADATIONS, PSNR_TOL, SSIM_TOL, degrade, real_image
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from conftest import DEGRADATIONS, PSNR_TOL, SSIM_TOL, degrade, real_image, skimage_ssim
+from skimage.metrics import peak_signal_noise_ratio
 
 from pipeline.metrics import ms_ssim, psnr, ssim, ssim_and_ms_ssim
 from pipeline.metrics.ssim import average_pool_2x, gaussian_window
@@ -26,18 +26,6 @@ PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "camera.png")
 def as_batch(image: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     array = image if image.ndim == 3 else image[..., None]
     return torch.from_numpy(array.transpose(2, 0, 1).copy()).unsqueeze(0).to(dtype)
-
-
-def skimage_ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
-    return structural_similarity(
-        a.astype(np.float64),
-        b.astype(np.float64),
-        channel_axis=2 if a.ndim == 3 else None,
-        gaussian_weights=True,
-        sigma=1.5,
-        use_sample_covariance=False,
-        data_range=data_range,
-    )
 
 
 @pytest.fixture(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -28,9 +27,7 @@ def demo():
 
 def test_demo_reaches_the_target_and_writes_an_animated_gif(demo, tmp_path, capsys):
     out = tmp_path / "ssim.gif"
-    started = time.perf_counter()
     code = demo.main(["--size", "48", "--every", "2", "-o", str(out)])
-    elapsed = time.perf_counter() - started
     printed = capsys.readouterr().out
     assert code == 0, printed
     match = re.search(r"steps: (\d+)\s+final SSIM: ([0-9.]+)", printed)
@@ -40,7 +37,6 @@ def test_demo_reaches_the_target_and_writes_an_animated_gif(demo, tmp_path, caps
         assert gif.format == "GIF"
         assert gif.n_frames > 1
         assert gif.size == (2 * 3 * 48, 3 * 48 + demo.HEADER_PX)
-    assert elapsed < 30
 
 
 def test_demo_exits_1_when_the_target_is_not_reached(demo, tmp_path, capsys):

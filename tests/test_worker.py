@@ -1,16 +1,33 @@
-"""Worker-side machinery: per-process state shared by task threads, the worker plugin, decode prefetch,
-the value budget for large pairs."""
+"""pipeline/worker.py: per-process state shared by task threads, the worker plugin, decode prefetch, the
+value budget for large pairs, and `score_shard`'s rows against independent implementations on real photos."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
+import lpips as lpips_package
+import numpy as np
 import pytest
 import torch
+from conftest import PSNR_TOL, SSIM_TOL, degrade, matlab_y, real_image, save_image, skimage_ssim
+from PIL import Image
+from scipy.signal import convolve2d
+from skimage.metrics import peak_signal_noise_ratio
 
 from pipeline import worker
-from pipeline.worker import ScoringPlugin, ShardSettings, WorkerState, decode_threads, prefetch
+from pipeline.worker import (
+    PairTask,
+    ScoringPlugin,
+    ShardSettings,
+    WorkerState,
+    decode_threads,
+    prefetch,
+    score_shard,
+)
+
+PIXEL_METRICS = ("psnr", "ssim", "ms_ssim", "mse")
 
 
 def test_lpips_network_is_built_once_for_concurrent_threads(monkeypatch):
@@ -282,3 +299,134 @@ def test_a_pair_that_fails_after_reserving_gives_its_values_back(tmp_path, monke
     assert [row.status for row in rows] == ["error", "ok"]
     assert "out0.png" in rows[0].error
     assert worker._LOCAL_STATE.budget.used == 0
+
+
+# Scoring one pair: the values against independent implementations (BasicSR's formulas written out with
+# numpy and scipy, scikit-image, the lpips package; DESIGN.md section 6).
+
+
+def basicsr_prepare(image: np.ndarray, crop: int) -> np.ndarray:
+    image = image[crop:-crop, crop:-crop] if crop else image
+    return matlab_y(image) if image.ndim == 3 else image.astype(np.float64)
+
+
+def basicsr_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a - b) ** 2)
+    return float("inf") if mse == 0 else 20.0 * math.log10(255.0 / math.sqrt(mse))
+
+
+def basicsr_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    coords = np.arange(11) - 5
+    taps = np.exp(-(coords**2) / (2 * 1.5**2))
+    window = np.outer(taps, taps) / np.outer(taps, taps).sum()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def filt(x):
+        return convolve2d(x, window, mode="valid")
+
+    mu1, mu2 = filt(a), filt(b)
+    s1, s2, s12 = filt(a * a) - mu1**2, filt(b * b) - mu2**2, filt(a * b) - mu1 * mu2
+    ssim_map = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1**2 + mu2**2 + c1) * (s1 + s2 + c2))
+    return float(ssim_map.mean())
+
+
+def score_arrays(tmp_path, reference, output, **settings):
+    ref_path, out_path = save_image(tmp_path / "ref.png", reference), save_image(tmp_path / "out.png", output)
+    task = PairTask("k", "", ref_path, out_path)
+    metrics = settings.pop("metrics", PIXEL_METRICS)
+    (row,) = score_shard([task], ShardSettings(metrics=metrics, **settings)).rows
+    return row
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "scale"),
+    [
+        ("astronaut.png", "bicubic4", 4),
+        ("coffee.png", "bicubic2", 2),
+        ("chelsea.png", "jpeg", 3),
+        ("camera.png", "bicubic4", 4),
+        ("motorcycle_left.png", "noise", 4),
+    ],
+)
+def test_sr_paper_matches_basicsr_formulas(tmp_path, name, kind, scale):
+    reference = real_image(name)
+    output = degrade(reference, kind)
+    row = score_arrays(
+        tmp_path, reference, output, convention="sr-paper", crop=scale, metrics=("psnr", "ssim")
+    )
+    a, b = basicsr_prepare(reference, scale), basicsr_prepare(output, scale)
+    assert row.status == "ok", row.error
+    assert abs(row.psnr - basicsr_psnr(a, b)) < PSNR_TOL
+    assert abs(row.ssim - basicsr_ssim(a, b)) < SSIM_TOL
+
+
+def test_sr_paper_gray_rgb_mix_is_replicated_then_converted(tmp_path):
+    reference = real_image("astronaut.png")
+    gray_output = np.asarray(Image.fromarray(degrade(reference, "blur")).convert("L"))
+    row = score_arrays(
+        tmp_path, reference, gray_output, convention="sr-paper", crop=4, metrics=("psnr", "ssim")
+    )
+    replicated = np.repeat(gray_output[..., None], 3, axis=2)
+    a, b = basicsr_prepare(reference, 4), basicsr_prepare(replicated, 4)
+    assert abs(row.psnr - basicsr_psnr(a, b)) < PSNR_TOL
+    assert abs(row.ssim - basicsr_ssim(a, b)) < SSIM_TOL
+    assert any("replicated" in w for w in row.warnings)
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "camera.png", "chelsea.png"])
+def test_default_convention_matches_skimage(tmp_path, name):
+    reference = real_image(name)
+    output = degrade(reference, "jpeg")
+    row = score_arrays(tmp_path, reference, output)
+    expected_ssim = skimage_ssim(reference, output, 255)
+    assert abs(row.ssim - expected_ssim) < SSIM_TOL
+    assert abs(row.psnr - peak_signal_noise_ratio(reference, output, data_range=255)) < PSNR_TOL
+    assert row.bit_depth == 8 and row.channels == (3 if reference.ndim == 3 else 1)
+
+
+def test_identical_pair_has_infinite_psnr(tmp_path):
+    reference = real_image("coffee.png")
+    row = score_arrays(tmp_path, reference, reference)
+    assert row.psnr == float("inf") and row.mse == 0.0
+    assert row.ssim == pytest.approx(1.0) and row.ms_ssim == pytest.approx(1.0)
+
+
+def test_small_images_leave_structural_metrics_null_with_reason(tmp_path):
+    tiny = real_image("camera.png")[:8, :8]
+    row = score_arrays(tmp_path, tiny, tiny[::-1].copy())
+    assert row.status == "ok" and row.psnr is not None
+    assert row.ssim is None and row.ms_ssim is None
+    assert any("11 px" in w for w in row.warnings)
+    medium = real_image("camera.png")[:100, :150]
+    row = score_arrays(tmp_path, medium, degrade(medium, "noise"))
+    assert row.ssim is not None and row.ms_ssim is None
+    assert any("ms_ssim left null" in w and "161" in w for w in row.warnings)
+
+
+def test_constant_images_give_no_nan(tmp_path):
+    flat = np.full((64, 64), 7, np.uint8)
+    row = score_arrays(tmp_path, flat, np.full((64, 64), 9, np.uint8))
+    assert all(np.isfinite(getattr(row, m)) for m in ("psnr", "ssim", "mse"))
+
+
+def test_sixteen_bit_pair_uses_65535(tmp_path):
+    reference = real_image("camera.png").astype(np.uint16) * 257 + 3
+    output = (degrade(real_image("camera.png"), "blur").astype(np.uint16) * 257).astype(np.uint16)
+    row = score_arrays(tmp_path, reference, output)
+    assert row.bit_depth == 16
+    assert abs(row.psnr - peak_signal_noise_ratio(reference, output, data_range=65535)) < PSNR_TOL
+
+
+def test_lpips_through_the_pipeline_equals_lpips_package(tmp_path, alex_home):
+    reference = real_image("astronaut.png")[:256, :256]
+    output = degrade(reference, "jpeg")
+    row = score_arrays(
+        tmp_path, reference, output, metrics=("lpips",), lpips_weights=str(alex_home), device="cpu"
+    )
+    network = lpips_package.LPIPS(net="alex", verbose=False).eval()
+
+    def scaled(a):
+        return torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+    expected = network(scaled(reference), scaled(output)).item()
+    assert abs(row.lpips - expected) < 1e-5
