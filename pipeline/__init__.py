@@ -2,6 +2,7 @@
 
 The Python API mirrors the `iqa` command line (`pipeline.api`): `pipeline.score`, `pipeline.compare`,
 `pipeline.report`, `pipeline.pairs`, `pipeline.similar`, `pipeline.run_nightly`, and `pipeline.load_results`.
+(No submodule shares one of these names: an imported submodule would replace the function.)
 They are imported on first use, so `import pipeline` itself stays light.
 """
 

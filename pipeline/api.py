@@ -20,15 +20,15 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.compare import Comparison, compare_runs
+from pipeline.comparison import Comparison, compare_runs
 from pipeline.config import ScoreConfig, build_config, load_config_file
 from pipeline.discover import Pairing, discover_pairs
+from pipeline.html import render_run_report
+from pipeline.html.similar_page import write_similar_page
 from pipeline.nightly import run_nightly  # `iqa run`
-from pipeline.report import render_run_report
-from pipeline.report.similar_page import write_similar_page
 from pipeline.results import load_results
 from pipeline.scoring import score_folders
-from pipeline.similar import SimilarResult, run_similar
+from pipeline.similarity import SimilarResult, run_similar
 from pipeline.summary import MetricSummary, summarize
 
 __all__ = ["Run", "compare", "load_results", "pairs", "report", "run_nightly", "score", "similar"]
@@ -144,6 +144,6 @@ def similar(folder: str | Path, run_dir: str | Path, *, report: bool = True, **o
         run_dir: where the results go.
         report: also write similar.html.
         **options: `against`, `metric`, `size`, `block`, `scheduler`, `workers`, `lpips_net`,
-            `lpips_weights`, `overwrite` (see `pipeline.similar.run_similar`).
+            `lpips_weights`, `overwrite` (see `pipeline.similarity.run_similar`).
     """
     return run_similar(folder, run_dir, page_writer=write_similar_page if report else None, **options)

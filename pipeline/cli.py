@@ -16,13 +16,13 @@ import typer
 
 from pipeline import api
 from pipeline.choices import METRICS, Convention, Device, LpipsNet, SimilarMetric, SizeMismatch
-from pipeline.compare import format_comparison, parse_tolerances
+from pipeline.comparison import format_comparison, parse_tolerances
 from pipeline.config import FIELDS
 from pipeline.console import format_counts, format_summary
 from pipeline.discover import format_pairing
 from pipeline.errors import IQAError
 from pipeline.nightly import format_nightly
-from pipeline.similar import format_nearest
+from pipeline.similarity import format_nearest
 
 app = typer.Typer(
     name="iqa",

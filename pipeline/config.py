@@ -97,11 +97,10 @@ class ScoreConfig(BaseModel):
     def _combinations(self) -> ScoreConfig:
         mappings = [m for m in ("output_suffix", "output_template", "output_regex") if getattr(self, m)]
         if len(mappings) > 1:
-            raise ValueError(
-                f"use only one of output_suffix, output_template and output_regex, not {mappings}"
-            )
+            given = " and ".join(mappings)
+            raise ValueError(f"use only one of output_suffix, output_template and output_regex, not {given}")
         if self.scheduler and self.scheduler_file:
-            raise ValueError("give either --scheduler or --scheduler-file, not both")
+            raise ValueError("give either scheduler or scheduler_file, not both")
         return self
 
     @property
@@ -118,11 +117,18 @@ class ScoreConfig(BaseModel):
             return self.scale
         return 0
 
-    def value_hash(self) -> str:
-        """Hash of what changes metric values (used by `--resume`)."""
+    def value_hash(self, lpips_backbone: str | None = None) -> str:
+        """Hash of what changes metric values (used by `--resume`).
+
+        Args:
+            lpips_backbone: what identifies the LPIPS backbone file the run uses, when it scores LPIPS
+                (`pipeline.metrics.lpips_weights.checkpoint_identity`).
+        """
         payload = {name: _jsonable(getattr(self, name)) for name in self.VALUE_FIELDS}
         payload["metrics"] = list(self.chosen_metrics)
         payload["effective_crop"] = self.effective_crop
+        if lpips_backbone is not None:
+            payload["lpips_backbone"] = lpips_backbone
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,8 +173,10 @@ def _one_line(error: Mapping[str, Any], values: Mapping[str, Any], where: Callab
     if error["type"] == "enum":
         choices = ScoreConfig.model_fields[key].annotation.values()
         message = f"unknown {key.replace('_', ' ')} {given!r}; choose one of {', '.join(choices)}"
-    if not key:
-        return f"{prefix}{message}."
+    if not key:  # a rule on several keys: say where each of them was given
+        named = [name for name in values if name in message and where and where(name)]
+        given = "; ".join(f"{name} from {where(name)}" for name in named) if where else ""
+        return f"{message}" + (f" ({given})." if given else ".")
     named = "" if place.startswith("option") else f"{key}: "
     return f"{prefix}{named}got {given!r} ({type(given).__name__}); {message}."
 

@@ -108,8 +108,8 @@ def crop_border(x: Tensor, crop: int) -> Tensor:
 def prepare_pixels(x: Tensor, convention: ResolvedConvention, *, data_range: float) -> Tensor:
     """Crop, cast and (for luma conventions) convert RGB to Y: (N, C, H, W) -> (N, C', H', W').
 
-    `x` may hold the stored integers, in any layout; without gradients the result is a contiguous copy in
-    the convention's precision.
+    `x` may hold the stored integers, in any layout; without gradients the result is contiguous, in the
+    convention's precision: a copy, unless `x` already is such a tensor (then `x` itself).
     """
     x = crop_border(x, convention.crop)
     dtype = convention.spec.precision

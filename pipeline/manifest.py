@@ -47,6 +47,7 @@ def build_manifest(
     ref_dir: Path,
     out_dir: Path,
     config: ScoreConfig,
+    value_hash: str,
     metrics: tuple[str, ...],
     backbone: str | None,
     pairing: Pairing,
@@ -59,6 +60,7 @@ def build_manifest(
     """The manifest.json content.
 
     Args:
+        value_hash: the config hash of the run's values (`ScoreConfig.value_hash` with its LPIPS backbone).
         statuses: {key: status} of the latest row of every pair of this run.
         execution: {'description', 'dashboard', 'shard_pairs'} of the cluster that scored it.
     """
@@ -76,7 +78,7 @@ def build_manifest(
             "description": convention.describe(),
         },
         "config": config.to_dict(),
-        "config_hash": config.value_hash(),
+        "config_hash": value_hash,
         "lpips_backbone": backbone,
         "versions": software_versions(),
         "device": device_description(config.device.value),

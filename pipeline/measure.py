@@ -94,7 +94,7 @@ def measure(
     crop = convention.crop
     if crop and min(ref.shape[-2:]) <= 2 * crop:
         raise ImageError(
-            f"the reference is {ref.shape[-2]}x{ref.shape[-1]}, too small to crop {crop} px from each "
+            f"the reference is {ref.shape[-1]}x{ref.shape[-2]}, too small to crop {crop} px from each "
             "border. Use a smaller --crop-border or --scale."
         )
     values: Values = {}

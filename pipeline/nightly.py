@@ -32,10 +32,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.compare import DEFAULT_TOLERANCES, Comparison, check_tolerances, compare_runs
+from pipeline.comparison import DEFAULT_TOLERANCES, Comparison, check_tolerances, compare_runs
 from pipeline.config import ScoreConfig, read_yaml, validate_config
 from pipeline.errors import ConfigError, IQAError, RunDirError, UsageError
-from pipeline.report import render_nightly_report, render_run_report
+from pipeline.html import render_nightly_report, render_run_report
 from pipeline.run_dirs import MANIFEST_NAME, REPORT_NAME
 from pipeline.scoring import score_folders
 from pipeline.storage import write_text_atomic

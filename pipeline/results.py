@@ -4,7 +4,7 @@ Layout of a run directory::
 
     RUN_DIR/scores/part-00000.parquet   one file per shard, written to a hidden temp name then renamed
     RUN_DIR/manifest.json               see `pipeline.manifest`
-    RUN_DIR/report.html                 see `pipeline.report`
+    RUN_DIR/report.html                 see `pipeline.html`
 
 Units: psnr in dB; mse in squared data units (of the convention's channels); ssim, ms_ssim, lpips unitless;
 `seconds` is the worker's wall time for the pair; height, width, depth, channels and bit_depth describe the

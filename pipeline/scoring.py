@@ -20,7 +20,7 @@ from pipeline.config import ScoreConfig
 from pipeline.discover import Pair, discover_pairs
 from pipeline.errors import RunDirError, WeightsError
 from pipeline.manifest import build_manifest, write_manifest
-from pipeline.metrics.lpips_weights import resolve_backbone
+from pipeline.metrics.lpips_weights import checkpoint_identity, resolve_backbone
 from pipeline.progress import progress_bar
 from pipeline.results import PartWriter, ResultRow, latest_rows, remove_stale_temp_files, resume_index
 from pipeline.run_dirs import MANIFEST_NAME, REPORT_NAME, SCORES_DIR, claim_run_dir
@@ -116,12 +116,13 @@ def score_folders(
     metrics, backbone, notices = resolve_metrics(config)
     for notice in notices:
         log.warning(notice)
-    known = resume_index(run_dir, config.value_hash()) if resume else {}
+    value_hash = config.value_hash(checkpoint_identity(backbone) if backbone else None)
+    known = resume_index(run_dir, value_hash) if resume else {}
     if resume:
         remove_stale_temp_files(run_dir)
     discovered = time.perf_counter()
     settings = shard_settings(config, metrics, backbone, new_run_id())
-    scoring = score_pairs(pairing.pairs, run_dir, settings, config, known, progress, log_level)
+    scoring = score_pairs(pairing.pairs, run_dir, settings, config, value_hash, known, progress, log_level)
     scored = time.perf_counter()
     statuses = scoring.statuses
     if resume:  # the rows of earlier runs count too
@@ -130,7 +131,8 @@ def score_folders(
         statuses = {k: s for k, s in zip(latest["key"], latest["status"], strict=True) if k in keys}
     manifest = build_manifest(
         run_id=settings.run_id, created=created, ref_dir=ref_dir, out_dir=out_dir, config=config,
-        metrics=metrics, backbone=backbone, pairing=pairing, statuses=statuses, notices=notices,
+        value_hash=value_hash, metrics=metrics, backbone=backbone, pairing=pairing, statuses=statuses,
+        notices=notices,
         execution=scoring.execution,
         timings={
             "discover_s": discovered - started,
@@ -171,13 +173,14 @@ def score_pairs(
     run_dir: Path,
     settings: ShardSettings,
     config: ScoreConfig,
+    value_hash: str,
     known: dict[str, tuple[str, str]],
     progress: bool,
     log_level: int = logging.WARNING,
 ) -> Scoring:
     """Score `pairs` in shards on the configured cluster, writing one Parquet part per finished shard."""
     writer = PartWriter(run_dir, {
-        "run_id": settings.run_id, "config_hash": config.value_hash(), "convention": settings.convention,
+        "run_id": settings.run_id, "config_hash": value_hash, "convention": settings.convention,
         "crop": settings.crop, "metrics": list(settings.metrics),
     })  # fmt: skip
     cluster = open_cluster(

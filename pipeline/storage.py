@@ -38,6 +38,9 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
         raise RunDirError(
             f"Cannot write {path}: {exc.strerror or exc}. Check free space and permissions."
         ) from exc
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:

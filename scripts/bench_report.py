@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.html import render_run_report
 from pipeline.manifest import write_manifest
-from pipeline.report import render_run_report
 from pipeline.results import PartWriter, ResultRow
 
 CHROMIUM = Path("/usr/bin/chromium")

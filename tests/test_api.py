@@ -99,11 +99,6 @@ def test_the_package_exports_load_results():
         pipeline.scores  # noqa: B018
 
 
-@pytest.mark.xfail(
-    reason="pipeline/__init__.py: once its submodule of the same name is imported (pipeline.api imports it), "
-    "pipeline.compare / pipeline.report / pipeline.similar is the module, not the API function",
-    strict=True,
-)
 @pytest.mark.parametrize("name", ["compare", "report", "similar"])
 def test_the_package_functions_named_like_submodules_are_the_api(name):
     assert callable(getattr(pipeline, name))

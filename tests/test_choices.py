@@ -20,7 +20,7 @@ from pipeline.choices import (
     higher_is_better,
     metric_names,
 )
-from pipeline.compare import DEFAULT_TOLERANCES
+from pipeline.comparison import DEFAULT_TOLERANCES
 from pipeline.conventions import SPECS
 from pipeline.metrics.lpips_network import BACKBONE_NAMES
 from pipeline.metrics.lpips_weights import BACKBONE_FILES

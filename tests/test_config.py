@@ -4,6 +4,7 @@ files, the precedence defaults < file < options, the border crop and the hash of
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -124,15 +125,24 @@ def test_two_output_mappings_are_refused(mappings):
         validate_config(mappings)
     named = [key for key in ("output_suffix", "output_template", "output_regex") if key in mappings]
     assert str(raised.value) == (
-        f"use only one of output_suffix, output_template and output_regex, not {named!r}."
+        f"use only one of output_suffix, output_template and output_regex, not {' and '.join(named)}."
     )
     for key, value in mappings.items():
         assert getattr(validate_config({key: value}), key) == value
 
 
-def test_scheduler_and_scheduler_file_are_refused_together():
-    with pytest.raises(ConfigError, match="either --scheduler or --scheduler-file, not both"):
+def test_scheduler_and_scheduler_file_are_refused_together(tmp_path):
+    with pytest.raises(ConfigError) as raised:
         build_config(scheduler="tcp://127.0.0.1:8786", scheduler_file="scheduler.json")
+    assert str(raised.value) == (
+        "give either scheduler or scheduler_file, not both "
+        "(scheduler from option --scheduler; scheduler_file from option --scheduler-file)."
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text("group_depth: 1\nscheduler_file: s.json\n")
+    where = rf"scheduler_file from config file {re.escape(str(config))} line 2"
+    with pytest.raises(ConfigError, match=where):
+        build_config(load_config_file(config), scheduler="tcp://127.0.0.1:8786")
     assert build_config(scheduler_file="scheduler.json").scheduler_file == "scheduler.json"
 
 

@@ -20,12 +20,14 @@ from pipeline.manifest import (
 
 
 def manifest_of(tmp_path, statuses: dict[str, str], pairing: Pairing, **config):
+    chosen = validate_config(config)
     return build_manifest(
         run_id="20260101T000000Z-abcdef",
         created="2026-01-01T00:00:00+00:00",
         ref_dir=tmp_path / "ref",
         out_dir=tmp_path / "out",
-        config=validate_config(config),
+        config=chosen,
+        value_hash=chosen.value_hash(),
         metrics=("psnr", "ssim"),
         backbone=None,
         pairing=pairing,

@@ -99,10 +99,6 @@ def test_a_crop_larger_than_the_image_is_an_image_error():
     assert values["mse"] == [0.0]
 
 
-@pytest.mark.xfail(
-    reason="measure() gives the size as height x width ('20x30'); every other message is width x height",
-    strict=True,
-)
 def test_the_crop_error_gives_the_size_as_width_x_height():
     ref = stored_batch([real_image("astronaut.png")[:20, :30]])
     with pytest.raises(ImageError, match=r"the reference is 30x20, too small"):

@@ -123,7 +123,7 @@ def test_degraded_suite_fails_the_nightly_run_and_the_other_passes(nightly: Path
         assert metric["delta"] == 0
 
     try:
-        from pipeline.report import render_nightly_report  # noqa: F401
+        from pipeline.html import render_nightly_report  # noqa: F401
     except ImportError:
         return
     assert (tmp_path / "runs" / "day2" / "report.html").is_file()

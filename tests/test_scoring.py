@@ -156,11 +156,6 @@ def test_resume_rescores_changed_files(tmp_path):
     assert again.manifest["resume"] == {"reused": 0, "scored": 4}
 
 
-@pytest.mark.xfail(
-    reason="ScoreConfig.value_hash leaves lpips_weights out, so --resume keeps LPIPS values scored with "
-    "another backbone checkpoint",
-    strict=True,
-)
 def test_resume_with_another_lpips_checkpoint_rescores_lpips(tmp_path, torch_home, checkpoint_store):
     ref, out = make_dataset(tmp_path, 2, size=64)
 

@@ -58,11 +58,6 @@ def test_a_failed_rename_leaves_no_temp(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 
-@pytest.mark.xfail(
-    reason="storage.write_atomic removes the temp file only when the write raises OSError; any other error "
-    "(here UnicodeEncodeError, or pyarrow's ArrowInvalid) leaves the hidden temp file behind",
-    strict=True,
-)
 def test_a_write_that_fails_otherwise_leaves_no_temp(tmp_path):
     target = tmp_path / "report.html"
     with pytest.raises(UnicodeEncodeError):

@@ -107,7 +107,7 @@ def test_volume_paired_with_image_is_an_error_row(tmp_path):
 
 
 def test_report_shows_the_middle_slice_of_volumes(tmp_path):
-    from pipeline.report.thumbnails import ReadOptions, pair_thumbnails
+    from pipeline.html.thumbnails import ReadOptions, pair_thumbnails
 
     np.save(tmp_path / "ref.npy", photo_volume())
     np.save(tmp_path / "out.npy", degraded(photo_volume()))

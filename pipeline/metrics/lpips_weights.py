@@ -77,6 +77,20 @@ def linear_layers_file(net: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / f"{net}.pth"
 
 
+def checkpoint_identity(path: str | Path) -> str:
+    """Name, size and modification time of a checkpoint file: a file replaced or edited is another checkpoint.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "alexnet-owt-7be5be79.pth"
+        >>> _ = path.write_bytes(b"0123")
+        >>> checkpoint_identity(path).split(":")[:2]
+        ['alexnet-owt-7be5be79.pth', '4']
+    """
+    stat = Path(path).stat()
+    return f"{Path(path).name}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def _download(net: str, destination: Path) -> str | None:
     """Download the backbone into `destination`; return None on success, else why it failed."""
     match = _HASH_PREFIX.search(destination.name)

@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.similar.prepare import SIZE_POLICY
-from pipeline.similar.result import NEAREST_NAME, SimilarResult
-from pipeline.similar.tasks import SimilarSettings
+from pipeline.similarity.prepare import SIZE_POLICY
+from pipeline.similarity.result import NEAREST_NAME, SimilarResult
+from pipeline.similarity.tasks import SimilarSettings
 from pipeline.storage import write_atomic, write_text_atomic
 
 

@@ -1,4 +1,4 @@
-"""Rendering stage of the report: dataclasses from `pipeline.report.model` -> one self-contained HTML file.
+"""Rendering stage of the report: dataclasses from `pipeline.html.model` -> one self-contained HTML file.
 
 This module owns Jinja. Autoescape is on for every template: file names and error messages are untrusted.
 """
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from markupsafe import Markup
 
-from pipeline.report.filters import FILTERS
-from pipeline.report.model import NightlyData, ReportData
+from pipeline.html.filters import FILTERS
+from pipeline.html.model import NightlyData, ReportData
 from pipeline.storage import write_text_atomic
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pipeline.similar.pairwise import lpips_matrix, ms_ssim_matrix, psnr_matrix, ssim_matrix, ssim_stats
-from pipeline.similar.prepare import load_block
+from pipeline.similarity.pairwise import lpips_matrix, ms_ssim_matrix, psnr_matrix, ssim_matrix, ssim_stats
+from pipeline.similarity.prepare import load_block
 from pipeline.worker import current_state, resolve_device
 
 DEFAULT_METRIC = "ssim"

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from pipeline.choices import METRICS
 from pipeline.config import ScoreConfig
-from pipeline.report import filters, render_nightly_report, render_run_report
-from pipeline.report.model import ReportData, build_report
-from pipeline.report.thumbnails import pair_thumbnails
+from pipeline.html import filters, render_nightly_report, render_run_report
+from pipeline.html.model import ReportData, build_report
+from pipeline.html.thumbnails import pair_thumbnails
 from pipeline.results import load_results
 from pipeline.scoring import score_folders
 
@@ -242,7 +242,7 @@ def test_filters_format_without_template_arithmetic() -> None:
 
 
 def test_nightly_report_links_each_suite(report_run: ReportRun, tmp_path: Path) -> None:
-    from pipeline.compare import compare_runs
+    from pipeline.comparison import compare_runs
 
     render_run_report(report_run.run_dir)
     comparison = compare_runs(report_run.baseline_dir, report_run.run_dir)

@@ -1,7 +1,7 @@
 """The driver of `iqa similar`: list the images, compare them in blocks on the Dask engine, write the results.
 
 Results (RUN_DIR): `similarity.parquet`, `nearest.csv`, `manifest.json` and, when a page writer is given,
-`similar.html` (see `pipeline.similar.outputs`).
+`similar.html` (see `pipeline.similarity.outputs`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pipeline.errors import IQAError, UsageError
 from pipeline.metrics.lpips_weights import resolve_backbone
 from pipeline.metrics.ssim import WINDOW_SIZE, ms_ssim_min_side
 from pipeline.run_dirs import claim_run_dir
-from pipeline.similar.outputs import write_manifest, write_nearest, write_parquet
-from pipeline.similar.result import (
+from pipeline.similarity.outputs import write_manifest, write_nearest, write_parquet
+from pipeline.similarity.result import (
     HTML_NAME,
     MANIFEST_NAME,
     NEAREST_NAME,
@@ -31,7 +31,7 @@ from pipeline.similar.result import (
     SimilarResult,
     nearest_matches,
 )
-from pipeline.similar.tasks import (
+from pipeline.similarity.tasks import (
     DEFAULT_BLOCK,
     DEFAULT_METRIC,
     DEFAULT_SIZE,
@@ -103,12 +103,12 @@ def run_similar(
         run_dir: where `similarity.parquet`, `nearest.csv`, `manifest.json` (and `similar.html`) go.
         against: optional folder of reference images; then the grid is `folder x against`.
         metric: 'ssim' (default), 'ms_ssim', 'psnr' or 'lpips'.
-        size: common side in pixels (see `pipeline.similar.prepare`).
+        size: common side in pixels (see `pipeline.similarity.prepare`).
         block: images per block; a task compares two blocks.
         scheduler, workers: as for `iqa score` (embedded cluster by default).
         lpips_net, lpips_weights: LPIPS backbone and its checkpoint (resolved like `iqa score`, strictly).
         overwrite: replace results already in `run_dir`.
-        page_writer: writes the HTML page of the result to a path (`pipeline.report.similar_page`).
+        page_writer: writes the HTML page of the result to a path (`pipeline.html.similar_page`).
 
     Returns:
         The result with the `(N, M)` matrix and each image's nearest match.

@@ -1,4 +1,4 @@
-"""pipeline.compare: paired statistics on frames, tolerance parsing, and `iqa compare` through CliRunner."""
+"""pipeline.comparison: paired statistics on frames, tolerance parsing, `iqa compare` through CliRunner."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.compare import DEFAULT_TOLERANCES, compare_frames, compare_runs, parse_tolerances
+from pipeline.comparison import DEFAULT_TOLERANCES, compare_frames, compare_runs, parse_tolerances
 from pipeline.errors import UsageError
 from pipeline.manifest import write_manifest
 from pipeline.results import PartWriter, ResultRow

@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_report import HOSTILE_STEM, SECTION_IDS, ReportRun, build_report_run
+from test_html import HOSTILE_STEM, SECTION_IDS, ReportRun, build_report_run
 
-from pipeline.report import render_run_report
+from pipeline.html import render_run_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -1,7 +1,7 @@
 """Computation stage of the report: a run directory (Parquet + manifest) -> plain dataclasses.
 
 Nothing here formats text for display; the template receives these objects and the filters in
-`pipeline.report.filters` turn numbers into strings.
+`pipeline.html.filters` turn numbers into strings.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from typing import Any
 import pandas as pd
 
 from pipeline.choices import METRICS
-from pipeline.compare import compare_runs
+from pipeline.comparison import compare_runs
+from pipeline.html.filters import relative_href
+from pipeline.html.plots import distribution_plot
+from pipeline.html.thumbnails import ReadOptions, Thumbnail, pair_thumbnails, regression_thumbnails
 from pipeline.manifest import read_manifest
-from pipeline.report.filters import relative_href
-from pipeline.report.plots import distribution_plot
-from pipeline.report.thumbnails import ReadOptions, Thumbnail, pair_thumbnails, regression_thumbnails
 from pipeline.results import load_results
 from pipeline.summary import MetricSummary, metric_columns, summarize, summarize_groups
 
-log = logging.getLogger("pipeline.report")
+log = logging.getLogger("pipeline.html")
 
 DEFAULT_WORST = 8
 LIST_LIMIT = 500
@@ -152,7 +152,7 @@ class RegressionSection:
 
 @dataclass
 class BaselineData:
-    """Comparison of this run (candidate) with a baseline run, as computed by `pipeline.compare`."""
+    """Comparison of this run (candidate) with a baseline run, as computed by `pipeline.comparison`."""
 
     baseline_dir: str
     baseline_run_id: str
@@ -397,7 +397,7 @@ def _paths_by_key(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
 def build_baseline(
     baseline_dir: Path, run_dir: Path, frame: pd.DataFrame, metrics: list[str], k: int
 ) -> BaselineData:
-    """Run `pipeline.compare.compare_runs(baseline, run)` and pick the largest per-pair regressions."""
+    """Run `pipeline.comparison.compare_runs(baseline, run)` and pick the largest per-pair regressions."""
     comparison = compare_runs(baseline_dir, run_dir)
     options = ReadOptions.from_manifest(read_manifest(run_dir))
     baseline_frame = load_results(baseline_dir)

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.metrics import ms_ssim, psnr, ssim
 from pipeline.metrics.ssim import gaussian_window
-from pipeline.similar.pairwise import lpips_matrix, ms_ssim_matrix, psnr_matrix, ssim_matrix, ssim_stats
-from pipeline.similar.prepare import prepare_image
+from pipeline.similarity.pairwise import lpips_matrix, ms_ssim_matrix, psnr_matrix, ssim_matrix, ssim_stats
+from pipeline.similarity.prepare import prepare_image
 
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 ORIGINALS = ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png")

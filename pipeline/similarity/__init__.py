@@ -9,8 +9,8 @@ Limits: the metrics are pixel-aligned, so near-duplicates are found when they co
 changes the scale of the content after the centre crop and is often not found.
 """
 
-from pipeline.similar.outputs import format_nearest
-from pipeline.similar.result import SimilarResult, top_pairs
-from pipeline.similar.run import run_similar
+from pipeline.similarity.outputs import format_nearest
+from pipeline.similarity.result import SimilarResult, top_pairs
+from pipeline.similarity.run import run_similar
 
 __all__ = ["SimilarResult", "format_nearest", "run_similar", "top_pairs"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.report.model import build_nightly, build_report
-from pipeline.report.render import render_nightly_data, render_report_data, write_html
+from pipeline.html.model import build_nightly, build_report
+from pipeline.html.render import render_nightly_data, render_report_data, write_html
 from pipeline.run_dirs import REPORT_NAME
 
 __all__ = ["render_nightly_report", "render_run_report"]
@@ -27,7 +27,7 @@ def render_run_report(
 
     Args:
         run_dir: Run directory written by `iqa score` (Parquet parts and manifest.json).
-        baseline: Optional baseline run directory; adds the comparison section (`pipeline.compare`).
+        baseline: Optional baseline run directory; adds the comparison section (`pipeline.comparison`).
         output: HTML file to write; default RUN_DIR/report.html.
         worst: Worst pairs per metric shown with pictures (and largest regressions with a baseline);
             default: the run's configured `worst` (8).
@@ -53,7 +53,7 @@ def render_nightly_report(suites: list[dict[str, Any]], output: str | Path) -> P
 
     Args:
         suites: Dicts with `name`, `run_dir`, `passed` (bool or None without a baseline) and `comparison`
-            (a `pipeline.compare.Comparison` or None).
+            (a `pipeline.comparison.Comparison` or None).
         output: HTML file to write; links to the suites' report.html files are relative to its folder.
 
     Returns:

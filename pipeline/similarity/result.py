@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.choices import higher_is_better
-from pipeline.similar.tasks import DEFAULT_BLOCK
+from pipeline.similarity.tasks import DEFAULT_BLOCK
 
 PARQUET_NAME = "similarity.parquet"
 NEAREST_NAME = "nearest.csv"

@@ -1,7 +1,7 @@
 """HTML page of `iqa similar`: heatmap of the similarity matrix and the closest matches with thumbnails.
 
 Structure (`SimilarPage`, plain dataclasses, formatted strings) is built here from a `SimilarResult`, then
-rendered by `pipeline.report.render` (its Jinja environment: autoescape on, strict undefined, CSP).
+rendered by `pipeline.html.render` (its Jinja environment: autoescape on, strict undefined, CSP).
 Thumbnails are JPEG data URIs of each image as stored (not the common-size crop), one per image.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.html.plots import png_uri, pyplot, tick_label
+from pipeline.html.render import render_html, write_html
+from pipeline.html.thumbnails import jpeg_uri, to_uint8
 from pipeline.images import read_image
-from pipeline.report.plots import png_uri, pyplot, tick_label
-from pipeline.report.render import render_html, write_html
-from pipeline.report.thumbnails import jpeg_uri, to_uint8
-from pipeline.similar.prepare import SIZE_POLICY
-from pipeline.similar.result import SimilarResult, top_pairs
+from pipeline.similarity.prepare import SIZE_POLICY
+from pipeline.similarity.result import SimilarResult, top_pairs
 
 SIMILAR_TEMPLATE = "similar.html.j2"
 LABELLED_HEATMAP_MAX = 60
