@@ -1,6 +1,6 @@
 """`python -m pipeline` runs the `iqa` command line."""
 
-from pipeline.cli import main
+from pipeline.cli import console
 
 if __name__ == "__main__":
-    main()
+    console()

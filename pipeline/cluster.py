@@ -128,6 +128,7 @@ class Execution:
     torch_threads: int | None
     description: str
     dashboard_link: str | None = None
+    own_processes: bool = False  # the workers are processes this run started
     plugins: list[str] = field(default_factory=list)
 
     @property
@@ -195,10 +196,14 @@ def open_cluster(
             execution.unregister()
             client.close()
         return
-    cluster, torch_threads, description = _start_local(scheduler, workers, threads, device, log_level)
+    cluster, torch_threads, description, processes = _start_local(
+        scheduler, workers, threads, device, log_level
+    )
     client = Client(cluster)
     try:
-        yield Execution(client, torch_threads, description, local_dashboard_link(client))
+        yield Execution(
+            client, torch_threads, description, local_dashboard_link(client), own_processes=processes
+        )
     finally:
         client.close()
         cluster.close()
@@ -206,21 +211,22 @@ def open_cluster(
 
 def _start_local(
     scheduler: str | None, workers: int | None, threads: int | None, device: str, log_level: int
-) -> tuple[Any, int, str]:
+) -> tuple[Any, int, str, bool]:
+    """(cluster, torch threads per task, description, whether its workers are processes of their own)."""
     if scheduler == "threads":
         count = workers or available_cores()
         options = {"processes": False, "n_workers": 1, "threads_per_worker": count}
-        return _start_local_cluster(options, log_level), 1, f"local threads ({count})"
+        return _start_local_cluster(options, log_level), 1, f"local threads ({count})", False
     plan = plan_local_cluster(workers, threads, device)
     if plan.gpus:
         envs = [{"CUDA_VISIBLE_DEVICES": str(i % plan.gpus)} for i in range(plan.workers)]
-        return start_pinned_cluster(envs, log_level), plan.torch_threads, plan.describe()
+        return start_pinned_cluster(envs, log_level), plan.torch_threads, plan.describe(), True
     options = {
         "n_workers": plan.workers,
         "threads_per_worker": plan.threads_per_worker,
         "processes": plan.processes,
     }
-    return _start_local_cluster(options, log_level), plan.torch_threads, plan.describe()
+    return _start_local_cluster(options, log_level), plan.torch_threads, plan.describe(), plan.processes
 
 
 def local_dashboard_link(client: Client) -> str | None:

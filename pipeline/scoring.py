@@ -190,7 +190,7 @@ def score_pairs(
     with cluster as execution:
         if execution.dashboard_link:
             log.info("Dask dashboard: %s", execution.dashboard_link)
-        execution.register(ScoringPlugin(execution.torch_threads))
+        execution.register(ScoringPlugin(execution.torch_threads, own_processes=execution.own_processes))
         size = shard_size(len(pairs), execution.task_threads, config.shard_pairs)
         shards = iter_shards(pairs, size, known, window=BALANCE_WINDOW_SHARDS)
         in_flight = config.max_in_flight or execution.task_threads * 2 + 1

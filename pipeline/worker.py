@@ -30,6 +30,7 @@ import torch
 from distributed import WorkerPlugin, get_worker
 
 from pipeline.align import AlignedPair, align_pair
+from pipeline.allocator import keep_freed_memory
 from pipeline.choices import Device
 from pipeline.conventions import ResolvedConvention, resolve_convention
 from pipeline.errors import ImageError, UsageError, WeightsError
@@ -138,17 +139,24 @@ class WorkerState:
 
 
 class ScoringPlugin(WorkerPlugin):
-    """Gives each Dask worker its `WorkerState` and torch thread count (restored when the worker closes)."""
+    """Gives each Dask worker its `WorkerState` and torch thread count (restored when the worker closes).
+
+    `own_processes`: the workers are processes this run started, whose allocator may be tuned
+    (`pipeline.allocator`); never set for an in-process worker or a cluster someone else started.
+    """
 
     name = PLUGIN_NAME
 
-    def __init__(self, torch_threads: int | None = None) -> None:
+    def __init__(self, torch_threads: int | None = None, own_processes: bool = False) -> None:
         self.torch_threads = torch_threads
+        self.own_processes = own_processes
         self.state: WorkerState | None = None  # made in `setup`, on the worker
         self._previous_threads: int | None = None
 
     def setup(self, worker: Any) -> None:
         self.state = WorkerState()
+        if self.own_processes:
+            keep_freed_memory()
         if self.torch_threads:
             self._previous_threads = torch.get_num_threads()
             torch.set_num_threads(self.torch_threads)

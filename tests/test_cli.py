@@ -234,3 +234,21 @@ def test_lpips_not_scored_is_printed_once(photo_folders, tmp_path, offline, cons
     assert "alexnet-owt-7be5be79.pth" in line and str(offline) in line
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["notices"] == [line] and "lpips" not in manifest["metrics"]
+
+
+def test_the_executable_freezes_the_heap_after_the_command_and_keeps_its_exit_code(monkeypatch, tmp_path):
+    """`console` (the `iqa` executable) exits with the command's code; only then are the live objects frozen
+    out of the garbage collector, so a Python caller of `main` is never affected."""
+    import gc
+
+    from pipeline import cli
+
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(sys, "argv", ["iqa", "pairs", str(tmp_path / "missing"), str(tmp_path)])
+    with pytest.raises(SystemExit) as ended:
+        cli.main()
+    assert calls == []
+    with pytest.raises(SystemExit) as ended:
+        cli.console()
+    assert ended.value.code == 2 and calls == ["freeze"]

@@ -132,7 +132,7 @@ def run_similar(
     )
     timings = {"list_s": time.perf_counter() - started}
     with open_cluster(scheduler, workers=workers) as execution:
-        execution.register(ScoringPlugin(execution.torch_threads))
+        execution.register(ScoringPlugin(execution.torch_threads, own_processes=execution.own_processes))
         matrix, failures = _compare_all(
             execution, set_a, set_b if against is not None else None, settings, block
         )

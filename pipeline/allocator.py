@@ -1,0 +1,50 @@
+"""glibc's allocator settings for the worker processes this tool starts (never for a caller's process).
+
+Scoring allocates and frees image-sized buffers for every pair. Dask's nanny starts worker processes with
+`MALLOC_TRIM_THRESHOLD_=65536`, so glibc hands each freed buffer back to the operating system and the next
+pair page-faults it in again, zero-filled. `keep_freed_memory` raises the mmap and trim thresholds with
+`mallopt`, so freed buffers are reused; memory above `TRIM_THRESHOLD_BYTES` of free heap is still returned,
+and buffers above `MMAP_THRESHOLD_BYTES` are still mapped on their own. Where the C library is not glibc,
+nothing is changed.
+
+Example:
+    >>> keep_freed_memory() in (True, False)
+    True
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+M_TRIM_THRESHOLD = -1  # mallopt parameters, glibc's <malloc.h>
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 16 << 20
+TRIM_THRESHOLD_BYTES = 64 << 20
+
+
+def glibc_mallopt() -> ctypes._CFuncPtr | None:
+    """glibc's `mallopt`, or None where the C library is not glibc (other systems, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return mallopt
+
+
+def keep_freed_memory() -> bool:
+    """Raise this process's mmap and trim thresholds; False (nothing changed) where glibc is not used.
+
+    Call it only in a process this tool started (a worker process of its own cluster).
+    """
+    mallopt = glibc_mallopt()
+    if mallopt is None:
+        return False
+    return bool(
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    )

@@ -1,0 +1,29 @@
+"""glibc allocator settings: applied only in worker processes this tool starts, and nothing elsewhere."""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+
+from pipeline import allocator, worker
+from pipeline.worker import ScoringPlugin
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
+def test_thresholds_are_set_on_glibc():
+    assert allocator.glibc_mallopt() is not None
+    assert allocator.keep_freed_memory() is True
+
+
+def test_without_glibc_nothing_is_changed(monkeypatch):
+    monkeypatch.setattr(allocator, "glibc_mallopt", lambda: None)
+    assert allocator.keep_freed_memory() is False
+
+
+@pytest.mark.parametrize("own_processes", [True, False])
+def test_only_workers_of_processes_started_here_tune_the_allocator(monkeypatch, own_processes):
+    calls = []
+    monkeypatch.setattr(worker, "keep_freed_memory", lambda: calls.append("tuned") or True)
+    ScoringPlugin(own_processes=own_processes).setup(worker=None)
+    assert calls == (["tuned"] if own_processes else [])
