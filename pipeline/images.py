@@ -1,10 +1,11 @@
 """Decode image files into arrays. This is the only module in the pipeline that opens image files.
 
 Pillow identifies every raster file and reads its header (size, mode, EXIF orientation) before any pixel is
-decoded, and decodes what it keeps at full depth. The layouts Pillow would reduce to 8 bits go through
-maintained codecs instead: 16-bit colour PNG (RGB, RGBA, gray+alpha) through imagecodecs (libpng), and
-16-bit colour or planar TIFF, and TIFF compressions Pillow has no decoder for, through tifffile (which
-decodes with imagecodecs).
+decoded. PNG pixels go through imagecodecs: 8-bit gray, RGB and RGBA through libspng (faster than Pillow's
+PNG decoder, the same values), 16-bit colour (RGB, RGBA, gray+alpha, which Pillow reduces to 8 bits) through
+libpng. 16-bit colour or planar TIFF, and TIFF compressions Pillow has no decoder for, go through tifffile
+(which decodes with imagecodecs). Everything else (JPEG, BMP, WebP, 16-bit gray, palette and 1-bit PNG, ...)
+is decoded by Pillow.
 `.npy` arrays are read with `allow_pickle=False`; nothing from an input folder is ever unpickled.
 Every per-file problem raises `ImageError` with a message that names the file.
 
@@ -44,6 +45,7 @@ _IMAGE_MAGICS = (_PNG_SIGNATURE, b"\xff\xd8\xff", b"BM", b"GIF8", *_TIFF_MAGICS)
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 _ORIENTATION_TAG = 0x0112
 _PNG_DEEP_COLOUR = {2: "RGB", 4: "LA", 6: "RGBA"}  # 16-bit PNG colour types that Pillow reduces to 8 bits
+_PNG_SPNG_MODES = frozenset({"L", "RGB", "RGBA"})  # 8-bit PNG layouts libspng decodes (Pillow's modes)
 
 
 @dataclass
@@ -398,6 +400,8 @@ def _pixels_of(image: Image.Image, data: bytes, name: str, max_pixels: int) -> t
         warnings.append(f"{frames} frames or pages: only the first is used")
     if image.format == "PNG" and _is_deep_colour_png(data):
         pixels, more = _decode_png16(data, name)
+    elif image.format == "PNG" and image.mode in _PNG_SPNG_MODES and data[24:25] == b"\x08":
+        pixels, more = _decode_png8(data, name)
     elif image.format == "TIFF" and _tiff_depth_reduced(image):
         pixels, more = _decode_tiff(data, name, max_pixels)
     elif image.format == "TIFF":
@@ -527,6 +531,19 @@ def _decode_tiff(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, l
     if pixels.shape[2] in (2, 4):
         kind = "LA" if pixels.shape[2] == 2 else "RGBA"
         return pixels[:, :, : pixels.shape[2] - 1], [f"alpha channel dropped ({kind})"]
+    return pixels, []
+
+
+def _decode_png8(data: bytes, name: str) -> tuple[np.ndarray, list[str]]:
+    """8-bit gray, RGB or RGBA PNG -> (H, W, 1 | 3) uint8, decoded by libspng (the values Pillow decodes)."""
+    try:
+        pixels = imagecodecs.spng_decode(data)
+    except Exception as exc:
+        raise ImageError(f"{name} is truncated or corrupt: {exc}") from None
+    if pixels.ndim == 2:
+        return pixels[:, :, None], []
+    if pixels.shape[2] == 4:
+        return np.ascontiguousarray(pixels[:, :, :3]), ["alpha channel dropped (RGBA)"]
     return pixels, []
 
 

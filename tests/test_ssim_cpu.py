@@ -45,7 +45,7 @@ def test_other_stacks_are_filtered_as_shifted_sums(shape, dtype):
 def test_vertical_pass_by_columns_equals_the_shifted_sum_exactly():
     stack = filled([1, 12, 40, 64], torch.float32, 1)
     window = gaussian_window(dtype=torch.float32)
-    vertical = ssim_cpu._vertical_pass_by_columns(stack, window)
+    vertical = ssim_cpu._vertical_pass_by_columns(stack, ssim_cpu.lane_kernels(window)[0])
     shifted = ssim_cpu._shifted_sum(stack, window.tolist(), 2)
     torch.testing.assert_close(vertical, shifted, rtol=0, atol=0)
 
@@ -74,4 +74,7 @@ def test_lane_mixing_kernel_places_each_tap_once():
     kernel = ssim_cpu.lane_mixing_kernel(window)
     assert kernel.shape == (ssim_cpu.LANES, ssim_cpu.LANES, 1, 2)
     torch.testing.assert_close(kernel.sum(dim=(1, 2, 3)), torch.full((ssim_cpu.LANES,), float(window.sum())))
-    assert ssim_cpu.lane_mixing_kernel(window) is kernel  # cached
+    vertical, horizontal = ssim_cpu.lane_kernels(window)
+    torch.testing.assert_close(horizontal, kernel, rtol=0, atol=0)
+    assert ssim_cpu.lane_kernels(window)[1] is horizontal  # made once per window
+    assert vertical.shape == (ssim_cpu.LANES, 1, 11, 1)

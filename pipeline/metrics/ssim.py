@@ -185,12 +185,12 @@ def _maps_in_place(
     channels = x.shape[1]
     new_stack, blur = _filtering(x)
     stack = new_stack([x.shape[0], MAPS * channels, *x.shape[2:]], x.dtype)
-    xc, yc, squares, products = stack.split(channels, dim=1)
+    xc, yc, squares, products = _four(stack, channels)
     torch.sub(x, centre, out=xc)
     torch.sub(y, centre, out=yc)
     torch.mul(xc, xc, out=squares).addcmul_(yc, yc)
     torch.mul(xc, yc, out=products)
-    mu_x, mu_y, variances, covariance = blur(stack, window).split(channels, dim=1)
+    mu_x, mu_y, variances, covariance = _four(blur(stack, window), channels)
     # Variances and covariance
     variances.addcmul_(mu_x, mu_x, value=-1).addcmul_(mu_y, mu_y, value=-1).add_(c2)
     covariance.addcmul_(mu_x, mu_y, value=-1)
@@ -203,6 +203,11 @@ def _maps_in_place(
     numerator = torch.mul(mu_x, mu_y, out=variances).mul_(2).add_(c1)
     denominator = mu_x.mul_(mu_x).addcmul_(mu_y, mu_y).add_(c1)
     return numerator.div_(denominator).mul_(cs_map), cs_map
+
+
+def _four(stack: Tensor, channels: int) -> tuple[Tensor, ...]:
+    """The four maps of an (N, 4 C, *spatial) stack, as views (N, C, *spatial)."""
+    return stack.view(stack.shape[0], MAPS, channels, *stack.shape[2:]).unbind(1)
 
 
 def _strip_rows(x: Tensor, window_size: int) -> int:

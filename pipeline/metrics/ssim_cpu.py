@@ -26,7 +26,7 @@ from torch import Tensor
 
 LANES = 16
 
-_LANE_KERNELS: dict[tuple, Tensor] = {}
+_LANE_KERNELS: dict[tuple, tuple[Tensor, Tensor]] = {}
 _LANE_KERNELS_LOCK = threading.Lock()
 
 
@@ -75,8 +75,9 @@ def blur_valid(stack: Tensor, window: Tensor) -> Tensor:
         torch.Size([1, 1, 22, 22])
     """
     if _laid_out_in_lanes(stack):
-        columns = _vertical_pass_by_columns(stack, window)
-        return _horizontal_pass_by_lanes(columns, lane_mixing_kernel(window), window.numel())
+        vertical, horizontal = lane_kernels(window)
+        columns = _vertical_pass_by_columns(stack, vertical)
+        return _horizontal_pass_by_lanes(columns, horizontal, window.numel())
     taps = window.tolist()
     out = stack
     for axis in range(2, stack.dim()):
@@ -90,12 +91,13 @@ def _takes_lanes(shape: list[int], dtype: torch.dtype, lanes: int = LANES) -> bo
 
 def _laid_out_in_lanes(stack: Tensor, lanes: int = LANES) -> bool:
     """A float32 (N, K, H, W) stack of row-major planes with the row stride and margin of `new_stack`."""
-    if not _takes_lanes(list(stack.shape), stack.dtype, lanes):
+    if stack.dtype != torch.float32 or stack.dim() != 4:
         return False
     n, k, h, w = stack.shape
     row = stack.stride(2)
     return (
-        stack.stride(3) == 1
+        w >= lanes
+        and stack.stride(3) == 1
         and row % lanes == 0
         and row >= w + lanes
         and (k == 1 or stack.stride(1) == h * row)
@@ -110,26 +112,34 @@ def _as_lane_image(stack: Tensor, lanes: int = LANES) -> Tensor:
     return stack.as_strided([n * k, lanes, h, row // lanes], [h * row, 1, row, lanes])
 
 
-def _vertical_pass_by_columns(stack: Tensor, window: Tensor, lanes: int = LANES) -> Tensor:
-    """'valid' filtering along H as one depthwise convolution over the columns: (N, K, H - S + 1, W), a view
-    with the row stride of `stack` (padding included, filtered like the columns)."""
+def _vertical_pass_by_columns(stack: Tensor, kernel: Tensor, lanes: int = LANES) -> Tensor:
+    """'valid' filtering along H as one depthwise convolution over the columns (`kernel`: (L, 1, S, 1), the
+    taps for every lane): (N, K, H - S + 1, W), a view with the row stride of `stack` (padding included,
+    filtered like the columns)."""
     n, k, w = stack.shape[0], stack.shape[1], stack.shape[3]
     row = stack.stride(2)
-    kernel = window.view(1, 1, -1, 1).expand(lanes, 1, -1, 1).contiguous()
     filtered = F.conv2d(_as_lane_image(stack), kernel, groups=lanes)
     return filtered.permute(0, 2, 3, 1).reshape(n, k, filtered.shape[2], row)[..., :w]
+
+
+def lane_kernels(window: Tensor, lanes: int = LANES) -> tuple[Tensor, Tensor]:
+    """The convolution weights of both passes for `window`, made once per window: the vertical pass's
+    (L, 1, S, 1) depthwise taps and the horizontal pass's `lane_mixing_kernel`."""
+    key = (tuple(window.tolist()), window.dtype, lanes)
+    cached = _LANE_KERNELS.get(key)
+    if cached is None:
+        vertical = window.view(1, 1, -1, 1).expand(lanes, 1, -1, 1).contiguous()
+        with _LANE_KERNELS_LOCK:
+            cached = _LANE_KERNELS.setdefault(key, (vertical, lane_mixing_kernel(window, lanes)))
+    return cached
 
 
 def lane_mixing_kernel(window: Tensor, lanes: int = LANES) -> Tensor:
     """(L, L, 1, 2) weights with which output lane o of block p sums taps[t] * column (o + L p + t).
 
     Weight [o, i, 0, j] is taps[i + L j - o] where that index is a tap, else 0: input lane i of block p + j
-    is column i + L (p + j) = (o + L p) + (i + L j - o). Cached per window.
+    is column i + L (p + j) = (o + L p) + (i + L j - o).
     """
-    key = (tuple(window.tolist()), window.dtype, lanes)
-    cached = _LANE_KERNELS.get(key)
-    if cached is not None:
-        return cached
     size = window.numel()
     output_lane = torch.arange(lanes).view(lanes, 1, 1)
     input_lane = torch.arange(lanes).view(1, lanes, 1)
@@ -137,9 +147,7 @@ def lane_mixing_kernel(window: Tensor, lanes: int = LANES) -> Tensor:
     tap = input_lane + lanes * block - output_lane
     inside = (tap >= 0) & (tap < size)
     weights = torch.where(inside, window[tap.clamp(0, size - 1)], torch.zeros((), dtype=window.dtype))
-    kernel = weights.unsqueeze(2)
-    with _LANE_KERNELS_LOCK:
-        return _LANE_KERNELS.setdefault(key, kernel)
+    return weights.unsqueeze(2)
 
 
 def _horizontal_pass_by_lanes(stack: Tensor, kernel: Tensor, window_size: int, lanes: int = LANES) -> Tensor:
