@@ -99,12 +99,13 @@ def measure(
         )
     values: Values = {}
     warnings: list[str] = []
+    # LPIPS first: its activations are the larger allocations, whose freed memory the pixel metrics reuse
+    if "lpips" in metrics:
+        values["lpips"] = _lpips(ref, out, data_range, crop, resources, warnings)
     if set(metrics) - {"lpips"}:
         values.update(
             _pixel_metrics(ref, out, data_range, metrics, convention, resources, ms_ssim_scales, warnings)
         )
-    if "lpips" in metrics:
-        values["lpips"] = _lpips(ref, out, data_range, crop, resources, warnings)
     return values, warnings
 
 

@@ -30,7 +30,7 @@ import torch
 from distributed import WorkerPlugin, get_worker
 
 from pipeline.align import AlignedPair, align_pair
-from pipeline.allocator import keep_freed_memory
+from pipeline.allocator import keep_freed_memory, return_freed_memory
 from pipeline.choices import Device
 from pipeline.conventions import ResolvedConvention, resolve_convention
 from pipeline.errors import ImageError, UsageError, WeightsError
@@ -383,6 +383,8 @@ def score_pending(
             with state.budget.hold(unreserved):
                 _score_batch(batch, settings, convention, device, state)
         finally:
+            if reserved:  # a large pair: its freed buffers go back to the OS before the next one is decoded
+                return_freed_memory()
             state.budget.release(reserved)
             for loaded in batch:
                 loaded.reserved = 0

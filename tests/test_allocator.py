@@ -27,3 +27,9 @@ def test_only_workers_of_processes_started_here_tune_the_allocator(monkeypatch, 
     monkeypatch.setattr(worker, "keep_freed_memory", lambda: calls.append("tuned") or True)
     ScoringPlugin(own_processes=own_processes).setup(worker=None)
     assert calls == (["tuned"] if own_processes else [])
+
+
+def test_freed_memory_goes_back_to_the_os_where_glibc_is_used(monkeypatch):
+    assert allocator.return_freed_memory() is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setattr(allocator, "glibc_malloc_trim", lambda: None)
+    assert allocator.return_freed_memory() is False
