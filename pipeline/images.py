@@ -46,6 +46,9 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 _ORIENTATION_TAG = 0x0112
 _PNG_DEEP_COLOUR = {2: "RGB", 4: "LA", 6: "RGBA"}  # 16-bit PNG colour types that Pillow reduces to 8 bits
 _PNG_SPNG_MODES = frozenset({"L", "RGB", "RGBA"})  # 8-bit PNG layouts libspng decodes (Pillow's modes)
+# Where Pillow finds a PNG's orientation: an eXIf chunk, a "Raw profile type exif" text chunk or XMP (an iTXt
+# chunk, perhaps compressed); chunk types and text keywords are stored uncompressed
+_PNG_ORIENTATION_MARKERS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
 
 
 @dataclass
@@ -385,7 +388,7 @@ def _decode_raster(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray,
         _check_size(name, image.width, image.height, max_pixels)
         try:
             pixels, warnings = _pixels_of(image, data, name, max_pixels)
-            orientation = _orientation(image, warnings)
+            orientation = _orientation(image, data, warnings)
         except ImageError:
             raise
         except Exception as exc:
@@ -457,7 +460,9 @@ def _int32_as_uint16(pixels: np.ndarray, name: str) -> np.ndarray:
     return pixels.astype(np.uint16)
 
 
-def _orientation(image: Image.Image, warnings: list[str]) -> int:
+def _orientation(image: Image.Image, data: bytes, warnings: list[str]) -> int:
+    if image.format == "PNG" and not any(marker in data for marker in _PNG_ORIENTATION_MARKERS):
+        return 1  # Pillow's PNG getexif() decodes every pixel again to look for chunks after the image data
     try:
         orientation = image.getexif().get(_ORIENTATION_TAG, 1)
     except Exception:

@@ -18,7 +18,7 @@ import skimage
 import tifffile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from pipeline.errors import ImageError, UsageError
 from pipeline.images import IMAGE_EXTENSIONS, DecodedImage, is_image_path, read_image
@@ -308,6 +308,53 @@ def test_orientation_matches_pillow(tmp_path: Path, orientation: int) -> None:
     Image.fromarray(rgb()[:30, :20]).save(path, exif=exif)
     image = read_image(path)
     np.testing.assert_array_equal(image.pixels, np.array(ImageOps.exif_transpose(Image.open(path))))
+
+
+def _png_chunks(data: bytes) -> list[bytes]:
+    """The chunks of a PNG file, each with its length, type and CRC."""
+    chunks, offset = [], 8
+    while offset < len(data):
+        length = struct.unpack(">I", data[offset : offset + 4])[0]
+        chunks.append(data[offset : offset + 12 + length])
+        offset += 12 + length
+    return chunks
+
+
+def _exif_after_image_data(data: bytes) -> bytes:
+    """The same PNG with its eXIf chunk moved after the image data (where Pillow reads it only on load)."""
+    chunks = _png_chunks(data)
+    exif = [chunk for chunk in chunks if chunk[4:8] == b"eXIf"]
+    rest = [chunk for chunk in chunks if chunk[4:8] != b"eXIf"]
+    assert len(exif) == 1
+    return data[:8] + b"".join(rest[:-1] + exif + rest[-1:])
+
+
+def _orientation_exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+@pytest.mark.parametrize("where", ["exif after the image data", "raw profile text", "xmp", "compressed xmp"])
+def test_png_orientation_wherever_pillow_finds_it(tmp_path: Path, where: str) -> None:
+    """Every PNG orientation Pillow applies is applied, wherever the file keeps it."""
+    path, info = tmp_path / "o.png", PngImagePlugin.PngInfo()
+    if where == "raw profile text":
+        raw = _orientation_exif(6).tobytes().hex()
+        info.add_text("Raw profile type exif", f"\nexif\n{len(raw) // 2:8d}\n{raw}\n")
+    elif where.endswith("xmp"):
+        xmp = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+        info.add_itxt("XML:com.adobe.xmp", xmp, zip=where.startswith("compressed"))
+    Image.fromarray(rgb()[:30, :20]).save(
+        path, pnginfo=info, exif=_orientation_exif(6) if "after" in where else None
+    )
+    if "after" in where:
+        path.write_bytes(_exif_after_image_data(path.read_bytes()))
+    image = read_image(path)
+    expected = np.array(ImageOps.exif_transpose(Image.open(path)))
+    assert expected.shape == (20, 30, 3)
+    np.testing.assert_array_equal(image.pixels, expected)
+    assert "EXIF orientation 6 applied" in image.warnings
 
 
 def test_sha256_of_file_bytes(tmp_path: Path) -> None:
