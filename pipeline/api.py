@@ -25,6 +25,7 @@ from pipeline.config import ScoreConfig, build_config, load_config_file
 from pipeline.discover import Pairing, discover_pairs
 from pipeline.html import render_run_report
 from pipeline.html.similar_page import write_similar_page
+from pipeline.manifest import run_complete
 from pipeline.nightly import run_nightly  # `iqa run`
 from pipeline.results import load_results
 from pipeline.scoring import score_folders
@@ -70,8 +71,7 @@ class Run:
     @property
     def complete(self) -> bool:
         """Every reference has an ok row: no failed pair, missing output or duplicate reference key."""
-        counts = self.counts
-        return counts["error"] == 0 and counts["missing"] == 0 and counts["duplicates_reference"] == 0
+        return run_complete(self.manifest)
 
 
 def score(

@@ -106,6 +106,18 @@ def build_manifest(
     }
 
 
+def run_complete(manifest: dict[str, Any]) -> bool:
+    """Whether every reference of a run has an ok row: no failed pair, missing output or duplicate key.
+
+    Example:
+        >>> counts = {"error": 0, "missing": 1, "duplicates_reference": 0}
+        >>> run_complete({"counts": counts})
+        False
+    """
+    counts = manifest["counts"]
+    return counts["error"] == 0 and counts["missing"] == 0 and counts["duplicates_reference"] == 0
+
+
 def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
     """Write RUN_DIR/manifest.json atomically; returns its path."""
     path = Path(run_dir) / MANIFEST_NAME

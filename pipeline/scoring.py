@@ -19,7 +19,7 @@ from pipeline.cluster import Execution, open_cluster, run_bounded
 from pipeline.config import ScoreConfig
 from pipeline.discover import Pair, discover_pairs
 from pipeline.errors import RunDirError, WeightsError
-from pipeline.manifest import build_manifest, write_manifest
+from pipeline.manifest import build_manifest, run_complete, write_manifest
 from pipeline.metrics.lpips_weights import checkpoint_identity, resolve_backbone
 from pipeline.progress import progress_bar
 from pipeline.results import PartWriter, ResultRow, latest_rows, remove_stale_temp_files, resume_index
@@ -47,8 +47,7 @@ class RunResult:
     @property
     def complete(self) -> bool:
         """Every reference has an ok row (no failed pair, no missing output, no duplicate reference key)."""
-        counts = self.counts
-        return counts["error"] == 0 and counts["missing"] == 0 and counts["duplicates_reference"] == 0
+        return run_complete(self.manifest)
 
 
 def new_run_id() -> str:

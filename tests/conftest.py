@@ -51,6 +51,25 @@ def degrade(image: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
 
 
 DEGRADATIONS = ("jpeg", "blur", "noise", "bicubic2", "bicubic4")
+ORACLE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "camera.png")
+
+
+def image_batch(image: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """An (H, W) or (H, W, C) image as a (1, C, H, W) tensor of `dtype`."""
+    array = image if image.ndim == 3 else image[..., None]
+    return torch.from_numpy(array.transpose(2, 0, 1).copy()).unsqueeze(0).to(dtype)
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(p, d) for p in ORACLE_PHOTOS for d in DEGRADATIONS],
+    ids=lambda v: f"{v[0]}-{v[1]}",
+)
+def photo_pair(request: pytest.FixtureRequest) -> tuple[np.ndarray, np.ndarray]:
+    """(reference photo, degraded copy) for every oracle photo and degradation."""
+    name, kind = request.param
+    reference = real_image(name)
+    return reference, degrade(reference, kind)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

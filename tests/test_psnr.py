@@ -5,43 +5,27 @@ from __future__ import annotations
 import importlib
 
 import numpy as np
-import pytest
 import torch
-from conftest import DEGRADATIONS, PSNR_TOL, degrade, real_image
+from conftest import PSNR_TOL, degrade, image_batch, real_image
 from skimage.metrics import peak_signal_noise_ratio
 
 from pipeline.metrics import mse, psnr
 
 psnr_module = importlib.import_module("pipeline.metrics.psnr")
-PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "camera.png")
-
-
-def as_batch(image: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    array = image if image.ndim == 3 else image[..., None]
-    return torch.from_numpy(array.transpose(2, 0, 1).copy()).unsqueeze(0).to(dtype)
-
-
-@pytest.fixture(
-    scope="module", params=[(p, d) for p in PHOTOS for d in DEGRADATIONS], ids=lambda v: f"{v[0]}-{v[1]}"
-)
-def photo_pair(request):
-    name, kind = request.param
-    reference = real_image(name)
-    return reference, degrade(reference, kind)
 
 
 def test_psnr_matches_skimage(photo_pair):
     reference, output = photo_pair
     expected = peak_signal_noise_ratio(reference, output, data_range=255)
     for dtype in (torch.float64, torch.float32):
-        got = psnr(as_batch(reference, dtype), as_batch(output, dtype), data_range=255).item()
+        got = psnr(image_batch(reference, dtype), image_batch(output, dtype), data_range=255).item()
         assert abs(got - expected) < PSNR_TOL
 
 
 def test_mse_in_strips_equals_the_whole_image(monkeypatch):
     reference = real_image("coffee.png")
-    x = as_batch(reference, torch.float32)
-    y = as_batch(degrade(reference, "noise"), torch.float32)
+    x = image_batch(reference, torch.float32)
+    y = image_batch(degrade(reference, "noise"), torch.float32)
     whole = mse(x, y)
     monkeypatch.setattr(psnr_module, "STRIP_VALUES", 3 * 400 * 7)
     strips = mse(x, y)

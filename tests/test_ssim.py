@@ -13,45 +13,32 @@ import pytest
 import pytorch_msssim
 import torch
 import torch.nn.functional as F
-from conftest import DEGRADATIONS, PSNR_TOL, SSIM_TOL, degrade, real_image, skimage_ssim
+from conftest import PSNR_TOL, SSIM_TOL, degrade, image_batch, real_image, skimage_ssim
 from skimage.metrics import peak_signal_noise_ratio
 
 from pipeline.metrics import ms_ssim, psnr, ssim, ssim_and_ms_ssim
 from pipeline.metrics.ssim import average_pool_2x, gaussian_window
 
 ssim_module = importlib.import_module("pipeline.metrics.ssim")  # the package exports the function `ssim`
-PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "camera.png")
-
-
-def as_batch(image: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    array = image if image.ndim == 3 else image[..., None]
-    return torch.from_numpy(array.transpose(2, 0, 1).copy()).unsqueeze(0).to(dtype)
-
-
-@pytest.fixture(
-    scope="module", params=[(p, d) for p in PHOTOS for d in DEGRADATIONS], ids=lambda v: f"{v[0]}-{v[1]}"
-)
-def photo_pair(request):
-    name, kind = request.param
-    reference = real_image(name)
-    return reference, degrade(reference, kind)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_ssim_matches_skimage(photo_pair, dtype):
     reference, output = photo_pair
     expected = skimage_ssim(reference, output, 255)
-    got = ssim(as_batch(reference, dtype), as_batch(output, dtype), data_range=255).item()
+    got = ssim(image_batch(reference, dtype), image_batch(output, dtype), data_range=255).item()
     assert abs(got - expected) < SSIM_TOL
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_ms_ssim_and_ssim_match_pytorch_msssim(photo_pair, dtype):
     reference, output = photo_pair
-    x64, y64 = as_batch(reference, torch.float64), as_batch(output, torch.float64)
+    x64, y64 = image_batch(reference, torch.float64), image_batch(output, torch.float64)
     expected_ms = pytorch_msssim.ms_ssim(x64, y64, data_range=255, size_average=False).item()
     expected_ssim = pytorch_msssim.ssim(x64, y64, data_range=255, size_average=False).item()
-    got_ssim, got_ms = ssim_and_ms_ssim(as_batch(reference, dtype), as_batch(output, dtype), data_range=255)
+    got_ssim, got_ms = ssim_and_ms_ssim(
+        image_batch(reference, dtype), image_batch(output, dtype), data_range=255
+    )
     assert abs(got_ms.item() - expected_ms) < SSIM_TOL
     assert abs(got_ssim.item() - expected_ssim) < SSIM_TOL
 
@@ -60,7 +47,7 @@ def test_ms_ssim_and_ssim_match_pytorch_msssim(photo_pair, dtype):
 def test_ms_ssim_odd_sizes_match_pytorch_msssim(size):
     reference = real_image("astronaut.png")[: size[0], : size[1]]
     output = degrade(reference, "jpeg")
-    x, y = as_batch(reference, torch.float64), as_batch(output, torch.float64)
+    x, y = image_batch(reference, torch.float64), image_batch(output, torch.float64)
     expected = pytorch_msssim.ms_ssim(x, y, data_range=255, size_average=False).item()
     assert abs(ms_ssim(x, y, data_range=255).item() - expected) < SSIM_TOL
 
@@ -69,8 +56,8 @@ def test_batched_values_equal_one_by_one():
     names = ("astronaut.png", "coffee.png", "chelsea.png")
     refs = [real_image(n)[:256, :256] for n in names]
     outs = [degrade(r, "noise") for r in refs]
-    x = torch.cat([as_batch(r, torch.float64) for r in refs])
-    y = torch.cat([as_batch(o, torch.float64) for o in outs])
+    x = torch.cat([image_batch(r, torch.float64) for r in refs])
+    y = torch.cat([image_batch(o, torch.float64) for o in outs])
     batched = ms_ssim(x, y, data_range=255)
     single = torch.stack([ms_ssim(x[i : i + 1], y[i : i + 1], data_range=255)[0] for i in range(3)])
     assert batched.shape == (3,)
@@ -82,7 +69,7 @@ def test_sixteen_bit_uses_data_range_65535():
     output = degrade(real_image("camera.png"), "blur").astype(np.uint16) * 257
     expected_ssim = skimage_ssim(reference, output, 65535)
     expected_psnr = peak_signal_noise_ratio(reference, output, data_range=65535)
-    x, y = as_batch(reference, torch.float64), as_batch(output, torch.float64)
+    x, y = image_batch(reference, torch.float64), image_batch(output, torch.float64)
     assert abs(ssim(x, y, data_range=65535).item() - expected_ssim) < SSIM_TOL
     assert abs(psnr(x, y, data_range=65535).item() - expected_psnr) < PSNR_TOL
 
@@ -90,7 +77,7 @@ def test_sixteen_bit_uses_data_range_65535():
 def test_strip_processing_of_large_images_gives_the_same_values(monkeypatch):
     reference = real_image("astronaut.png")
     output = degrade(reference, "noise")
-    x, y = as_batch(reference, torch.float64), as_batch(output, torch.float64)
+    x, y = image_batch(reference, torch.float64), image_batch(output, torch.float64)
     monkeypatch.setattr(ssim_module, "CPU_STRIP_VALUES", 10**9)
     assert ssim_module._strip_rows(x, 11) >= 502
     whole = ssim_and_ms_ssim(x, y, data_range=255)
@@ -108,7 +95,7 @@ def test_strip_processing_of_large_images_gives_the_same_values(monkeypatch):
 def test_in_place_maps_equal_the_reference_maps(name, dtype):
     """The path without gradients (one stack, in-place arithmetic, the CPU kernel) equals `_maps`."""
     reference = real_image(name)[:200, :300]
-    x, y = as_batch(reference, dtype), as_batch(degrade(reference, "jpeg"), dtype)
+    x, y = image_batch(reference, dtype), image_batch(degrade(reference, "jpeg"), dtype)
     window = gaussian_window(dtype=dtype)
     centre = ssim_module._centre(x)
     expected = ssim_module._maps(x, y, window, 255.0, centre, with_ssim=True)
@@ -123,7 +110,7 @@ def test_in_place_maps_equal_the_reference_maps(name, dtype):
 
 def test_gradients_and_no_gradients_give_the_same_values():
     reference = real_image("coffee.png")[:256, :256]
-    x, y = as_batch(reference, torch.float32), as_batch(degrade(reference, "blur"), torch.float32)
+    x, y = image_batch(reference, torch.float32), image_batch(degrade(reference, "blur"), torch.float32)
     with torch.inference_mode():
         plain = ssim_and_ms_ssim(x, y, data_range=255)
     differentiable = ssim_and_ms_ssim(x.clone().requires_grad_(), y, data_range=255)
