@@ -19,7 +19,14 @@ from pipeline import api
 from pipeline.choices import METRICS, Convention, Device, LpipsNet, SimilarMetric, SizeMismatch
 from pipeline.comparison import format_comparison, parse_tolerances
 from pipeline.config import FIELDS
-from pipeline.console import format_counts, format_summary
+from pipeline.console import (
+    format_convention,
+    format_counts,
+    format_failures,
+    format_group_means,
+    format_summary,
+    format_warning_kinds,
+)
 from pipeline.discover import format_pairing
 from pipeline.errors import IQAError
 from pipeline.nightly import format_nightly
@@ -190,17 +197,29 @@ def score(
         log_level=dask_level,
         **_config_options(locals()),
     )
-    typer.echo(format_summary(run.summary))
-    typer.echo(format_counts(run.counts))
-    typer.echo(f"results: {run_dir}" + (f"  report: {run.report_path}" if run.report_path else ""))
+    _print_run(run)
     if not run.complete and not allow_failures:
+        counts = run.counts
         typer.secho(
-            "Some references have no ok row (failed, missing or duplicate): "
-            "see manifest.json and the error column.",
+            f"Some references have no ok row ({counts['error']} failed, {counts['missing']} missing "
+            f"output(s), {counts['duplicates_reference']} duplicate key(s)): see above, "
+            f"{run_dir / 'manifest.json'} and the `error` column. Exit 1 (--allow-failures: 0).",
             fg=typer.colors.RED,
             err=True,
         )
         raise typer.Exit(1)
+
+
+def _print_run(run: api.Run) -> None:
+    """The convention, the per-metric and per-group tables, counts, failures and warnings of a run."""
+    typer.echo(format_convention(run.manifest))
+    typer.echo(format_summary(run.summary))
+    details = (format_group_means(run.frame), format_counts(run.counts))
+    details += (format_failures(run.frame), format_warning_kinds(run.frame))
+    for text in details:
+        if text:
+            typer.echo(text)
+    typer.echo(f"results: {run.run_dir}" + (f"  report: {run.report_path}" if run.report_path else ""))
 
 
 @app.command()

@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.choices import METRICS, Convention, Device, LpipsNet, SizeMismatch, metric_names
+from pipeline.conventions import SPECS
 from pipeline.errors import ConfigError
 
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
@@ -101,6 +102,12 @@ class ScoreConfig(BaseModel):
             raise ValueError(f"use only one of output_suffix, output_template and output_regex, not {given}")
         if self.scheduler and self.scheduler_file:
             raise ValueError("give either scheduler or scheduler_file, not both")
+        if SPECS[self.convention].crop_from_scale and self.scale is None and self.crop_border is None:
+            raise ValueError(
+                f"convention {self.convention.value} crops the super-resolution scale from each border, but "
+                "no scale was given: add --scale N (`scale: N` in a config file), or --crop-border N to crop "
+                "N px (0: none)"
+            )
         return self
 
     @property

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
-from pipeline.summary import MetricSummary
+import numpy as np
+import pandas as pd
+
+from pipeline.metrics.ssim import WINDOW_SIGMA, WINDOW_SIZE
+from pipeline.summary import MetricSummary, metric_columns
+
+SHOWN_GROUPS = 20  # groups in the console's per-group table; the report has them all
+SHOWN_FAILURES = 5  # failed pairs listed with their messages
+SHOWN_WARNING_KINDS = 5
 
 
 def format_number(value: float | None, digits: int = 4) -> str:
@@ -56,3 +67,77 @@ def format_summary(summaries: Sequence[MetricSummary]) -> str:
 def format_counts(counts: dict[str, int]) -> str:
     keys = ("pairs", "ok", "error", "missing", "extra", "duplicates", "skipped")
     return "  ".join(f"{k}={counts.get(k, 0)}" for k in keys)
+
+
+def format_convention(manifest: dict[str, Any]) -> str:
+    """One line: the convention behind the numbers (what the metrics see, the crop) and SSIM's definition.
+
+    Example:
+        >>> manifest = {"convention": {"description": "sr-paper: Y, crop 4 px, float64"},
+        ...             "config": {"metrics": ["psnr", "ssim"], "ms_ssim_scales": 5}}
+        >>> print(format_convention(manifest))
+        convention sr-paper: Y, crop 4 px, float64; SSIM 11x11 Gaussian, sigma 1.5
+    """
+    config = manifest.get("config", {})
+    metrics = config.get("metrics") or ("ssim", "ms_ssim")  # None: the default set, with both
+    parts = [f"convention {manifest['convention']['description']}"]
+    if {"ssim", "ms_ssim"} & set(metrics):
+        parts.append(f"SSIM {WINDOW_SIZE}x{WINDOW_SIZE} Gaussian, sigma {WINDOW_SIGMA}")
+    if "ms_ssim" in metrics:
+        parts.append(f"MS-SSIM {config.get('ms_ssim_scales', 5)} scales")
+    return "; ".join(parts)
+
+
+def format_group_means(frame: pd.DataFrame, limit: int = SHOWN_GROUPS) -> str | None:
+    """Per-group table of ok pairs and mean of each metric (over finite values); None for a single group."""
+    metrics = metric_columns(frame)
+    if frame["group"].nunique() < 2 or not metrics:
+        return None
+    ok = frame["status"] == "ok"
+    finite = frame[metrics].replace([np.inf, -np.inf], np.nan).where(ok)
+    means = finite.groupby(frame["group"], sort=True).mean()
+    counts = ok.groupby(frame["group"], sort=True).sum()
+    rows = [
+        [str(group), str(counts[group]), *(format_number(_plain(means.at[group, m])) for m in metrics)]
+        for group in means.index[:limit]
+    ]
+    table = format_table(["group", "ok", *metrics], rows)
+    hidden = len(means.index) - limit
+    return table + (f"\n... {hidden} more group(s): see the report" if hidden > 0 else "")
+
+
+def format_failures(frame: pd.DataFrame, limit: int = SHOWN_FAILURES) -> str | None:
+    """The first failed pairs with their messages, and how many more; None when none failed."""
+    failed = frame[frame["status"] == "error"]
+    if failed.empty:
+        return None
+    lines = [f"failed: {row.key}: {row.error}" for row in failed.head(limit).itertuples()]
+    if len(failed) > limit:
+        lines.append(
+            f"... and {len(failed) - limit} more failed pair(s): the `error` column holds every message"
+        )
+    return "\n".join(lines)
+
+
+def warning_kind(message: str) -> str:
+    """A warning with its numbers replaced by N, so that warnings of one kind count together.
+
+    Example:
+        >>> warning_kind("image is 8x8, smaller than the 11 px SSIM window: ssim and ms_ssim left null")
+        'image is NxN, smaller than the N px SSIM window: ssim and ms_ssim left null'
+    """
+    return re.sub(r"\d+", "N", message)
+
+
+def format_warning_kinds(frame: pd.DataFrame, limit: int = SHOWN_WARNING_KINDS) -> str | None:
+    """'warnings: 12 x alpha channel dropped (RGBA); ...', the most frequent kinds first; None without any."""
+    kinds = Counter(warning_kind(message) for messages in frame["warnings"].dropna() for message in messages)
+    if not kinds:
+        return None
+    shown = "; ".join(f"{count} x {kind}" for kind, count in kinds.most_common(limit))
+    more = len(kinds) - limit
+    return f"warnings: {shown}" + (f"; and {more} more kind(s) (the `warnings` column)" if more > 0 else "")
+
+
+def _plain(value: Any) -> float | None:
+    return None if pd.isna(value) else float(value)

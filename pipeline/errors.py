@@ -1,4 +1,10 @@
-"""One exception hierarchy. Every message says what was seen, where, and what to do."""
+"""One exception hierarchy. Every message says what was seen, where, and what to do.
+
+Exit codes, the same for every command (DESIGN.md section 11): 2 for everything a user asked that cannot be
+done as asked (`UsageError` and its subclasses: options, config, run directories, weights, the cluster's
+address); 1 for a run that finished with failed or missing pairs, a regression, or a command stopped by a
+file it could not write (`WriteError`: disk full, I/O error).
+"""
 
 from __future__ import annotations
 
@@ -23,13 +29,17 @@ class ImageError(IQAError):
     """One image cannot be read or used; becomes an error row for its pair, never a crash of the run."""
 
 
-class WeightsError(IQAError):
+class WeightsError(UsageError):
     """Network weights (LPIPS backbone or linear layers) are missing or do not match the architecture."""
 
 
-class RunDirError(IQAError):
+class RunDirError(UsageError):
     """The run directory cannot be written, or already holds a different run."""
 
 
-class ClusterError(IQAError):
+class WriteError(IQAError):
+    """A file cannot be written while a command runs (disk full, I/O error): the command stops (exit 1)."""
+
+
+class ClusterError(UsageError):
     """The Dask scheduler cannot be reached or the cluster cannot be started."""

@@ -34,7 +34,7 @@ import yaml
 
 from pipeline.comparison import DEFAULT_TOLERANCES, Comparison, check_tolerances, compare_runs
 from pipeline.config import ScoreConfig, read_yaml, validate_config
-from pipeline.errors import ConfigError, IQAError, RunDirError, UsageError
+from pipeline.errors import ConfigError, IQAError, UsageError, WriteError
 from pipeline.html import render_nightly_report, render_run_report
 from pipeline.run_dirs import MANIFEST_NAME, REPORT_NAME
 from pipeline.scoring import score_folders
@@ -291,13 +291,14 @@ def run_nightly(
         overwrite: replace suite runs already in `runs/<name>`.
 
     Raises:
-        ConfigError: bad config (before anything is scored). RunDirError: outputs cannot be written.
+        ConfigError: bad config (before anything is scored). WriteError: outputs cannot be written.
     """
     config = load_nightly_config(config_path)
     name = name or default_run_name()
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise UsageError(f"--name {name!r} must be a plain folder name.")
     run_root = config.runs / name
+    _refuse_finished_night(run_root, [suite.name for suite in config.suites], overwrite)
     results = [
         run_suite(suite, run_root / suite.name, config.baseline, overwrite=overwrite, progress=progress)
         for suite in config.suites
@@ -312,6 +313,16 @@ def run_nightly(
             result.notes.append("baseline NOT updated: not every suite passed.")
     write_summary(result, config)
     return result
+
+
+def _refuse_finished_night(run_root: Path, suites: list[str], overwrite: bool) -> None:
+    """A night's files are never changed unless `overwrite`: a reused --name is a usage error."""
+    found = [entry for entry in (SUMMARY_NAME, REPORT_NAME, *suites) if (run_root / entry).exists()]
+    if found and not overwrite:
+        raise UsageError(
+            f"{run_root} already holds the night {run_root.name!r} ({', '.join(found)}). Give `iqa run` "
+            "another --name (default: the UTC date and time), or pass --overwrite to replace that night."
+        )
 
 
 def _write_report(results: list[SuiteResult], output: Path, notes: list[str]) -> Path | None:
@@ -374,7 +385,7 @@ def promote(results: list[SuiteResult], baseline: Path, name: str) -> None:
         stamp = {"run": name, "promoted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         (baseline / "promoted.json").write_text(json.dumps(stamp, indent=2), encoding="utf-8")
     except OSError as exc:
-        raise RunDirError(
+        raise WriteError(
             f"Cannot update the baseline in {baseline}: {exc.strerror or exc}. Check permissions and space."
         ) from exc
 

@@ -18,7 +18,7 @@ from typing import Any
 from pipeline.cluster import Execution, open_cluster, run_bounded
 from pipeline.config import ScoreConfig
 from pipeline.discover import Pair, discover_pairs
-from pipeline.errors import RunDirError, WeightsError
+from pipeline.errors import WeightsError, WriteError
 from pipeline.manifest import build_manifest, run_complete, write_manifest
 from pipeline.metrics.lpips_weights import checkpoint_identity, resolve_backbone
 from pipeline.progress import progress_bar
@@ -245,8 +245,8 @@ def _write_part(writer: PartWriter, rows: list[ResultRow]) -> None:
     """Write one part; on a write failure stop the run, saying the finished parts are kept for --resume."""
     try:
         writer.write(rows)
-    except RunDirError as exc:
-        raise RunDirError(
+    except WriteError as exc:
+        raise WriteError(
             f"{exc} The run stopped; the {len(writer.written)} part(s) already written are kept: "
             "fix the problem and rerun with --resume to continue."
         ) from exc

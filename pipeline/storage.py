@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import RunDirError
+from pipeline.errors import WriteError
 
 
 def temp_name(path: Path) -> Path:
@@ -27,7 +27,7 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
     """Call `write(temp_path)` for a hidden temp file beside `path`, then rename it onto `path`.
 
     Raises:
-        RunDirError: the file cannot be written (naming it and what to check).
+        WriteError: the file cannot be written (naming it and what to check).
     """
     temp = temp_name(path)
     try:
@@ -35,7 +35,7 @@ def write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
         os.replace(temp, path)
     except OSError as exc:
         temp.unlink(missing_ok=True)
-        raise RunDirError(
+        raise WriteError(
             f"Cannot write {path}: {exc.strerror or exc}. Check free space and permissions."
         ) from exc
     except BaseException:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import ConsoleHandler, app, configure_logging
@@ -34,6 +35,21 @@ def test_failures_exit_1_unless_allowed(photo_folders, tmp_path):
     allowed = ["--allow-failures", "--overwrite"]
     result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, *allowed])
     assert result.exit_code == 0
+
+
+def test_a_failed_pair_shows_its_message_on_the_console(photo_folders, tmp_path):
+    """An off-by-one SR output said only "see manifest.json"; its message (both sizes, what to do) sat in
+    Parquet. Now the console shows the convention, the failure's message and the warnings by kind."""
+    ref, out = photo_folders
+    image = Image.open(out / "camera.png")
+    image.crop((0, 0, image.width - 1, image.height - 1)).save(out / "camera.png")
+    result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *FAST])
+    assert result.exit_code == 1
+    assert result.stdout.startswith("convention default: channels as stored, crop 0 px, float32; SSIM 11x11")
+    failed = next(line for line in result.stdout.splitlines() if line.startswith("failed: "))
+    assert failed.startswith("failed: camera: size mismatch: reference ")
+    assert "--size-mismatch crop|resize" in failed
+    assert "Some references have no ok row (1 failed, 0 missing output(s)" in result.stderr
 
 
 def test_missing_output_exits_1(photo_folders, tmp_path):

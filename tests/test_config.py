@@ -206,7 +206,7 @@ def test_the_error_names_the_option_or_the_file_line(tmp_path):
     [
         ({}, 0),
         ({"scale": 4}, 0),
-        ({"convention": "sr-paper"}, 0),
+        ({"convention": "sr-paper", "crop_border": 0}, 0),
         ({"convention": "sr-paper", "scale": 4}, 4),
         ({"convention": "sr-paper", "scale": 4, "crop_border": 0}, 0),
         ({"convention": "sr-paper", "scale": 4, "crop_border": 2}, 2),
@@ -217,10 +217,24 @@ def test_effective_crop(values, crop):
     assert validate_config(values).effective_crop == crop
 
 
+@pytest.mark.parametrize("given", [{}, {"crop_border": 0}, {"scale": 4}])
+def test_sr_paper_needs_a_scale_or_an_explicit_crop(tmp_path, given):
+    """Forgetting `--scale` under sr-paper silently cropped nothing (Set5 x4: 28.4379 instead of 28.4290)."""
+    path = config_file(tmp_path, "metrics: [psnr]\nconvention: sr-paper\n")
+    if given:
+        assert build_config(load_config_file(path), **given).convention == "sr-paper"
+        return
+    with pytest.raises(ConfigError) as caught:
+        build_config(load_config_file(path))
+    message = str(caught.value)
+    assert "no scale was given: add --scale N" in message and "--crop-border" in message
+    assert f"convention from config file {path} line 2" in message
+
+
 # The hash of what changes metric values (used by --resume)
 
 VALUE_CHANGES = [
-    {"convention": "sr-paper"},
+    {"convention": "sr-paper", "crop_border": 0},
     {"scale": 2},
     {"crop_border": 1},
     {"size_mismatch": "crop"},
@@ -250,7 +264,7 @@ EXECUTION_CHANGES = [
 def test_every_field_is_classified_for_the_hash():
     """`lpips_weights` is neither: a path, where the values depend on the file's content (see
     test_scoring.py::test_resume_with_another_lpips_checkpoint_rescores_lpips)."""
-    changed = [key for change in VALUE_CHANGES + EXECUTION_CHANGES for key in change]
+    changed = [next(iter(change)) for change in VALUE_CHANGES + EXECUTION_CHANGES]  # the key each changes
     assert sorted([*changed, "lpips_weights"]) == sorted(FIELDS)
     assert set(ScoreConfig.VALUE_FIELDS) == {key for change in VALUE_CHANGES for key in change} - {"metrics"}
 

@@ -130,6 +130,26 @@ def test_degraded_suite_fails_the_nightly_run_and_the_other_passes(nightly: Path
     assert summary["report"] == str(tmp_path / "runs" / "day2" / "report.html")
 
 
+def test_a_reused_name_never_changes_a_finished_night(nightly: Path, tmp_path: Path):
+    """Run twice with one --name, the second night replaced the first's nightly.json and report (a REGRESSED
+    verdict became FAILED) and its message named `iqa score`'s options."""
+    night = tmp_path / "runs" / "day1"
+    first = invoke(str(nightly), "--name", "day1")
+    assert first.exit_code == 0, first.output
+    before = {path: path.read_bytes() for path in sorted(night.rglob("*")) if path.is_file()}
+
+    again = invoke(str(nightly), "--name", "day1")
+    assert again.exit_code == 2, again.output
+    assert "already holds the night 'day1' (nightly.json, report.html, jpeg, sr_x2)" in again.output
+    assert "Give `iqa run` another --name" in again.output and "--overwrite" in again.output
+    assert "--resume" not in again.output and "Traceback" not in again.output
+    assert {path: path.read_bytes() for path in sorted(night.rglob("*")) if path.is_file()} == before
+
+    replaced = invoke(str(nightly), "--name", "day1", "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads((night / "nightly.json").read_text())["exit_code"] == 0
+
+
 def test_incomplete_suite_fails(nightly: Path, tmp_path: Path):
     (tmp_path / "data/sr_x2/output/coffee.png").unlink()
     result = invoke(str(nightly), "--name", "day1", "--update-baseline")

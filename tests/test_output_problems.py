@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import ScoreConfig
-from pipeline.errors import RunDirError
+from pipeline.errors import RunDirError, WriteError
 from pipeline.manifest import read_manifest
 from pipeline.results import load_results, part_paths
 from pipeline.scoring import score_folders
@@ -64,7 +64,7 @@ def test_run_dir_that_is_a_file(folders, tmp_path):
     target = tmp_path / "run"
     target.write_text("not a folder")
     result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(target), *FAST])
-    one_line_error(result, 1, str(target), "not a directory")
+    one_line_error(result, 2, str(target), "not a directory")
     assert target.read_text() == "not a folder"
 
 
@@ -73,7 +73,7 @@ def test_run_dir_under_a_file(folders, tmp_path):
     parent = tmp_path / "blocker"
     parent.write_text("a file where a folder should be")
     result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(parent / "run"), *FAST])
-    one_line_error(result, 1, "Cannot write into", "Not a directory")
+    one_line_error(result, 2, "Cannot write into", "Not a directory")
 
 
 def test_full_disk_stops_the_run_and_keeps_written_parts(folders, tmp_path, monkeypatch):
@@ -91,7 +91,7 @@ def test_full_disk_stops_the_run_and_keeps_written_parts(folders, tmp_path, monk
         return real_write(table, where, *args, **kwargs)
 
     monkeypatch.setattr(pq, "write_table", write_table)
-    with pytest.raises(RunDirError) as caught:
+    with pytest.raises(WriteError) as caught:
         score_folders(ref, out, run_dir, config(shard_pairs=1), progress=False)
     message = str(caught.value)
     assert "part-00001.parquet" in message and "No space left on device" in message
@@ -129,7 +129,7 @@ def test_existing_run_is_refused_and_left_byte_identical(folders, tmp_path):
 
     (out / "camera.png").write_bytes(b"a different output now")
     refused = runner.invoke(app, args)
-    one_line_error(refused, 1, "already holds a run", "--resume", "--overwrite")
+    one_line_error(refused, 2, "already holds a run", "--resume", "--overwrite")
     assert snapshot(run_dir) == before
 
     resumed = runner.invoke(app, [*args, "--resume", "--allow-failures"])

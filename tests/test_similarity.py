@@ -166,7 +166,7 @@ def test_usage_errors(photo_dirs: dict[str, Path], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     _run(str(photo_dirs["originals"]), "-o", str(run_dir), "--scheduler", "sync", "--size", "32")
     again = runner.invoke(app, ["similar", str(photo_dirs["originals"]), "-o", str(run_dir)])
-    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert again.exit_code == 2 and "--overwrite" in again.output
     missing = runner.invoke(app, ["similar", str(tmp_path / "nope"), "-o", str(run_dir)])
     assert missing.exit_code == 2 and "does not exist" in missing.output
     small = runner.invoke(app, ["similar", str(photo_dirs["originals"]), "-o", str(run_dir), "--size", "8"])

@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from pipeline.errors import RunDirError
+from pipeline.errors import WriteError
 from pipeline.storage import temp_name, write_atomic, write_text_atomic
 
 
@@ -42,7 +42,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path):
         temp.write_text("half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(RunDirError) as raised:
+    with pytest.raises(WriteError) as raised:
         write_atomic(target, fail)
     assert str(raised.value) == (
         f"Cannot write {target}: No space left on device. Check free space and permissions."
@@ -53,7 +53,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path):
 def test_a_failed_rename_leaves_no_temp(tmp_path):
     target = tmp_path / "report.html"
     (target / "inside").mkdir(parents=True)
-    with pytest.raises(RunDirError, match=r"Cannot write .*report\.html: "):
+    with pytest.raises(WriteError, match=r"Cannot write .*report\.html: "):
         write_text_atomic(target, "<html></html>")
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 

@@ -36,7 +36,8 @@ def render_run_report(
         The path of the written file.
 
     Raises:
-        RunDirError: `run_dir` (or `baseline`) is not a readable run directory, or the file cannot be written.
+        RunDirError: `run_dir` (or `baseline`) is not a readable run directory.
+        WriteError: the report cannot be written.
 
     Example:
         >>> render_run_report("runs/today", baseline="runs/yesterday")  # doctest: +SKIP

@@ -116,7 +116,8 @@ def run_similar(
     Raises:
         UsageError: bad options, missing folders, fewer than two images to compare.
         WeightsError: LPIPS weights are missing.
-        RunDirError: `run_dir` holds an earlier run (without `overwrite`) or cannot be written.
+        RunDirError: `run_dir` holds an earlier run (without `overwrite`) or cannot be written into.
+        WriteError: an output file cannot be written.
     """
     started = time.perf_counter()
     check_options(metric, size, block)
