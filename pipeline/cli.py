@@ -19,10 +19,11 @@ from pipeline import api
 from pipeline.choices import METRICS, Convention, Device, LpipsNet, SimilarMetric, SizeMismatch
 from pipeline.comparison import format_comparison, parse_tolerances
 from pipeline.config import FIELDS
-from pipeline.console import format_counts, format_summary
+from pipeline.console import format_counts, format_summary, format_unscored_duplicates
 from pipeline.discover import format_pairing
 from pipeline.errors import IQAError
 from pipeline.nightly import format_nightly
+from pipeline.pairing_hints import pairing_hints
 from pipeline.similarity import format_nearest
 
 app = typer.Typer(
@@ -78,6 +79,14 @@ def user_errors(command: Callable[..., None]) -> Callable[..., None]:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
+
+
+def print_pairing_problems(manifest: dict[str, Any]) -> None:
+    """On stderr: each reference left unscored by a key two files claim (red), then the pairing hints."""
+    for line in format_unscored_duplicates(manifest.get("duplicates") or []):
+        typer.secho(line, fg=typer.colors.RED, err=True)
+    for hint in manifest.get("hints") or []:
+        typer.secho(f"hint: {hint}", fg=typer.colors.YELLOW, err=True)
 
 
 def _config_options(values: dict[str, Any]) -> dict[str, Any]:
@@ -193,6 +202,7 @@ def score(
     typer.echo(format_summary(run.summary))
     typer.echo(format_counts(run.counts))
     typer.echo(f"results: {run_dir}" + (f"  report: {run.report_path}" if run.report_path else ""))
+    print_pairing_problems(run.manifest)
     if not run.complete and not allow_failures:
         typer.secho(
             "Some references have no ok row (failed, missing or duplicate): "
@@ -228,6 +238,8 @@ def pairs(
         group_depth=group_depth,
     )
     typer.echo(format_pairing(pairing, limit=limit))
+    for hint in pairing_hints(pairing):
+        typer.echo(f"hint: {hint}")
 
 
 @app.command()

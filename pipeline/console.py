@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from pipeline.discover import duplicate_message
 from pipeline.summary import MetricSummary
+
+DUPLICATES_SHOWN = 5
 
 
 def format_number(value: float | None, digits: int = 4) -> str:
@@ -56,3 +59,18 @@ def format_summary(summaries: Sequence[MetricSummary]) -> str:
 def format_counts(counts: dict[str, int]) -> str:
     keys = ("pairs", "ok", "error", "missing", "extra", "duplicates", "skipped")
     return "  ".join(f"{k}={counts.get(k, 0)}" for k in keys)
+
+
+def format_unscored_duplicates(duplicates: Sequence[dict], limit: int = DUPLICATES_SHOWN) -> list[str]:
+    """One line per key that leaves a reference unscored because two or more files claim it (the first
+    `limit`), then a line counting the rest; [] when every duplicate key is only an output without reference.
+
+    Args:
+        duplicates: manifest.json's `duplicates` (`{'side', 'key', 'paths', 'references'}` each).
+    """
+    unscored = [d for d in duplicates if d.get("references")]
+    lines = [duplicate_message(d) for d in unscored[:limit]]
+    if len(unscored) > limit:
+        rest = len(unscored) - limit
+        lines.append(f"... and {rest} more keys claimed by two or more files; manifest.json lists them all.")
+    return lines
