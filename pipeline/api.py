@@ -70,7 +70,7 @@ class Run:
 
     @property
     def complete(self) -> bool:
-        """Every reference has an ok row: no failed pair, missing output or duplicate reference key."""
+        """Every reference has an ok row: no failed pair, missing output, or key two files claim."""
         return run_complete(self.manifest)
 
 

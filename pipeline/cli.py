@@ -25,11 +25,13 @@ from pipeline.console import (
     format_failures,
     format_group_means,
     format_summary,
+    format_unscored_duplicates,
     format_warning_kinds,
 )
 from pipeline.discover import format_pairing
 from pipeline.errors import IQAError
 from pipeline.nightly import format_nightly
+from pipeline.pairing_hints import pairing_hints
 from pipeline.similarity import format_nearest
 
 app = typer.Typer(
@@ -85,6 +87,14 @@ def user_errors(command: Callable[..., None]) -> Callable[..., None]:
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper
+
+
+def print_pairing_problems(manifest: dict[str, Any]) -> None:
+    """On stderr: each reference left unscored by a key two files claim (red), then the pairing hints."""
+    for line in format_unscored_duplicates(manifest.get("duplicates") or []):
+        typer.secho(line, fg=typer.colors.RED, err=True)
+    for hint in manifest.get("hints") or []:
+        typer.secho(f"hint: {hint}", fg=typer.colors.YELLOW, err=True)
 
 
 def _config_options(values: dict[str, Any]) -> dict[str, Any]:
@@ -198,11 +208,12 @@ def score(
         **_config_options(locals()),
     )
     _print_run(run)
+    print_pairing_problems(run.manifest)
     if not run.complete and not allow_failures:
         counts = run.counts
         typer.secho(
             f"Some references have no ok row ({counts['error']} failed, {counts['missing']} missing "
-            f"output(s), {counts['duplicates_reference']} duplicate key(s)): see above, "
+            f"output(s), {counts.get('unscored_duplicates', 0)} key(s) claimed by two files): see above, "
             f"{run_dir / 'manifest.json'} and the `error` column. Exit 1 (--allow-failures: 0).",
             fg=typer.colors.RED,
             err=True,
@@ -247,6 +258,8 @@ def pairs(
         group_depth=group_depth,
     )
     typer.echo(format_pairing(pairing, limit=limit))
+    for hint in pairing_hints(pairing):
+        typer.echo(f"hint: {hint}")
 
 
 @app.command()

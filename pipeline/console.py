@@ -11,12 +11,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.discover import duplicate_message
 from pipeline.metrics.ssim import WINDOW_SIGMA, WINDOW_SIZE
 from pipeline.summary import MetricSummary, metric_columns
 
 SHOWN_GROUPS = 20  # groups in the console's per-group table; the report has them all
 SHOWN_FAILURES = 5  # failed pairs listed with their messages
 SHOWN_WARNING_KINDS = 5
+SHOWN_DUPLICATES = 5  # keys claimed by two or more files, listed with their files
 
 
 def format_number(value: float | None, digits: int = 4) -> str:
@@ -141,3 +143,18 @@ def format_warning_kinds(frame: pd.DataFrame, limit: int = SHOWN_WARNING_KINDS) 
 
 def _plain(value: Any) -> float | None:
     return None if pd.isna(value) else float(value)
+
+
+def format_unscored_duplicates(duplicates: Sequence[dict], limit: int = SHOWN_DUPLICATES) -> list[str]:
+    """One line per key that leaves a reference unscored because two or more files claim it (the first
+    `limit`), then a line counting the rest; [] when every duplicate key is only an output without reference.
+
+    Args:
+        duplicates: manifest.json's `duplicates` (`{'side', 'key', 'paths', 'references'}` each).
+    """
+    unscored = [d for d in duplicates if d.get("references")]
+    lines = [duplicate_message(d) for d in unscored[:limit]]
+    if len(unscored) > limit:
+        rest = len(unscored) - limit
+        lines.append(f"... and {rest} more keys claimed by two or more files; manifest.json lists them all.")
+    return lines

@@ -52,8 +52,10 @@ class Pairing:
         pairs: Pairs sorted by key.
         missing: `{'key', 'path'}` for references without output, sorted by key.
         extra: `{'key', 'path'}` for outputs without reference, sorted by key.
-        duplicates: `{'side', 'key', 'paths'}` for keys that two or more files on one side map to;
-            such keys are neither paired nor reported as missing or extra.
+        duplicates: `{'side', 'key', 'paths', 'references'}` for keys that two or more files on one side
+            map to; such keys are neither paired nor reported as missing or extra. `references` are the
+            reference files the duplicate leaves unscored: `paths` on the reference side, the reference
+            with that key (or none) on the output side.
         skipped: `{'path', 'reason'}` for entries seen but not usable (a directory named like an image,
             a broken symlink, a symlink loop, an unreadable directory).
     """
@@ -63,6 +65,10 @@ class Pairing:
     extra: list[dict] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+
+    def unscored_duplicates(self) -> int:
+        """Number of reference keys left unscored because two or more files (on either side) claim them."""
+        return len({d["key"] for d in self.duplicates if d["references"]})
 
     def counts(self) -> dict[str, int]:
         """Number of entries in each list, keyed by list name."""
@@ -128,7 +134,10 @@ def discover_pairs(
     for side, index in (("reference", refs), ("output", outs)):
         for key, paths in index.items():
             if len(paths) > 1:
-                duplicates.append({"side": side, "key": key, "paths": sorted(paths)})
+                references = sorted(refs.get(key, []))
+                duplicates.append(
+                    {"side": side, "key": key, "paths": sorted(paths), "references": references}
+                )
     duplicate_keys = {d["key"] for d in duplicates}
 
     pairs: list[Pair] = []
@@ -183,6 +192,29 @@ def format_pairing(pairing: Pairing, *, limit: int = 20) -> str:
         if len(items) > limit:
             lines.append(f"  ... and {len(items) - limit} more")
     return "\n".join(lines)
+
+
+def duplicate_message(duplicate: dict) -> str:
+    """One line on a key that two or more files claim: which files, what is not scored, what to do.
+
+    Args:
+        duplicate: An entry of `Pairing.duplicates` (or of manifest.json's `duplicates`).
+
+    Example:
+        >>> duplicate_message({"side": "reference", "key": "a", "paths": ["a.jpg", "a.png"]})
+        "key 'a' not scored: 2 reference files claim it (a.jpg, a.png); remove or rename all but one."
+    """
+    side, paths = duplicate["side"], duplicate["paths"]
+    references = duplicate.get("references") or []
+    claim = f"{len(paths)} {side} files claim it ({', '.join(paths)})"
+    if side == "reference":
+        return f"key {duplicate['key']!r} not scored: {claim}; remove or rename all but one."
+    if references:
+        return (
+            f"key {duplicate['key']!r} not scored: {claim} for reference {', '.join(references)}; "
+            "remove or rename all but one."
+        )
+    return f"key {duplicate['key']!r}: {claim} and no reference has it; remove or rename all but one."
 
 
 def walk_images(

@@ -14,6 +14,7 @@ from pipeline.config import ScoreConfig
 from pipeline.conventions import resolve_convention
 from pipeline.discover import Pairing
 from pipeline.errors import RunDirError
+from pipeline.pairing_hints import pairing_hints
 from pipeline.run_dirs import MANIFEST_NAME
 from pipeline.storage import write_text_atomic
 
@@ -59,6 +60,10 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The manifest.json content.
 
+    `counts['unscored_duplicates']` is the number of reference keys that two or more files claim (on the
+    reference or the output side): those references have no row. `hints` suggest an option or a folder when
+    fewer than half of the references found an output (`pipeline.pairing_hints`).
+
     Args:
         value_hash: the config hash of the run's values (`ScoreConfig.value_hash` with its LPIPS backbone).
         statuses: {key: status} of the latest row of every pair of this run.
@@ -96,26 +101,31 @@ def build_manifest(
             "extra": len(pairing.extra),
             "duplicates": len(pairing.duplicates),
             "duplicates_reference": sum(d["side"] == "reference" for d in pairing.duplicates),
+            "unscored_duplicates": pairing.unscored_duplicates(),
             "skipped": len(pairing.skipped),
         },
         "missing": pairing.missing,
         "extra": pairing.extra,
         "duplicates": pairing.duplicates,
         "skipped": pairing.skipped,
+        "hints": pairing_hints(pairing),
         "notices": notices,
     }
 
 
 def run_complete(manifest: dict[str, Any]) -> bool:
-    """Whether every reference of a run has an ok row: no failed pair, missing output or duplicate key.
+    """Whether every reference of a run has an ok row: no failed pair, no missing output, and no reference
+    whose key two or more files claim (reference or output side).
+
+    A manifest written before `unscored_duplicates` was counted falls back to `duplicates_reference`.
 
     Example:
-        >>> counts = {"error": 0, "missing": 1, "duplicates_reference": 0}
-        >>> run_complete({"counts": counts})
+        >>> run_complete({"counts": {"error": 0, "missing": 0, "unscored_duplicates": 1}})
         False
     """
     counts = manifest["counts"]
-    return counts["error"] == 0 and counts["missing"] == 0 and counts["duplicates_reference"] == 0
+    unscored = counts.get("unscored_duplicates", counts.get("duplicates_reference", 0))
+    return counts["error"] == 0 and counts["missing"] == 0 and unscored == 0
 
 
 def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:

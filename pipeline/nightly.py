@@ -263,8 +263,10 @@ def run_suite(
         verdict = FAILED
         notes.append(
             f"incomplete run: {counts['error']} failed pair(s), {counts['missing']} missing output(s), "
-            f"{counts['duplicates_reference']} duplicate reference(s); see {run_dir / MANIFEST_NAME}."
+            f"{counts['unscored_duplicates']} reference(s) whose key two or more files claim; "
+            f"see {run_dir / MANIFEST_NAME}."
         )
+        notes.extend(f"hint: {hint}" for hint in scored.manifest.get("hints") or [])
     previous = baseline / suite.name
     if not (previous / MANIFEST_NAME).is_file():
         notes.append(f"no baseline yet ({previous}); pass --update-baseline after a good run.")

@@ -46,7 +46,7 @@ class RunResult:
 
     @property
     def complete(self) -> bool:
-        """Every reference has an ok row (no failed pair, no missing output, no duplicate reference key)."""
+        """Every reference has an ok row (no failed pair, no missing output, no key two files claim)."""
         return run_complete(self.manifest)
 
 

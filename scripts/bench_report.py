@@ -144,6 +144,7 @@ def write_run(run_dir: Path, rows: list[dict], run_id: str, folder: Path, groups
                 "extra": len(extra),
                 "duplicates": 0,
                 "duplicates_reference": 0,
+                "unscored_duplicates": 0,
                 "skipped": 0,
             },
             "missing": missing,

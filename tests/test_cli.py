@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import degrade, real_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -57,6 +58,92 @@ def test_missing_output_exits_1(photo_folders, tmp_path):
     (out / "camera.png").unlink()
     result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *FAST])
     assert result.exit_code == 1 and "missing=1" in result.output
+
+
+@pytest.fixture
+def tiny_tree(image_tree):
+    """Factory: a reference and an output folder of 48 x 48 crops of a real photo, named as given."""
+    crop = real_image("astronaut.png")[:48, :48]
+
+    def make(references: list[str], outputs: list[str]):
+        ref = image_tree("ref", {name: crop for name in references})
+        out = image_tree("out", {name: degrade(crop, "noise") for name in outputs})
+        return ref, out
+
+    return make
+
+
+def test_a_reference_whose_key_two_outputs_claim_is_not_scored_and_exits_1(tiny_tree, tmp_path):
+    ref, out = tiny_tree(["01.png", "02.png"], ["01.png", "01.jpg", "02.png"])
+    run_dir = tmp_path / "run"
+    result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(run_dir), *FAST])
+    assert result.exit_code == 1, result.output
+    assert "ok=1" in result.stdout and "duplicates=1" in result.stdout
+    assert (
+        f"key '01' not scored: 2 output files claim it ({out / '01.jpg'}, {out / '01.png'}) "
+        f"for reference {ref / '01.png'}; remove or rename all but one.\n"
+    ) in result.stderr
+    assert "Traceback" not in result.output
+    assert list(load_results(run_dir)["key"]) == ["02"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["counts"]["unscored_duplicates"] == 1
+    allowed = runner.invoke(app, ["score", str(ref), str(out), "-o", str(run_dir), *FAST, "--overwrite",
+                                  "--allow-failures"])  # fmt: skip
+    assert allowed.exit_code == 0 and "key '01' not scored" in allowed.stderr
+
+
+def test_a_reference_key_claimed_twice_on_the_reference_side_exits_1(tiny_tree, tmp_path):
+    ref, out = tiny_tree(["01.png", "01.jpg", "02.png"], ["01.png", "02.png"])
+    result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *FAST])
+    assert result.exit_code == 1, result.output
+    assert (
+        f"key '01' not scored: 2 reference files claim it ({ref / '01.jpg'}, {ref / '01.png'}); "
+        "remove or rename all but one."
+    ) in result.stderr
+
+
+def test_duplicate_outputs_without_a_reference_do_not_fail_the_run(tiny_tree, tmp_path):
+    ref, out = tiny_tree(["01.png"], ["01.png", "09.png", "09.jpg"])
+    result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "duplicates=1" in result.stdout and "not scored" not in result.output
+
+
+def test_many_keys_claimed_twice_print_five_lines_then_a_count(tiny_tree, tmp_path):
+    names = [f"{i:02d}" for i in range(7)]
+    ref, out = tiny_tree(
+        [f"{n}.png" for n in names], [f"{n}{ext}" for n in names for ext in (".png", ".jpg")]
+    )
+    result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *FAST])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert sum(line.startswith("key '") for line in lines) == 5
+    assert "... and 2 more keys claimed by two or more files; manifest.json lists them all." in lines
+
+
+def test_score_prints_a_pairing_hint_when_few_references_pair(tiny_tree, tmp_path):
+    ref, out = tiny_tree(["01.png", "02.png"], ["01_x4_SR.png", "02_x4_SR.png"])
+    result = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "run"), *FAST])
+    assert result.exit_code == 1, result.output
+    assert (
+        "hint: 2 of 2 missing references match extra outputs named with the suffix '_x4_SR' "
+        f"(e.g. {out / '01_x4_SR.png'} for {ref / '01.png'}): add --output-suffix _x4_SR.\n"
+    ) in result.stderr
+    followed = runner.invoke(
+        app, ["score", str(ref), str(out), "-o", str(tmp_path / "run2"), *FAST, "--output-suffix", "_x4_SR"]
+    )
+    assert followed.exit_code == 0, followed.output
+    assert "hint:" not in followed.output
+
+
+def test_pairs_prints_a_pairing_hint(tiny_tree):
+    ref, out = tiny_tree(["01.png", "02.png"], ["x4/01.png", "x4/02.png"])
+    result = runner.invoke(app, ["pairs", str(ref), str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        "hint: 2 of 2 missing references match extra outputs one folder deeper, under 'x4' "
+        f"(e.g. {out / 'x4/01.png'} for {ref / '01.png'}): pass {out / 'x4'} as the output folder."
+    )
 
 
 @pytest.mark.parametrize(

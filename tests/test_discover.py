@@ -83,22 +83,59 @@ def test_duplicates_are_reported_and_not_paired(dirs):
     touch(out, "a.png", "b.png", "b.tif", "c.png", "only_out_dup.png", "only_out_dup.jpeg")
     pairing = discover_pairs(ref, out)
     assert keys(pairing) == ["c"]
+    ref_a = [str(ref / "a.jpg"), str(ref / "a.png")]
+    ref_only = [str(ref / "only_ref_dup.bmp"), str(ref / "only_ref_dup.png")]
     assert pairing.duplicates == [
-        {"side": "reference", "key": "a", "paths": [str(ref / "a.jpg"), str(ref / "a.png")]},
-        {"side": "output", "key": "b", "paths": [str(out / "b.png"), str(out / "b.tif")]},
+        {"side": "reference", "key": "a", "paths": ref_a, "references": ref_a},
+        {
+            "side": "output",
+            "key": "b",
+            "paths": [str(out / "b.png"), str(out / "b.tif")],
+            "references": [str(ref / "b.png")],
+        },
         {
             "side": "output",
             "key": "only_out_dup",
             "paths": [str(out / "only_out_dup.jpeg"), str(out / "only_out_dup.png")],
+            "references": [],
         },
-        {
-            "side": "reference",
-            "key": "only_ref_dup",
-            "paths": [str(ref / "only_ref_dup.bmp"), str(ref / "only_ref_dup.png")],
-        },
+        {"side": "reference", "key": "only_ref_dup", "paths": ref_only, "references": ref_only},
     ]
     assert pairing.missing == []
     assert pairing.extra == []
+    assert pairing.unscored_duplicates() == 3  # a, b, only_ref_dup: references without a row
+
+
+def test_a_key_claimed_twice_on_both_sides_is_one_unscored_reference(dirs):
+    ref, out = dirs
+    touch(ref, "01.png", "01.jpg", "02.png")
+    touch(out, "01.png", "01.jpg", "02.png")
+    pairing = discover_pairs(ref, out)
+    assert keys(pairing) == ["02"]
+    assert [(d["side"], d["references"]) for d in pairing.duplicates] == [
+        ("output", [str(ref / "01.jpg"), str(ref / "01.png")]),
+        ("reference", [str(ref / "01.jpg"), str(ref / "01.png")]),
+    ]
+    assert pairing.unscored_duplicates() == 1
+
+
+def test_duplicate_message_names_the_files_the_reference_and_what_to_do(dirs):
+    ref, out = dirs
+    touch(ref, "sub/01.png", "a.png", "a.jpg")
+    touch(out, "sub/01.png", "sub/01.jpg", "x.png", "x.bmp")
+    by_key = {d["key"]: d for d in discover_pairs(ref, out).duplicates}
+    assert discover.duplicate_message(by_key["sub/01"]) == (
+        f"key 'sub/01' not scored: 2 output files claim it ({out / 'sub/01.jpg'}, {out / 'sub/01.png'}) "
+        f"for reference {ref / 'sub/01.png'}; remove or rename all but one."
+    )
+    assert discover.duplicate_message(by_key["a"]) == (
+        f"key 'a' not scored: 2 reference files claim it ({ref / 'a.jpg'}, {ref / 'a.png'}); "
+        "remove or rename all but one."
+    )
+    assert discover.duplicate_message(by_key["x"]) == (
+        f"key 'x': 2 output files claim it ({out / 'x.bmp'}, {out / 'x.png'}) and no reference has it; "
+        "remove or rename all but one."
+    )
 
 
 def test_reversed_sort_trap_pairs_by_name_not_index(dirs):
@@ -238,7 +275,12 @@ def test_regex_that_merges_outputs_reports_a_duplicate(dirs):
     pairing = discover_pairs(ref, out, output_regex=r"(?:up__)?(?P<key>.*)")
     assert keys(pairing) == []
     assert pairing.duplicates == [
-        {"side": "output", "key": "a", "paths": [str(out / "a.png"), str(out / "up__a.png")]}
+        {
+            "side": "output",
+            "key": "a",
+            "paths": [str(out / "a.png"), str(out / "up__a.png")],
+            "references": [str(ref / "a.png")],
+        }
     ]
     assert pairing.missing == pairing.extra == []
 
@@ -519,6 +561,7 @@ def test_pairs_match_by_key_property(tmp_path_factory, ref_files, out_files, suf
         k for side in (created_ref, created_out) for k, paths in side.items() if len(paths) > 1
     }
     assert duplicate_keys == expected_duplicates
+    assert pairing.unscored_duplicates() == len(set(created_ref) & duplicate_keys)
     paired = {p.key for p in pairing.pairs}
     assert paired | {m["key"] for m in pairing.missing} == set(created_ref) - duplicate_keys
     assert paired == (set(created_ref) & set(created_out)) - duplicate_keys

@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import degrade, real_image
+from markupsafe import escape
 from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.choices import METRICS
 from pipeline.config import ScoreConfig
+from pipeline.discover import duplicate_message
 from pipeline.html import filters, render_nightly_report, render_run_report
 from pipeline.html.model import ReportData, build_report
 from pipeline.html.thumbnails import pair_thumbnails
@@ -157,6 +159,32 @@ def test_report_lists_failures_missing_and_extra(report_html: str) -> None:
     assert "a/brick" in files
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in files
     assert "file://" in files
+
+
+def test_report_lists_references_a_duplicate_key_left_unscored_and_the_pairing_hints(tmp_path: Path) -> None:
+    crop = real_image("camera.png")[:48, :48]
+    reference, outputs = tmp_path / "ref", tmp_path / "out"
+    for stem in ("01", "02", "03", "04", "05"):
+        _save(reference / f"{stem}.png", crop)
+    for name in ("01.png", "01.jpg", "02_SR.png", "03_SR.png", "04_SR.png", "05.png"):
+        _save(outputs / name, degrade(crop, "noise"))
+    run_dir = tmp_path / "run"
+    scored = score_folders(
+        reference, outputs, run_dir, ScoreConfig(metrics="psnr", scheduler="sync"), progress=False
+    )
+    html = render_run_report(run_dir).read_text(encoding="utf-8")
+
+    header = html.split('<section id="header"', 1)[1].split("</section>", 1)[0]
+    assert "references with a duplicate key" in header
+    (hint,) = scored.manifest["hints"]
+    assert "add --output-suffix _SR" in hint and f"hint: {escape(hint)}" in header
+    files = html.split('<section id="files"', 1)[1].split("</section>", 1)[0]
+    listing = files.split('id="files-unscored-duplicates"', 1)[1].split("<h3", 1)[0]
+    assert "References not scored: key claimed by two or more files" in files
+    (duplicate,) = scored.manifest["duplicates"]
+    assert str(escape(duplicate_message(duplicate))) in listing
+    assert f"for reference {reference / '01.png'}" in duplicate_message(duplicate)
+    assert "file://" in listing and "(1)" in files.split('id="files-unscored-duplicates"', 1)[1][:80]
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,13 @@ import platform
 import pytest
 
 from pipeline.config import validate_config
-from pipeline.discover import Pair, Pairing
+from pipeline.discover import Pair, Pairing, discover_pairs
 from pipeline.errors import RunDirError
 from pipeline.manifest import (
     build_manifest,
     device_description,
     read_manifest,
+    run_complete,
     software_versions,
     write_manifest,
 )
@@ -44,17 +45,23 @@ def test_counts_come_from_the_statuses_and_the_pairing(tmp_path):
         missing=[{"key": "m", "path": "r/m.png"}],
         extra=[{"key": "x", "path": "o/x.png"}, {"key": "y", "path": "o/y.png"}],
         duplicates=[
-            {"side": "reference", "key": "d", "paths": ["r/d.png", "r/d.jpg"]},
-            {"side": "output", "key": "e", "paths": ["o/e.png", "o/e.jpg"]},
-            {"side": "output", "key": "f", "paths": ["o/f.png", "o/f.bmp"]},
+            {
+                "side": "reference",
+                "key": "d",
+                "paths": ["r/d.png", "r/d.jpg"],
+                "references": ["r/d.png", "r/d.jpg"],
+            },
+            {"side": "output", "key": "e", "paths": ["o/e.png", "o/e.jpg"], "references": ["r/e.png"]},
+            {"side": "output", "key": "f", "paths": ["o/f.png", "o/f.bmp"], "references": []},
         ],
         skipped=[{"path": "r/loop", "reason": "symlink loop"}],
     )
     manifest = manifest_of(tmp_path, {"a": "ok", "b": "error", "c": "ok"}, pairing)
     assert manifest["counts"] == {
         "pairs": 3, "rows": 3, "ok": 2, "error": 1, "missing": 1, "extra": 2, "duplicates": 3,
-        "duplicates_reference": 1, "skipped": 1,
+        "duplicates_reference": 1, "unscored_duplicates": 2, "skipped": 1,
     }  # fmt: skip
+    assert not run_complete(manifest)
     assert manifest["missing"] == pairing.missing and manifest["skipped"] == pairing.skipped
     assert manifest["notices"] == ["LPIPS NOT SCORED: ..."]
     assert manifest["dashboard"] is None and manifest["shard_pairs"] == 2 and manifest["resume"] is None
@@ -99,3 +106,44 @@ def test_a_missing_or_damaged_manifest_is_a_run_dir_error(tmp_path):
         RunDirError, match=r"Cannot read .*manifest\.json: .*The run directory may be damaged"
     ):
         read_manifest(tmp_path)
+
+
+def test_a_reference_whose_key_two_outputs_claim_makes_the_run_incomplete(tmp_path):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    for folder, names in (
+        (ref, ("01.png", "02.png")),
+        (out, ("01.png", "01.jpg", "02.png", "09.png", "09.jpg")),
+    ):
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_bytes(b"")
+    pairing = discover_pairs(ref, out)
+    manifest = manifest_of(tmp_path, {"02": "ok"}, pairing)
+    assert manifest["counts"]["duplicates"] == 2 and manifest["counts"]["duplicates_reference"] == 0
+    assert manifest["counts"]["unscored_duplicates"] == 1  # 01; 09 has no reference
+    assert [d["references"] for d in manifest["duplicates"]] == [[str(ref / "01.png")], []]
+    assert not run_complete(manifest)
+
+
+def test_duplicate_outputs_without_a_reference_leave_the_run_complete(tmp_path):
+    pairing = Pairing(
+        pairs=[Pair("a", "", "r/a.png", "o/a.png")],
+        duplicates=[{"side": "output", "key": "z", "paths": ["o/z.png", "o/z.jpg"], "references": []}],
+    )
+    assert run_complete(manifest_of(tmp_path, {"a": "ok"}, pairing))
+
+
+def test_an_older_manifest_without_the_unscored_count_uses_the_reference_duplicates():
+    assert not run_complete({"counts": {"error": 0, "missing": 0, "duplicates_reference": 1}})
+    assert run_complete({"counts": {"error": 0, "missing": 0, "duplicates_reference": 0}})
+
+
+def test_hints_are_recorded_when_few_references_pair(tmp_path):
+    missing = [{"key": k, "path": f"/r/{k}.png"} for k in ("01", "02")]
+    extra = [{"key": f"{k}_SR", "path": f"/o/{k}_SR.png"} for k in ("01", "02")]
+    manifest = manifest_of(tmp_path, {}, Pairing(missing=missing, extra=extra))
+    assert manifest["hints"] == [
+        "2 of 2 missing references match extra outputs named with the suffix '_SR' "
+        "(e.g. /o/01_SR.png for /r/01.png): add --output-suffix _SR."
+    ]
+    assert manifest_of(tmp_path, {}, Pairing())["hints"] == []

@@ -159,6 +159,30 @@ def test_incomplete_suite_fails(nightly: Path, tmp_path: Path):
     assert not (tmp_path / "baseline").exists()
 
 
+def test_a_key_two_outputs_claim_fails_its_suite_and_misnamed_outputs_get_a_hint(
+    nightly: Path, tmp_path: Path
+):
+    jpeg_out, sr_out = tmp_path / "data/jpeg/output", tmp_path / "data/sr_x2/output"
+    (jpeg_out / "coffee.png").write_bytes((tmp_path / "data/jpeg/reference/coffee.png").read_bytes())
+    for path in sorted(sr_out.glob("*.png")):
+        path.rename(sr_out / f"{path.stem}_x2.png")
+    result = invoke(str(nightly), "--name", "day1", "--update-baseline")
+    assert result.exit_code == 1, result.output
+    jpeg_line, sr_line = suite_line(result.output, "jpeg"), suite_line(result.output, "sr_x2")
+    assert (
+        "FAILED" in jpeg_line
+        and "0 missing output(s), 1 reference(s) whose key two or more files claim" in jpeg_line
+    )
+    assert "FAILED" in sr_line and "4 missing output(s)" in sr_line
+    assert (
+        "hint: 4 of 4 missing references match extra outputs named with the suffix '_x2' "
+        f"(e.g. {sr_out / 'astronaut_x2.png'}" in sr_line
+    )
+    assert sr_line.endswith("add --output-suffix _x2.")
+    assert "FAIL: jpeg (failed), sr_x2 (failed)" in result.output
+    assert not (tmp_path / "baseline").exists()
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [

@@ -16,6 +16,7 @@ import pandas as pd
 
 from pipeline.choices import METRICS
 from pipeline.comparison import compare_runs
+from pipeline.discover import duplicate_message
 from pipeline.html.filters import relative_href
 from pipeline.html.plots import distribution_plot
 from pipeline.html.thumbnails import ReadOptions, Thumbnail, pair_thumbnails, regression_thumbnails
@@ -51,6 +52,7 @@ class HeaderInfo:
     config_hash: str
     lpips_backbone: str | None
     notices: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -267,6 +269,7 @@ def build_header(manifest: dict[str, Any], metrics: list[str]) -> HeaderInfo:
         config_hash=_text(manifest.get("config_hash")),
         lpips_backbone=manifest.get("lpips_backbone"),
         notices=[_text(n) for n in manifest.get("notices") or []],
+        hints=[_text(h) for h in manifest.get("hints") or []],
     )
 
 
@@ -342,10 +345,12 @@ def build_failures(frame: pd.DataFrame) -> tuple[list[FailureRow], int]:
 
 
 def build_file_lists(manifest: dict[str, Any]) -> list[FileList]:
-    """Missing, extra, duplicate and skipped files from manifest.json."""
+    """Missing outputs, references left unscored by a duplicate key, extra, duplicate and skipped files from
+    manifest.json."""
     missing = manifest.get("missing") or []
     extra = manifest.get("extra") or []
     duplicates = manifest.get("duplicates") or []
+    unscored = [e for e in duplicates if e.get("references")]
     skipped = manifest.get("skipped") or []
     return [
         FileList(
@@ -354,6 +359,21 @@ def build_file_lists(manifest: dict[str, Any]) -> list[FileList]:
             "References without an output: not scored.",
             [FileRow(_text(e.get("key")), [_text(e.get("path"))]) for e in missing[:LIST_LIMIT]],
             len(missing),
+        ),
+        FileList(
+            "files-unscored-duplicates",
+            "References not scored: key claimed by two or more files",
+            "Two or more files (references or outputs) map to the key of these references, so they have no "
+            "row and the run is incomplete. Keep one file per key.",
+            [
+                FileRow(
+                    _text(e.get("key")),
+                    [_text(p) for p in e.get("references") or []],
+                    _text(duplicate_message(e)),
+                )
+                for e in unscored[:LIST_LIMIT]
+            ],
+            len(unscored),
         ),
         FileList(
             "files-extra",
