@@ -83,6 +83,19 @@ def nightly_name_reused(root: Path) -> list[str]:
     return arguments
 
 
+def output_key_claimed_twice(root: Path) -> list[str]:
+    arguments = score(root)
+    Image.open(root / "out" / "camera.png").save(root / "out" / "camera.jpg", quality=90)
+    return arguments
+
+
+def outputs_named_with_a_suffix(root: Path) -> list[str]:
+    arguments = score(root)
+    for path in sorted((root / "out").glob("*.png")):
+        path.rename(path.with_name(f"{path.stem}_x4_SR.png"))
+    return arguments
+
+
 MISTAKES = [
     Mistake(
         "sr-paper without --scale",
@@ -107,6 +120,18 @@ MISTAKES = [
         off_by_one_output,
         1,
         ("failed: camera: size mismatch", "96x96", "95x96", "--size-mismatch crop|resize"),
+    ),
+    Mistake(
+        "an output key claimed by two files",
+        output_key_claimed_twice,
+        1,
+        ("key 'camera' not scored: 2 output files claim it", "camera.jpg", "remove or rename all but one"),
+    ),
+    Mistake(
+        "outputs named with a suffix and no --output-suffix",
+        outputs_named_with_a_suffix,
+        1,
+        ("missing=2", "hint: 2 of 2 missing references match", "add --output-suffix _x4_SR"),
     ),
     Mistake(
         "iqa run with the name of a finished night",
