@@ -114,10 +114,28 @@ def score(
 
 
 def compare(
-    baseline: str | Path, candidate: str | Path, *, tolerances: dict[str, float] | None = None
+    baseline: str | Path,
+    candidate: str | Path,
+    *,
+    tolerances: dict[str, float] | None = None,
+    require_significant: bool = False,
+    force: bool = False,
 ) -> Comparison:
-    """Compare two runs pair by pair, as `iqa compare` does; `.passed` is False on a regression."""
-    return compare_runs(baseline, candidate, tolerances=tolerances)
+    """Compare two runs pair by pair, as `iqa compare` does; `.passed` is False on a regression.
+
+    Args:
+        tolerances: {metric: absolute tolerance}; other metrics use the defaults.
+        require_significant: a metric regresses only when its paired bootstrap 95% CI also lies below 0
+            (default: its mean change against the tolerance decides).
+        force: compare runs that are not comparable anyway; `.forced` marks the result.
+
+    Raises:
+        NotComparableError: the runs differ in convention, crop or metric settings (a UsageError naming each
+            difference), unless `force` is given.
+    """
+    return compare_runs(
+        baseline, candidate, tolerances=tolerances, require_significant=require_significant, force=force
+    )
 
 
 def report(
@@ -126,9 +144,13 @@ def report(
     baseline: str | Path | None = None,
     output: str | Path | None = None,
     worst: int | None = None,
+    force: bool = False,
 ) -> Path:
-    """Write the HTML report of a run (with a baseline section when given), as `iqa report` does."""
-    return render_run_report(run_dir, baseline=baseline, output=output, worst=worst)
+    """Write the HTML report of a run (with a baseline section when given), as `iqa report` does.
+
+    `force` compares with a baseline that is not comparable anyway (the section is then marked FORCED).
+    """
+    return render_run_report(run_dir, baseline=baseline, output=output, worst=worst, force=force)
 
 
 def pairs(reference: str | Path, output: str | Path, **mapping: Any) -> Pairing:

@@ -278,9 +278,29 @@ def compare(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the comparison as JSON to this file.")
     ] = None,
+    require_significant: Annotated[
+        bool,
+        typer.Option(
+            help="Count a metric as regressed only when its paired bootstrap 95% CI of the change also lies "
+            "below 0 (default: the mean change against the tolerance decides)."
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Compare runs scored with different conventions, crops or metric settings anyway "
+            "(otherwise exit 2); the verdict is marked FORCED."
+        ),
+    ] = False,
 ) -> None:
     """Compare two runs by key: exit 1 when a metric's mean got worse than its tolerance, 0 otherwise."""
-    comparison = api.compare(baseline, candidate, tolerances=parse_tolerances(tolerance or []))
+    comparison = api.compare(
+        baseline,
+        candidate,
+        tolerances=parse_tolerances(tolerance or []),
+        require_significant=require_significant,
+        force=force,
+    )
     if json_path:
         json_path.write_text(comparison.to_json(), encoding="utf-8")
     typer.echo(format_comparison(comparison))
@@ -326,9 +346,13 @@ def report(
     worst: Annotated[
         int | None, typer.Option(min=0, help="Worst pairs per metric shown with pictures (default 8).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Compare with a baseline that is not comparable anyway (marked FORCED).")
+    ] = False,
 ) -> None:
     """Write the self-contained HTML report of a run (statistics, plots, worst cases, failures)."""
-    typer.echo(f"report: {api.report(run_dir, baseline=baseline, output=output, worst=worst)}")
+    path = api.report(run_dir, baseline=baseline, output=output, worst=worst, force=force)
+    typer.echo(f"report: {path}")
 
 
 @app.command()

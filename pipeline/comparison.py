@@ -17,7 +17,13 @@ Infinite values (PSNR of identical images):
 the per-pair differences (so pairs infinite in both runs pull it towards 0).
 
 Verdict: a metric regresses when its overall mean improvement is below `-tolerance`; the comparison passes
-when no metric regresses. Group rows, added/removed keys and one-sided metrics are reported, not judged.
+when no metric regresses. With `require_significant`, a metric also needs its paired bootstrap 95% CI to lie
+below 0 (at least two pairs; the bootstrap is seeded, so the verdict is the same every time). Group rows,
+added/removed keys and one-sided metrics are reported, not judged.
+
+Comparability: two run directories are compared only when their manifests agree on what defines the values
+of the compared metrics (`run_differences`); otherwise `compare_runs` raises `NotComparableError` naming
+each difference, unless `force` is given, and then the comparison is marked `forced`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.choices import METRICS
+from pipeline.choices import METRICS, SizeMismatch
+from pipeline.config import ScoreConfig
 from pipeline.console import format_number, format_table
-from pipeline.errors import RunDirError, UsageError
+from pipeline.errors import NotComparableError, RunDirError, UsageError
 from pipeline.manifest import read_manifest
 from pipeline.results import load_results
 from pipeline.run_dirs import require_run_dir
@@ -42,6 +50,10 @@ from pipeline.summary import bootstrap_mean_ci, metric_columns
 
 DEFAULT_TOLERANCES: dict[str, float] = {name: spec.tolerance for name, spec in METRICS.items()}
 WORST_PAIRS_IN_JSON = 5
+FORCE_HINT = (
+    "Score both with the same options, or pass --force to compare anyway (the verdict is then marked FORCED)."
+)
+_DEFAULT_SETTINGS = ScoreConfig().to_dict()
 
 
 @dataclass
@@ -49,6 +61,9 @@ class MetricComparison:
     """Change of one metric between two runs, over the pairs ok in both (or those of one group).
 
     `wilcoxon_p` is None when fewer than two pairs differ or every difference is zero (the test is undefined).
+    `beyond_tolerance`: the mean improvement is below `-tolerance`. `significantly_worse`: at least two pairs
+    and the whole 95% CI of the improvement is below 0. `regressed`: beyond tolerance, and significantly worse
+    when the comparison requires significance.
     """
 
     metric: str
@@ -67,6 +82,8 @@ class MetricComparison:
     regressed: bool
     infinite_both: int = 0
     infinite_one: int = 0
+    beyond_tolerance: bool = False
+    significantly_worse: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_value(v) for k, v in asdict(self).items()}
@@ -75,7 +92,11 @@ class MetricComparison:
 @dataclass
 class Comparison:
     """Everything `iqa compare` reports; `per_pair` is long: key, group, metric, baseline, candidate,
-    improvement."""
+    improvement.
+
+    `require_significant`: the verdict also needed each regressed metric's CI below 0. `forced`: the runs are
+    not comparable (`differences` says why) and were compared anyway; the numbers mix two definitions.
+    """
 
     baseline_run: str
     candidate_run: str
@@ -89,6 +110,9 @@ class Comparison:
     regressions: list[str]
     passed: bool
     notes: list[str] = field(default_factory=list)
+    require_significant: bool = False
+    forced: bool = False
+    differences: list[str] = field(default_factory=list)
 
     @property
     def regressed_metrics(self) -> list[str]:
@@ -106,6 +130,9 @@ class Comparison:
             "baseline_run": self.baseline_run,
             "candidate_run": self.candidate_run,
             "passed": self.passed,
+            "forced": self.forced,
+            "differences": list(self.differences),
+            "require_significant": self.require_significant,
             "regressions": list(self.regressions),
             "pairs": int(self.per_pair["key"].nunique()) if len(self.per_pair) else 0,
             "metrics": [m.to_dict() for m in self.metrics],
@@ -209,9 +236,19 @@ def _wilcoxon(improvements: np.ndarray) -> float | None:
 
 
 def compare_metric(
-    base: np.ndarray, cand: np.ndarray, metric: str, group: str | None, tolerance: float
+    base: np.ndarray,
+    cand: np.ndarray,
+    metric: str,
+    group: str | None,
+    tolerance: float,
+    *,
+    require_significant: bool = False,
 ) -> MetricComparison:
-    """Compare one metric over paired values (n,) and (n,); NaN in either side drops the pair."""
+    """Compare one metric over paired values (n,) and (n,); NaN in either side drops the pair.
+
+    With `require_significant`, the metric regresses only when its seeded bootstrap 95% CI
+    (`pipeline.summary.bootstrap_mean_ci` of the per-pair improvements) also lies below 0.
+    """
     info = METRICS[metric]
     present = ~(np.isnan(base) | np.isnan(cand))
     base, cand = base[present], cand[present]
@@ -230,6 +267,8 @@ def compare_metric(
     finite_pairs = usable & np.isfinite(base) & np.isfinite(cand)
     improvement = float(kept.mean())
     low, high = bootstrap_mean_ci(kept)
+    beyond_tolerance = improvement < -tolerance
+    significantly_worse = n_pairs >= 2 and high < 0
     return MetricComparison(
         metric=metric,
         group=group,
@@ -244,20 +283,35 @@ def compare_metric(
         wilcoxon_p=_wilcoxon(kept),
         worse_count=worse_count,
         tolerance=tolerance,
-        regressed=improvement < -tolerance,
+        regressed=beyond_tolerance and (significantly_worse or not require_significant),
         infinite_both=infinite_both,
         infinite_one=infinite_one,
+        beyond_tolerance=beyond_tolerance,
+        significantly_worse=significantly_worse,
     )
 
 
-def _regression_text(m: MetricComparison) -> str:
+def _regression_text(m: MetricComparison, with_ci: bool = False) -> str:
     unit = f" {METRICS[m.metric].unit}" if METRICS[m.metric].unit == "dB" else ""
     where = f" in group {m.group!r}" if m.group is not None else ""
+    ci = f"; 95% CI of the change [{m.ci_low:.4g}, {m.ci_high:.4g}]" if with_ci else ""
     return (
         f"{m.metric}{where}: mean {abs(m.improvement):.4g}{unit} worse than baseline "
         f"({m.baseline_mean:.4g} -> {m.candidate_mean:.4g}, tolerance {m.tolerance:g}; "
-        f"{m.worse_count}/{m.n_pairs + m.infinite_one} pairs worse beyond tolerance)"
+        f"{m.worse_count}/{m.n_pairs + m.infinite_one} pairs worse beyond tolerance{ci})"
     )
+
+
+def _ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The ok rows of a results frame, the latest row of each key."""
+    return frame[frame["status"] == "ok"].drop_duplicates("key", keep="last")
+
+
+def shared_metrics(baseline: pd.DataFrame, candidate: pd.DataFrame) -> list[str]:
+    """The metrics a comparison of two results frames compares: those holding a value among the ok rows of
+    both."""
+    cand_metrics = metric_columns(_ok_rows(candidate))
+    return [m for m in metric_columns(_ok_rows(baseline)) if m in cand_metrics]
 
 
 def compare_frames(
@@ -265,6 +319,7 @@ def compare_frames(
     candidate: pd.DataFrame,
     *,
     tolerances: dict[str, float] | None = None,
+    require_significant: bool = False,
     baseline_run: str = "",
     candidate_run: str = "",
 ) -> Comparison:
@@ -273,15 +328,15 @@ def compare_frames(
     Args:
         baseline, candidate: one row per key with `key`, `group`, `status` and metric columns.
         tolerances: per-metric absolute tolerances; missing metrics use `DEFAULT_TOLERANCES`.
+        require_significant: a metric regresses only when its paired bootstrap 95% CI also lies below 0.
 
     Returns:
-        The Comparison; `passed` is False when any metric's mean got worse by more than its tolerance.
+        The Comparison; `passed` is False when any metric regressed.
     """
     tol = {**DEFAULT_TOLERANCES, **(tolerances or {})}
-    base_ok = baseline[baseline["status"] == "ok"].drop_duplicates("key", keep="last")
-    cand_ok = candidate[candidate["status"] == "ok"].drop_duplicates("key", keep="last")
+    base_ok, cand_ok = _ok_rows(baseline), _ok_rows(candidate)
     base_metrics, cand_metrics = metric_columns(base_ok), metric_columns(cand_ok)
-    metrics = [m for m in base_metrics if m in cand_metrics]
+    metrics = shared_metrics(baseline, candidate)
     base_keys, cand_keys = set(baseline["key"]), set(candidate["key"])
     notes = []
     not_ok = sorted((base_keys & cand_keys) - (set(base_ok["key"]) & set(cand_ok["key"])))
@@ -289,9 +344,9 @@ def compare_frames(
         notes.append(f"{len(not_ok)} key(s) in both runs are not ok in one of them and are not compared.")
 
     paired = base_ok.merge(cand_ok, on="key", suffixes=("_base", "_cand"), how="inner")
-    overall, by_group, per_pair = _compare_metrics(paired, metrics, tol)
-    notes += _metric_notes(overall)
-    regressions = [_regression_text(m) for m in overall if m.regressed]
+    overall, by_group, per_pair = _compare_metrics(paired, metrics, tol, require_significant)
+    notes += _metric_notes(overall, require_significant)
+    regressions = [_regression_text(m, require_significant) for m in overall if m.regressed]
     return Comparison(
         baseline_run=baseline_run,
         candidate_run=candidate_run,
@@ -305,6 +360,7 @@ def compare_frames(
         regressions=regressions,
         passed=not regressions,
         notes=notes,
+        require_significant=require_significant,
     )
 
 
@@ -312,7 +368,7 @@ PER_PAIR_COLUMNS = ["key", "group", "metric", "baseline", "candidate", "improvem
 
 
 def _compare_metrics(
-    paired: pd.DataFrame, metrics: list[str], tolerances: dict[str, float]
+    paired: pd.DataFrame, metrics: list[str], tolerances: dict[str, float], require_significant: bool
 ) -> tuple[list[MetricComparison], list[MetricComparison], pd.DataFrame]:
     """Overall and per-group comparisons of each metric over the paired rows, and the long per-pair table."""
     groups = paired["group_cand"].astype(str).to_numpy() if len(paired) else np.array([], dtype=str)
@@ -321,10 +377,11 @@ def _compare_metrics(
         base = pd.to_numeric(paired[f"{metric}_base"], errors="coerce").to_numpy(dtype=float)
         cand = pd.to_numeric(paired[f"{metric}_cand"], errors="coerce").to_numpy(dtype=float)
         tolerance = float(tolerances.get(metric, 0.0))
-        overall.append(compare_metric(base, cand, metric, None, tolerance))
+        gate = {"require_significant": require_significant}
+        overall.append(compare_metric(base, cand, metric, None, tolerance, **gate))
         for group in sorted(set(groups)):
             rows = groups == group
-            by_group.append(compare_metric(base[rows], cand[rows], metric, group, tolerance))
+            by_group.append(compare_metric(base[rows], cand[rows], metric, group, tolerance, **gate))
         present = ~(np.isnan(base) | np.isnan(cand))
         improvement = _pair_improvements(base[present], cand[present], METRICS[metric].higher_is_better)
         long_parts.append(
@@ -345,7 +402,7 @@ def _compare_metrics(
     return overall, by_group, per_pair
 
 
-def _metric_notes(overall: list[MetricComparison]) -> list[str]:
+def _metric_notes(overall: list[MetricComparison], require_significant: bool) -> list[str]:
     notes = []
     for m in overall:
         if m.n_pairs == 0:
@@ -354,45 +411,161 @@ def _metric_notes(overall: list[MetricComparison]) -> list[str]:
             notes.append(
                 f"{m.metric}: {m.infinite_one} pair(s) infinite in one run only, left out of the mean."
             )
-    return notes
-
-
-def _manifest_notes(baseline_dir: Path, candidate_dir: Path) -> list[str]:
-    """Warnings when the two runs were scored in ways that make their values incomparable."""
-    try:
-        base, cand = read_manifest(baseline_dir), read_manifest(candidate_dir)
-    except RunDirError:
-        return []
-    notes = []
-    base_conv, candidate_conv = base.get("convention") or {}, cand.get("convention") or {}
-    for what in ("name", "crop"):
-        if base_conv.get(what) != candidate_conv.get(what):
+        if require_significant and m.beyond_tolerance and not m.regressed:
             notes.append(
-                f"convention {what} differs: baseline {base_conv.get(what)!r}, candidate "
-                f"{candidate_conv.get(what)!r}; values may not be comparable."
+                f"{m.metric}: mean {abs(m.improvement):.4g} worse than baseline, beyond its tolerance "
+                f"{m.tolerance:g}, but the 95% CI of the change [{m.ci_low:.4g}, {m.ci_high:.4g}] does not "
+                f"lie below 0 ({m.n_pairs} pair(s)): not a regression, as significance is required."
             )
     return notes
 
 
+def _shown(value: Any) -> str:
+    return "not recorded" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _quoted(value: Any) -> str | None:
+    return None if value is None else f"'{value}'"
+
+
+def _convention_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    convention = manifest.get("convention") or {}
+    return {"name": convention} if isinstance(convention, str) else convention
+
+
+def _setting(manifest: dict[str, Any], name: str) -> Any:
+    """A value-defining config setting of a run; one its manifest does not record is the default."""
+    return (manifest.get("config") or {}).get(name, _DEFAULT_SETTINGS[name])
+
+
+def _backbone_file(manifest: dict[str, Any]) -> str | None:
+    backbone = manifest.get("lpips_backbone")
+    return Path(str(backbone)).name if backbone else None
+
+
+def run_differences(baseline: dict[str, Any], candidate: dict[str, Any], metrics: Iterable[str]) -> list[str]:
+    """What defines the values of two runs' compared metrics, where their manifests differ: one phrase each.
+
+    Compared: the convention (its name, and its resolved spec as recorded: channels, precision) and its
+    border crop; `data_range` (float arrays) and `volumes` (3-D arrays); the size-mismatch policy when both
+    runs score mismatched pairs (`crop` vs `resize`; with `error` such pairs are not compared);
+    `ms_ssim_scales` when MS-SSIM is compared; the LPIPS net and its backbone weights file when LPIPS is
+    compared. The set of metrics is not a difference (one-sided metrics are reported, not compared). A config
+    setting a manifest does not record is taken as its default.
+
+    Args:
+        baseline, candidate: the runs' manifest.json contents.
+        metrics: the metrics the comparison compares (`shared_metrics`).
+
+    Returns:
+        [] when the runs are comparable.
+
+    Example:
+        >>> default = {"convention": {"name": "default", "crop": 0}}
+        >>> paper = {"convention": {"name": "sr-paper", "crop": 4}}
+        >>> run_differences(default, paper, ["psnr"])
+        ['convention default vs sr-paper', 'crop 0 vs 4']
+    """
+    metrics = set(metrics)
+    base_conv, cand_conv = _convention_of(baseline), _convention_of(candidate)
+    values: list[tuple[str, Any, Any]] = [
+        ("convention", base_conv.get("name"), cand_conv.get("name")),
+        ("crop", base_conv.get("crop"), cand_conv.get("crop")),
+    ]
+    if all(base == cand for _, base, cand in values):
+        name = _shown(base_conv.get("name"))
+        specs = _quoted(base_conv.get("description")), _quoted(cand_conv.get("description"))
+        values.append((f"convention {name} spec", *specs))
+    settings = ["data_range", "volumes"]
+    if SizeMismatch.ERROR.value not in (
+        _setting(baseline, "size_mismatch"),
+        _setting(candidate, "size_mismatch"),
+    ):
+        settings.append("size_mismatch")
+    settings += ["ms_ssim_scales"] if "ms_ssim" in metrics else []
+    settings += ["lpips_net"] if "lpips" in metrics else []
+    values += [(name, _setting(baseline, name), _setting(candidate, name)) for name in settings]
+    if "lpips" in metrics and _setting(baseline, "lpips_net") == _setting(candidate, "lpips_net"):
+        values.append(("LPIPS backbone", _backbone_file(baseline), _backbone_file(candidate)))
+    return [f"{label} {_shown(base)} vs {_shown(cand)}" for label, base, cand in values if base != cand]
+
+
+def _read_manifest_or_none(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_manifest(run_dir)
+    except RunDirError:
+        return None
+
+
+def run_dir_differences(baseline_dir: Path, candidate_dir: Path, metrics: Iterable[str]) -> list[str]:
+    """`run_differences` of two run directories; a run without a readable manifest.json is a difference too
+    (how it was scored is unknown)."""
+    manifests = {
+        role: _read_manifest_or_none(path)
+        for role, path in (("baseline", baseline_dir), ("candidate", candidate_dir))
+    }
+    unknown = [
+        f"the {role} has no readable manifest.json (how it was scored is unknown)"
+        for role, manifest in manifests.items()
+        if manifest is None
+    ]
+    if unknown:
+        return unknown
+    return run_differences(manifests["baseline"], manifests["candidate"], metrics)
+
+
 def compare_runs(
-    baseline_dir: str | Path, candidate_dir: str | Path, *, tolerances: dict[str, float] | None = None
+    baseline_dir: str | Path,
+    candidate_dir: str | Path,
+    *,
+    tolerances: dict[str, float] | None = None,
+    require_significant: bool = False,
+    force: bool = False,
 ) -> Comparison:
     """Compare two run directories written by `iqa score`.
 
+    Args:
+        tolerances: per-metric absolute tolerances (else `DEFAULT_TOLERANCES`).
+        require_significant: a metric regresses only when its paired bootstrap 95% CI also lies below 0.
+        force: compare runs that are not comparable anyway; the result is marked `forced`.
+
     Raises:
         UsageError: when a folder does not exist or is not a run directory.
+        NotComparableError: the runs' values follow different definitions (`run_differences`) and `force`
+            is not given.
     """
     baseline_dir = require_run_dir(Path(baseline_dir), "baseline")
     candidate_dir = require_run_dir(Path(candidate_dir), "candidate")
+    baseline, candidate = load_results(baseline_dir), load_results(candidate_dir)
+    differences = run_dir_differences(baseline_dir, candidate_dir, shared_metrics(baseline, candidate))
+    if differences and not force:
+        raise NotComparableError(differences, FORCE_HINT)
     comparison = compare_frames(
-        load_results(baseline_dir),
-        load_results(candidate_dir),
+        baseline,
+        candidate,
         tolerances=tolerances,
+        require_significant=require_significant,
         baseline_run=str(baseline_dir),
         candidate_run=str(candidate_dir),
     )
-    comparison.notes[:0] = _manifest_notes(baseline_dir, candidate_dir)
+    comparison.forced, comparison.differences = bool(differences), differences
     return comparison
+
+
+def verdict_line(comparison: Comparison) -> str:
+    """The last line of `iqa compare`: PASS or FAIL, marked FORCED when the runs were not comparable."""
+    forced = " (FORCED: the runs are not comparable)" if comparison.forced else ""
+    if not comparison.passed:
+        return f"FAIL{forced}: regression"
+    if comparison.require_significant:
+        return f"PASS{forced}: no metric significantly worse than its tolerance"
+    return f"PASS{forced}: no metric worse than its tolerance"
+
+
+def _status(m: MetricComparison) -> str:
+    if m.regressed:
+        return "REGRESSED"
+    return "not significant" if m.beyond_tolerance else "ok"
 
 
 def format_comparison(comparison: Comparison, *, groups: bool = True) -> str:
@@ -426,15 +599,25 @@ def format_comparison(comparison: Comparison, *, groups: bool = True) -> str:
                 "-" if m.wilcoxon_p is None else f"{m.wilcoxon_p:.3g}",
                 str(m.worse_count),
                 f"{m.tolerance:g}",
-                "REGRESSED" if m.regressed else "ok",
+                _status(m),
             ]
         )
-    lines = [
+    lines = []
+    if comparison.forced:
+        lines.append(
+            f"FORCED: the runs are not comparable ({'; '.join(comparison.differences)}); compared anyway "
+            "because of --force: the changes below mix two definitions."
+        )
+    lines += [
         f"baseline:  {comparison.baseline_run}",
         f"candidate: {comparison.candidate_run}",
         "change = candidate - baseline, signed so that + is better",
-        format_table(headers, rows) if rows else "no metric present in both runs",
     ]
+    if comparison.require_significant:
+        lines.append(
+            "a metric regresses when its change is worse than its tolerance and its 95% CI is below 0"
+        )
+    lines.append(format_table(headers, rows) if rows else "no metric present in both runs")
     bad_groups = [g for g in comparison.groups if g.regressed]
     if groups and bad_groups and len({g.group for g in comparison.groups}) > 1:
         lines.append(
@@ -452,7 +635,7 @@ def format_comparison(comparison: Comparison, *, groups: bool = True) -> str:
         lines.append("metrics only in candidate: " + ", ".join(comparison.candidate_only_metrics))
     lines.extend(f"note: {note}" for note in comparison.notes)
     lines.extend(f"REGRESSION {text}" for text in comparison.regressions)
-    lines.append("PASS: no metric worse than its tolerance" if comparison.passed else "FAIL: regression")
+    lines.append(verdict_line(comparison))
     return "\n".join(lines)
 
 

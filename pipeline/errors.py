@@ -43,3 +43,15 @@ class WriteError(IQAError):
 
 class ClusterError(UsageError):
     """The Dask scheduler cannot be reached or the cluster cannot be started."""
+
+
+class NotComparableError(UsageError):
+    """Two runs whose values follow different definitions (convention, crop, metric settings).
+
+    Attributes:
+        differences: one phrase per difference, e.g. 'convention default vs sr-paper'.
+    """
+
+    def __init__(self, differences: list[str], hint: str) -> None:
+        self.differences = list(differences)
+        super().__init__(f"Runs are not comparable: {'; '.join(self.differences)}. {hint}")

@@ -5,6 +5,7 @@ Config (paths relative to the YAML file's folder)::
     baseline: baselines/nightly      # one sub-folder per suite holding a previous run directory
     runs: reports/nightly            # today's run: RUNS/<name>/<suite>/ plus nightly.json and report.html
     tolerances: {psnr: 0.05, ssim: 0.001}
+    require_significant: false       # optional: as `iqa compare --require-significant`; a suite may override
     score: {scheduler: sync, metrics: [psnr, ssim]}   # optional; any `iqa score --config` key
     suites:
       - name: jpeg
@@ -13,10 +14,13 @@ Config (paths relative to the YAML file's folder)::
         convention: default          # any `iqa score --config` key; overrides `score`
         tolerances: {psnr: 0.1}      # optional; overrides the top-level tolerances
 
-Verdict of a suite: `failed` when scoring raised or the run is incomplete (failed pairs, missing outputs,
-duplicate references), else `regressed` when the comparison with its baseline fails, else `passed` (also
-when it has no baseline yet). The exit code is 0 when every suite passed, 1 otherwise; config problems
-(exit 2) are found before anything is scored.
+Verdict of a suite: `failed` when scoring raised, the run is incomplete (failed pairs, missing outputs,
+duplicate references) or it is not comparable with its baseline (scored with another convention, crop or
+metric settings: `pipeline.comparison.run_differences`), else `regressed` when the comparison with its
+baseline fails, else `passed` (also when it has no baseline yet). The exit code is 0 when every suite passed,
+2 when a suite is not comparable with its baseline (a configuration error), else 1; other config problems
+(exit 2) are found before anything is scored. The nightly job has no `force`: a deliberate change of how a
+suite is scored starts a new baseline (remove the suite's baseline folder).
 """
 
 from __future__ import annotations
@@ -34,15 +38,15 @@ import yaml
 
 from pipeline.comparison import DEFAULT_TOLERANCES, Comparison, check_tolerances, compare_runs
 from pipeline.config import ScoreConfig, read_yaml, validate_config
-from pipeline.errors import ConfigError, IQAError, UsageError, WriteError
+from pipeline.errors import ConfigError, IQAError, NotComparableError, UsageError, WriteError
 from pipeline.html import render_nightly_report, render_run_report
 from pipeline.run_dirs import MANIFEST_NAME, REPORT_NAME
 from pipeline.scoring import score_folders
 from pipeline.storage import write_text_atomic
 
-TOP_KEYS = ("baseline", "runs", "tolerances", "score", "suites")
+TOP_KEYS = ("baseline", "runs", "tolerances", "require_significant", "score", "suites")
 REQUIRED_TOP_KEYS = ("baseline", "runs", "suites")
-SUITE_KEYS = ("name", "reference", "output", "tolerances")
+SUITE_KEYS = ("name", "reference", "output", "tolerances", "require_significant")
 REQUIRED_SUITE_KEYS = ("name", "reference", "output")
 SUMMARY_NAME = "nightly.json"
 
@@ -60,6 +64,7 @@ class Suite:
     output: Path
     config: ScoreConfig
     tolerances: dict[str, float]
+    require_significant: bool = False
 
 
 @dataclass
@@ -74,13 +79,17 @@ class NightlyConfig:
 
 @dataclass
 class SuiteResult:
-    """What happened to one suite: its verdict, its run directory and its comparison with the baseline."""
+    """What happened to one suite: its verdict, its run directory and its comparison with the baseline.
+
+    `differences`: why the run is not comparable with its baseline (then the verdict is `failed`, exit 2).
+    """
 
     name: str
     run_dir: Path
     verdict: str
     comparison: Comparison | None = None
     notes: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -88,6 +97,8 @@ class SuiteResult:
 
     @property
     def exit_code(self) -> int:
+        if self.differences:
+            return NotComparableError.exit_code
         return 0 if self.passed else 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +108,7 @@ class SuiteResult:
             "verdict": self.verdict,
             "passed": self.passed,
             "regressed_metrics": self.comparison.regressed_metrics if self.comparison else [],
+            "not_comparable": list(self.differences),
             "notes": list(self.notes),
             "comparison": self.comparison.to_dict() if self.comparison else None,
         }
@@ -166,6 +178,12 @@ def _tolerances(value: Any, where: str) -> dict[str, float]:
         raise ConfigError(str(exc)) from None
 
 
+def _flag(value: Any, where: str, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key!r} must be true or false, got {value!r} ({type(value).__name__}).")
+    return value
+
+
 def _join(folder: Path, value: Any) -> Path:
     return Path(os.path.normpath(folder / str(value)))
 
@@ -194,9 +212,11 @@ def load_nightly_config(path: str | Path) -> NightlyConfig:
         **_tolerances(data.get("tolerances") or {}, source.where("tolerances")),
     }
     shared = _mapping(data.get("score") or {}, f"{path}: score")
+    gate = data.get("require_significant", False)
+    significant = _flag(gate, source.where("require_significant"), "require_significant")
     suites: list[Suite] = []
     for index, raw in enumerate(data["suites"]):
-        suite = _load_suite(raw, index, shared, tolerances, folder, source)
+        suite = _load_suite(raw, index, shared, tolerances, folder, source, require_significant=significant)
         if any(s.name == suite.name for s in suites):
             raise ConfigError(
                 f"{source.where('suites', index)}: two suites are named {suite.name!r}; names must be unique."
@@ -208,9 +228,17 @@ def load_nightly_config(path: str | Path) -> NightlyConfig:
 
 
 def _load_suite(
-    raw: Any, index: int, shared: dict[str, Any], tolerances: dict[str, float], folder: Path, source: _Located
+    raw: Any,
+    index: int,
+    shared: dict[str, Any],
+    tolerances: dict[str, float],
+    folder: Path,
+    source: _Located,
+    *,
+    require_significant: bool = False,
 ) -> Suite:
-    """One entry of `suites`: its name, folders, tolerances and `iqa score` options (over `score`'s)."""
+    """One entry of `suites`: its name, folders, tolerances, significance gate and `iqa score` options (over
+    the top-level `tolerances`, `require_significant` and `score` options)."""
     where = source.where("suites", index)
     entry = _mapping(raw, f"{where}: suite {index + 1}")
     for key in REQUIRED_SUITE_KEYS:
@@ -221,6 +249,9 @@ def _load_suite(
         raise ConfigError(f"{where}: suite name {name!r} must be a plain folder name.")
     reference, output = _join(folder, entry.pop("reference")), _join(folder, entry.pop("output"))
     suite_tolerances = _tolerances(entry.pop("tolerances", None) or {}, f"{where} (suite {name!r})")
+    if "require_significant" in entry:
+        gate_where = f"{source.where('suites', index, 'require_significant')} (suite {name!r})"
+        require_significant = _flag(entry.pop("require_significant"), gate_where, "require_significant")
 
     def key_where(key: str) -> str:
         if key in entry:
@@ -234,7 +265,7 @@ def _load_suite(
                 f"{where} (suite {name!r}): {role} folder {folder_path} does not exist. "
                 "Paths are relative to the config file's folder."
             )
-    return Suite(name, reference, output, config, {**tolerances, **suite_tolerances})
+    return Suite(name, reference, output, config, {**tolerances, **suite_tolerances}, require_significant)
 
 
 # Running
@@ -271,7 +302,16 @@ def run_suite(
     if not (previous / MANIFEST_NAME).is_file():
         notes.append(f"no baseline yet ({previous}); pass --update-baseline after a good run.")
         return SuiteResult(suite.name, run_dir, verdict, None, notes)
-    comparison = compare_runs(previous, run_dir, tolerances=suite.tolerances)
+    try:
+        comparison = compare_runs(
+            previous, run_dir, tolerances=suite.tolerances, require_significant=suite.require_significant
+        )
+    except NotComparableError as exc:
+        notes.append(
+            f"not comparable with its baseline {previous}: {'; '.join(exc.differences)}. Score the suite as "
+            f"the baseline was scored or, for a deliberate change, remove {previous} to start a new baseline."
+        )
+        return SuiteResult(suite.name, run_dir, FAILED, None, notes, exc.differences)
     if not comparison.passed and verdict == PASSED:
         verdict = REGRESSED
     return SuiteResult(suite.name, run_dir, verdict, comparison, notes)

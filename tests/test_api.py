@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ from conftest import make_dataset
 import pipeline
 from pipeline import api
 from pipeline.api import Run
-from pipeline.errors import ConfigError, UsageError
+from pipeline.errors import ConfigError, NotComparableError, UsageError
 from pipeline.summary import MetricSummary
 
 FAST = {"metrics": "psnr,ssim", "scheduler": "sync", "progress": False}
@@ -76,6 +78,21 @@ def test_compare_a_run_with_itself_passes(scored):
     assert all(m.delta == 0 and m.worse_count == 0 for m in comparison.metrics)
     with pytest.raises(UsageError, match="candidate"):
         api.compare(scored.run_dir, scored.run_dir / "missing")
+
+
+def test_compare_takes_the_gate_and_force(scored, tmp_path):
+    gated = api.compare(scored.run_dir, scored.run_dir, require_significant=True, force=True)
+    assert gated.passed and gated.require_significant and not gated.forced
+    other = tmp_path / "other"
+    shutil.copytree(scored.run_dir, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["config"]["ms_ssim_scales"] = 3  # not compared: MS-SSIM was not scored
+    manifest["convention"]["crop"] = 2
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(NotComparableError, match="crop 0 vs 2") as refused:
+        api.compare(scored.run_dir, other)
+    assert refused.value.differences == ["crop 0 vs 2"]
+    assert api.compare(scored.run_dir, other, force=True).forced
 
 
 def test_pairs_and_report(scored, tmp_path):

@@ -195,6 +195,26 @@ def test_bad_config_key_names_line_and_key(photo_folders, tmp_path):
     assert "line 3" in result.output and "conventoin" in result.output
 
 
+def test_compare_refuses_a_default_run_against_an_sr_paper_run(photo_folders, tmp_path):
+    """Issue 17, finding 6: such runs are not comparable; exit 2 naming the differences, or FORCED."""
+    ref, out = photo_folders
+    default, paper = tmp_path / "default", tmp_path / "paper"
+    assert runner.invoke(app, ["score", str(ref), str(out), "-o", str(default), *FAST]).exit_code == 0
+    paper_options = ["--convention", "sr-paper", "--scale", "4", *FAST]
+    scored = runner.invoke(app, ["score", str(ref), str(out), "-o", str(paper), *paper_options])
+    assert scored.exit_code == 0, scored.output
+    refused = runner.invoke(app, ["compare", str(default), str(paper)])
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.splitlines() == [
+        "error: Runs are not comparable: convention default vs sr-paper; crop 0 vs 4. Score both with the "
+        "same options, or pass --force to compare anyway (the verdict is then marked FORCED)."
+    ]
+    forced = runner.invoke(app, ["compare", str(default), str(paper), "--force"])
+    assert forced.exit_code in (0, 1), forced.output
+    assert forced.output.startswith("FORCED: the runs are not comparable (convention default vs sr-paper")
+    assert "(FORCED: the runs are not comparable)" in forced.output.splitlines()[-1]
+
+
 def test_pairs_lists_counts(photo_folders):
     ref, out = photo_folders
     (out / "camera.png").rename(out / "camera_other.png")

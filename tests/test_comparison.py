@@ -12,8 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.comparison import DEFAULT_TOLERANCES, compare_frames, compare_runs, parse_tolerances
-from pipeline.errors import UsageError
+from pipeline.comparison import (
+    DEFAULT_TOLERANCES,
+    compare_frames,
+    compare_runs,
+    parse_tolerances,
+    run_differences,
+)
+from pipeline.errors import NotComparableError, UsageError
 from pipeline.manifest import write_manifest
 from pipeline.results import PartWriter, ResultRow
 
@@ -157,15 +163,32 @@ def test_parse_tolerances():
 # Run directories and the CLI
 
 
-def write_run(run_dir: Path, values: dict[str, list[float]]) -> Path:
-    """A minimal run directory (one part, a manifest) holding `values` per metric for keys img000...."""
+DEFAULT_CONVENTION = {
+    "name": "default",
+    "crop": 0,
+    "description": "default: channels as stored, crop 0 px, float32",
+}
+SR_PAPER_X4 = {
+    "name": "sr-paper",
+    "crop": 4,
+    "description": "sr-paper: Y (BT.601, MATLAB rgb2ycbcr), crop 4 px, float64",
+}
+
+
+def write_run(run_dir: Path, values: dict[str, list[float]], *, manifest: dict | None = None) -> Path:
+    """A minimal run directory (one part, a manifest) holding `values` per metric for keys img000....
+
+    `manifest` replaces the manifest's content (default: the default convention, no crop); None values are
+    left out of it.
+    """
     n = len(next(iter(values.values())))
     rows = [ResultRow(f"img{i:03d}", "", "", "", "test") for i in range(n)]
     for i, row in enumerate(rows):
         for metric, column in values.items():
             row.set_metric(metric, column[i])
     PartWriter(run_dir, {"run_id": "test"}).write(rows)
-    write_manifest(run_dir, {"run_id": "test", "convention": {"name": "default", "crop": 0}})
+    content = {"run_id": "test", "convention": DEFAULT_CONVENTION, **(manifest or {})}
+    write_manifest(run_dir, {k: v for k, v in content.items() if v is not None})
     return run_dir
 
 
@@ -221,3 +244,178 @@ def test_cli_usage_errors_exit_2(runs, tmp_path: Path):
     assert runner.invoke(app, ["compare", str(not_a_run), str(base)]).exit_code == 2
     bad = runner.invoke(app, ["compare", str(base), str(base), "-t", "psnr"])
     assert bad.exit_code == 2 and "psnr" in bad.output
+
+
+# Comparability: runs scored with other conventions, crops or metric settings are refused unless forced
+
+FORCE_HINT_TEXT = (
+    "Score both with the same options, or pass --force to compare anyway (the verdict is then marked FORCED)."
+)
+
+
+def test_run_differences_names_each_definition_that_differs():
+    default = {"convention": DEFAULT_CONVENTION, "config": {"ms_ssim_scales": 5, "lpips_net": "alex"}}
+    assert run_differences(default, default, ["psnr", "ssim", "ms_ssim", "lpips"]) == []
+    paper = {"convention": SR_PAPER_X4, "config": {"ms_ssim_scales": 3}}
+    assert run_differences(default, paper, ["psnr"]) == ["convention default vs sr-paper", "crop 0 vs 4"]
+    assert run_differences(default, paper, ["ms_ssim"])[-1] == "ms_ssim_scales 5 vs 3"
+    fp32 = {**DEFAULT_CONVENTION, "description": "default: channels as stored, crop 0 px, float64"}
+    assert run_differences(default, {"convention": fp32}, ["psnr"]) == [
+        "convention default spec 'default: channels as stored, crop 0 px, float32' vs "
+        "'default: channels as stored, crop 0 px, float64'"
+    ]
+
+
+def test_run_differences_of_metric_settings_only_for_compared_metrics():
+    def manifest(**config) -> dict:
+        return {
+            "convention": DEFAULT_CONVENTION,
+            "config": config,
+            "lpips_backbone": config.pop("backbone", None),
+        }
+
+    alex = manifest(lpips_net="alex", backbone="/cache/alexnet-owt-7be5be79.pth")
+    assert (
+        run_differences(
+            alex, manifest(lpips_net="alex", backbone="/other/alexnet-owt-7be5be79.pth"), ["lpips"]
+        )
+        == []
+    )
+    assert run_differences(
+        alex, manifest(lpips_net="alex", backbone="/cache/alexnet-mine.pth"), ["lpips"]
+    ) == ["LPIPS backbone alexnet-owt-7be5be79.pth vs alexnet-mine.pth"]
+    vgg = manifest(lpips_net="vgg", backbone="/cache/vgg16-397923af.pth")
+    assert run_differences(alex, vgg, ["lpips"]) == ["lpips_net alex vs vgg"]
+    assert run_differences(alex, vgg, ["psnr", "ssim"]) == []  # LPIPS is not compared
+    assert run_differences(manifest(ms_ssim_scales=5), manifest(ms_ssim_scales=3), ["psnr"]) == []
+    assert run_differences(manifest(), manifest(ms_ssim_scales=3), ["ms_ssim"]) == ["ms_ssim_scales 5 vs 3"]
+    assert run_differences(manifest(), manifest(data_range=1.0), ["psnr"]) == [
+        "data_range not recorded vs 1.0"
+    ]
+    # Mismatched sizes: with `error` such pairs are error rows, never compared; crop vs resize changes values.
+    assert run_differences(manifest(size_mismatch="error"), manifest(size_mismatch="crop"), ["psnr"]) == []
+    assert run_differences(manifest(size_mismatch="crop"), manifest(size_mismatch="resize"), ["psnr"]) == [
+        "size_mismatch crop vs resize"
+    ]
+
+
+@pytest.fixture
+def paper_runs(tmp_path: Path) -> tuple[Path, Path]:
+    """The same PSNR values scored under the default convention and under sr-paper with scale 4."""
+    psnr = list(np.random.default_rng(5).uniform(25, 35, 8))
+    default = write_run(tmp_path / "default", {"psnr": psnr})
+    paper = write_run(tmp_path / "paper", {"psnr": psnr}, manifest={"convention": SR_PAPER_X4})
+    return default, paper
+
+
+def test_compare_runs_refuses_runs_of_other_conventions(paper_runs):
+    default, paper = paper_runs
+    with pytest.raises(NotComparableError) as refused:
+        compare_runs(default, paper)
+    assert refused.value.exit_code == 2
+    assert refused.value.differences == ["convention default vs sr-paper", "crop 0 vs 4"]
+    assert (
+        str(refused.value)
+        == f"Runs are not comparable: convention default vs sr-paper; crop 0 vs 4. {FORCE_HINT_TEXT}"
+    )
+    forced = compare_runs(default, paper, force=True)
+    assert forced.forced and forced.differences == refused.value.differences
+    assert not compare_runs(default, default, force=True).forced  # --force marks only what needed it
+
+
+def test_cli_refuses_runs_that_are_not_comparable_with_exit_2(paper_runs, tmp_path: Path):
+    default, paper = paper_runs
+    report = tmp_path / "cmp.json"
+    result = runner.invoke(app, ["compare", str(default), str(paper), "--json", str(report)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"error: Runs are not comparable: convention default vs sr-paper; crop 0 vs 4. {FORCE_HINT_TEXT}"
+    )
+    assert not report.exists()
+
+
+def test_cli_force_compares_anyway_and_marks_the_verdict(paper_runs, tmp_path: Path):
+    default, paper = paper_runs
+    report = tmp_path / "cmp.json"
+    result = runner.invoke(app, ["compare", str(default), str(paper), "--force", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith(
+        "FORCED: the runs are not comparable (convention default vs sr-paper; crop 0 vs 4)"
+    )
+    assert lines[-1] == "PASS (FORCED: the runs are not comparable): no metric worse than its tolerance"
+    data = json.loads(report.read_text())
+    assert data["forced"] is True and data["passed"] is True
+    assert data["differences"] == ["convention default vs sr-paper", "crop 0 vs 4"]
+    same = json.loads(compare_runs(default, default).to_json())
+    assert same["forced"] is False and same["differences"] == []
+
+
+def test_a_run_without_manifest_is_not_comparable(runs):
+    base, worse = runs
+    (base / "manifest.json").unlink()
+    result = runner.invoke(app, ["compare", str(base), str(worse)])
+    assert result.exit_code == 2, result.output
+    assert "the baseline has no readable manifest.json (how it was scored is unknown)" in result.output
+    assert runner.invoke(app, ["compare", str(base), str(worse), "--force"]).exit_code == 1
+
+
+# The statistical gate: --require-significant
+
+SPANS_ZERO = np.array([0.02, -0.025, 0.018, -0.02, 0.01, -0.013])  # mean -0.00167, beyond the 0.001 tolerance
+CLEAR_DROP = -0.01 + np.array([0.001, -0.001, 0.0005, -0.0005, 0.0, 0.0002])
+
+
+def ssim_frames(change: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    base = np.random.default_rng(7).uniform(0.7, 0.9, change.size)
+    return frame({"ssim": list(base)}), frame({"ssim": list(base + change)})
+
+
+def test_a_drop_whose_ci_spans_zero_regresses_only_without_the_gate():
+    base, cand = ssim_frames(SPANS_ZERO)
+    default = by_metric(compare_frames(base, cand), "ssim")
+    assert default.improvement == pytest.approx(SPANS_ZERO.mean()) and default.improvement < -0.001
+    assert default.ci_low < 0 < default.ci_high
+    assert default.beyond_tolerance and not default.significantly_worse
+    assert default.regressed
+    gated = compare_frames(base, cand, require_significant=True)
+    ssim = by_metric(gated, "ssim")
+    assert not ssim.regressed and gated.passed and gated.regressions == []
+    assert (ssim.ci_low, ssim.ci_high) == (default.ci_low, default.ci_high)  # seeded: the same interval
+    assert any("does not lie below 0" in note for note in gated.notes)
+
+
+def test_a_clear_drop_regresses_with_and_without_the_gate():
+    base, cand = ssim_frames(CLEAR_DROP)
+    for gate in (False, True):
+        result = compare_frames(base, cand, require_significant=gate)
+        ssim = by_metric(result, "ssim")
+        assert ssim.regressed and ssim.significantly_worse and ssim.ci_high < 0 and not result.passed
+    assert "95% CI of the change [" in result.regressions[0]
+
+
+def test_the_gate_needs_two_pairs():
+    base, cand = frame({"psnr": [30.0]}), frame({"psnr": [29.0]})
+    assert by_metric(compare_frames(base, cand), "psnr").regressed
+    assert not by_metric(compare_frames(base, cand, require_significant=True), "psnr").regressed
+
+
+def test_cli_require_significant(tmp_path: Path):
+    ssim = list(np.random.default_rng(7).uniform(0.7, 0.9, SPANS_ZERO.size))
+    base = write_run(tmp_path / "base", {"ssim": ssim})
+    noisy = write_run(tmp_path / "noisy", {"ssim": list(ssim + SPANS_ZERO)})
+    worse = write_run(tmp_path / "worse", {"ssim": list(ssim + CLEAR_DROP)})
+    default = runner.invoke(app, ["compare", str(base), str(noisy)])
+    assert default.exit_code == 1 and "REGRESSION ssim" in default.output, default.output
+    report = tmp_path / "gated.json"
+    gated = runner.invoke(
+        app, ["compare", str(base), str(noisy), "--require-significant", "--json", str(report)]
+    )
+    assert gated.exit_code == 0, gated.output
+    assert "not significant" in gated.output and "REGRESSION" not in gated.output
+    assert gated.output.strip().splitlines()[-1] == "PASS: no metric significantly worse than its tolerance"
+    data = json.loads(report.read_text())
+    assert data["require_significant"] is True
+    assert data["metrics"][0]["beyond_tolerance"] is True and data["metrics"][0]["regressed"] is False
+    clear = runner.invoke(app, ["compare", str(base), str(worse), "--require-significant"])
+    assert clear.exit_code == 1 and "REGRESSION ssim" in clear.output, clear.output

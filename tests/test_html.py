@@ -15,11 +15,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.choices import METRICS
+from pipeline.cli import app
 from pipeline.config import ScoreConfig
 from pipeline.discover import duplicate_message
+from pipeline.errors import NotComparableError
 from pipeline.html import filters, render_nightly_report, render_run_report
 from pipeline.html.model import ReportData, build_report
-from pipeline.html.thumbnails import pair_thumbnails
+from pipeline.html.thumbnails import CHANGED_NOTE, GONE_NOTE, pair_thumbnails, regression_thumbnails
 from pipeline.results import load_results
 from pipeline.scoring import score_folders
 
@@ -302,8 +304,6 @@ def test_nightly_report_links_each_suite(report_run: ReportRun, tmp_path: Path) 
 
 
 def test_cli_report_command(report_run: ReportRun, tmp_path: Path) -> None:
-    from pipeline.cli import app
-
     output = tmp_path / "cli-report.html"
     result = CliRunner().invoke(app, ["report", str(report_run.run_dir), "-o", str(output), "--worst", "2"])
     assert result.exit_code == 0, result.output
@@ -312,3 +312,113 @@ def test_cli_report_command(report_run: ReportRun, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["report", str(tmp_path / "no-such-run")])
     assert result.exit_code != 0
     assert "Traceback" not in result.output
+
+
+# Pictures only of the files a run scored; a forced comparison is marked
+
+
+@pytest.fixture
+def regressed_runs(tmp_path: Path) -> tuple[ReportRun, Path]:
+    """Three RGB photo crops: the baseline's outputs bicubic x2, the candidate's noisy (worse on every pair);
+    both runs scored with the default convention. Returns the runs and the baseline's output folder."""
+    reference, baseline_out, candidate_out = tmp_path / "ref", tmp_path / "out-baseline", tmp_path / "out"
+    for name in ("astronaut.png", "coffee.png", "chelsea.png"):
+        image = real_image(name)[:96, :96]
+        _save(reference / name, image)
+        _save(baseline_out / name, degrade(image, "bicubic2"))
+        _save(candidate_out / name, degrade(image, "noise"))
+    config = ScoreConfig(metrics=("psnr", "ssim"), scheduler="sync", report=False)
+    score_folders(reference, baseline_out, tmp_path / "baseline", config, progress=False)
+    score_folders(reference, candidate_out, tmp_path / "run", config, progress=False)
+    return ReportRun(reference, tmp_path / "run", tmp_path / "baseline"), baseline_out
+
+
+def _baseline_section(html: str) -> str:
+    return html.split('<section id="baseline"', 1)[1].split("</section>", 1)[0]
+
+
+def test_regression_pictures_only_of_the_files_the_baseline_scored(regressed_runs, tmp_path: Path) -> None:
+    runs, baseline_out = regressed_runs
+    regenerated = baseline_out / "astronaut.png"
+    _save(regenerated, np.full((96, 96, 3), (200, 40, 90), dtype=np.uint8))  # today's file, same path
+    (baseline_out / "coffee.png").unlink()
+    todays_picture = regression_thumbnails(
+        str(runs.reference / "astronaut.png"),
+        str(regenerated),
+        str(runs.run_dir.parent / "out/astronaut.png"),
+    )[1].data_uri
+    assert todays_picture and todays_picture.startswith("data:image/jpeg;base64,")
+
+    output = tmp_path / "with-baseline.html"
+    section = _baseline_section(
+        render_run_report(runs.run_dir, baseline=runs.baseline_dir, output=output).read_text()
+    )
+    assert "no picture: file changed since that run (sha256 differs)" in section
+    assert "no picture: file no longer exists" in section
+    assert todays_picture not in section
+
+    psnr = next(
+        s for s in build_report(runs.run_dir, baseline=runs.baseline_dir).baseline.worst if s.metric == "psnr"
+    )
+    cases = {case.key: {t.label: t for t in case.thumbnails} for case in psnr.cases}
+    assert set(cases) == {"astronaut", "coffee", "chelsea"}
+    for key, note in (("astronaut", CHANGED_NOTE), ("coffee", GONE_NOTE)):
+        assert cases[key]["baseline output"].data_uri is None and note in cases[key]["baseline output"].note
+        assert cases[key]["baseline |error|"].data_uri is None and note in cases[key]["baseline |error|"].note
+        for label in ("reference", "candidate output", "candidate |error|"):
+            assert cases[key][label].data_uri, (key, label)
+    assert all(t.data_uri for t in cases["chelsea"].values())
+
+
+def test_worst_case_pictures_only_of_the_files_the_run_scored(regressed_runs) -> None:
+    runs, _ = regressed_runs
+    row = load_results(runs.run_dir).set_index("key").loc["chelsea"]
+    intact = pair_thumbnails(row.ref_path, row.out_path, ref_sha256=row.ref_sha256, out_sha256=row.out_sha256)
+    assert all(t.data_uri for t in intact)
+    _save(Path(row.out_path), np.zeros((96, 96, 3), dtype=np.uint8))
+    changed = pair_thumbnails(
+        row.ref_path, row.out_path, ref_sha256=row.ref_sha256, out_sha256=row.out_sha256
+    )
+    assert changed[0].data_uri == intact[0].data_uri  # the reference did not change
+    assert all(t.data_uri is None and CHANGED_NOTE in t.note for t in changed[1:])
+    worst = build_report(runs.run_dir).worst[0]
+    chelsea = next(case for case in worst.cases if case.key == "chelsea")
+    assert [t.data_uri is None for t in chelsea.thumbnails] == [False, True, True, True]
+
+
+def test_a_forced_baseline_section_is_marked(regressed_runs, tmp_path: Path) -> None:
+    runs, baseline_out = regressed_runs
+    paper = tmp_path / "paper"
+    config = ScoreConfig(
+        metrics=("psnr", "ssim"), convention="sr-paper", scale=2, scheduler="sync", report=False
+    )
+    score_folders(runs.reference, baseline_out, paper, config, progress=False)
+    with pytest.raises(NotComparableError, match=r"convention sr-paper vs default; crop 2 vs 0\. "):
+        render_run_report(runs.run_dir, baseline=paper, output=tmp_path / "refused.html")
+    assert not (tmp_path / "refused.html").exists()
+    html = render_run_report(
+        runs.run_dir, baseline=paper, output=tmp_path / "forced.html", force=True
+    ).read_text()
+    section = _baseline_section(html)
+    assert '<span class="verdict bad">FORCED</span>' in section
+    assert "not comparable: convention sr-paper vs default; crop 2 vs 0." in " ".join(section.split())
+    plain = _baseline_section(
+        render_run_report(
+            runs.run_dir, baseline=runs.baseline_dir, output=tmp_path / "plain.html"
+        ).read_text()
+    )
+    assert "FORCED" not in plain
+
+    refused = CliRunner().invoke(
+        app, ["report", str(runs.run_dir), "--baseline", str(paper), "-o", str(tmp_path / "c.html")]
+    )
+    assert (
+        refused.exit_code == 2
+        and "Runs are not comparable" in refused.output
+        and "Traceback" not in refused.output
+    )
+    forced = CliRunner().invoke(
+        app,
+        ["report", str(runs.run_dir), "--baseline", str(paper), "-o", str(tmp_path / "c.html"), "--force"],
+    )
+    assert forced.exit_code == 0, forced.output

@@ -226,3 +226,62 @@ def test_example_config_loads_on_demo_data(tmp_path: Path):
     assert [s.name for s in config.suites] == [s["name"] for s in data["suites"]]
     sr = next(s for s in config.suites if s.config.convention == "sr-paper")
     assert sr.config.effective_crop == 4
+
+
+def test_a_suite_scored_differently_from_its_baseline_fails_with_the_reason(nightly: Path, tmp_path: Path):
+    assert invoke(str(nightly), "--name", "day1", "--update-baseline").exit_code == 0
+    config = yaml.safe_load(nightly.read_text())
+    config["suites"][1]["scale"] = 3  # sr-paper crops 3 px instead of the baseline's 2
+    nightly.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    result = invoke(str(nightly), "--name", "day2", "--update-baseline")
+    assert result.exit_code == 2, result.output
+    sr_line = suite_line(result.output, "sr_x2")
+    assert "FAILED" in sr_line and "not comparable with its baseline" in sr_line and "crop 2 vs 3" in sr_line
+    assert f"remove {tmp_path / 'baseline' / 'sr_x2'} to start a new baseline" in sr_line
+    assert "PASSED" in suite_line(result.output, "jpeg")
+    assert "baseline NOT updated" in result.output and "Traceback" not in result.output
+    summary = json.loads((tmp_path / "runs" / "day2" / "nightly.json").read_text())
+    verdicts = {s["name"]: s for s in summary["suites"]}
+    assert summary["exit_code"] == 2
+    assert verdicts["sr_x2"]["verdict"] == "failed" and verdicts["sr_x2"]["not_comparable"] == ["crop 2 vs 3"]
+    assert verdicts["sr_x2"]["comparison"] is None and verdicts["jpeg"]["not_comparable"] == []
+
+
+def test_require_significant_decides_a_drop_of_one_photo_in_four(nightly: Path, tmp_path: Path):
+    """One output of four much worse, the rest unchanged: the mean drops beyond the tolerance, but the
+    bootstrap CI of the change reaches 0 (resamples without that photo): only the default verdict
+    regresses."""
+    assert invoke(str(nightly), "--name", "day1", "--update-baseline").exit_code == 0
+    reference = tmp_path / "data/jpeg/reference/coffee.png"
+    buffer = io.BytesIO()
+    Image.open(reference).save(buffer, format="JPEG", quality=5)
+    (tmp_path / "data/jpeg/output/coffee.jpg").write_bytes(buffer.getvalue())
+
+    gated = write_config(tmp_path, require_significant=True)
+    result = invoke(str(gated), "--name", "day2")
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in suite_line(result.output, "jpeg")
+    summary = json.loads((tmp_path / "runs" / "day2" / "nightly.json").read_text())
+    jpeg = next(s for s in summary["suites"] if s["name"] == "jpeg")["comparison"]
+    assert jpeg["require_significant"] is True
+    psnr = next(m for m in jpeg["metrics"] if m["metric"] == "psnr")
+    assert psnr["beyond_tolerance"] and not psnr["regressed"] and psnr["ci_high"] >= 0
+
+    config = yaml.safe_load(gated.read_text())
+    config["suites"][0]["require_significant"] = False  # a suite's own key wins
+    gated.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    result = invoke(str(gated), "--name", "day3")
+    assert result.exit_code == 1, result.output
+    assert "REGRESSED" in suite_line(result.output, "jpeg") and "psnr" in suite_line(result.output, "jpeg")
+
+
+def test_require_significant_must_be_a_boolean(tmp_path: Path):
+    build_suites(tmp_path / "data")
+    path = write_config(tmp_path, require_significant="yes")
+    result = invoke(str(path))
+    assert result.exit_code == 2, result.output
+    assert "'require_significant' must be true or false, got 'yes' (str)" in result.output
+    assert "nightly.yaml line" in result.output
+    config = load_nightly_config(write_config(tmp_path, require_significant=True))
+    assert [s.require_significant for s in config.suites] == [True, True]
+    assert not any(s.require_significant for s in load_nightly_config(write_config(tmp_path)).suites)

@@ -22,6 +22,7 @@ def render_run_report(
     baseline: str | Path | None = None,
     output: str | Path | None = None,
     worst: int | None = None,
+    force: bool = False,
 ) -> Path:
     """Write the self-contained HTML report of a run.
 
@@ -31,6 +32,7 @@ def render_run_report(
         output: HTML file to write; default RUN_DIR/report.html.
         worst: Worst pairs per metric shown with pictures (and largest regressions with a baseline);
             default: the run's configured `worst` (8).
+        force: compare with a baseline that is not comparable anyway; the section is marked FORCED.
 
     Returns:
         The path of the written file.
@@ -38,6 +40,7 @@ def render_run_report(
     Raises:
         RunDirError: `run_dir` (or `baseline`) is not a readable run directory.
         WriteError: the report cannot be written.
+        NotComparableError: the baseline is not comparable with the run and `force` is not given.
 
     Example:
         >>> render_run_report("runs/today", baseline="runs/yesterday")  # doctest: +SKIP
@@ -45,7 +48,7 @@ def render_run_report(
     """
     run_dir = Path(run_dir)
     target = Path(output) if output is not None else run_dir / REPORT_NAME
-    report = build_report(run_dir, baseline=baseline, worst=worst)
+    report = build_report(run_dir, baseline=baseline, worst=worst, force=force)
     return write_html(render_report_data(report), target)
 
 

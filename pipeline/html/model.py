@@ -154,7 +154,10 @@ class RegressionSection:
 
 @dataclass
 class BaselineData:
-    """Comparison of this run (candidate) with a baseline run, as computed by `pipeline.comparison`."""
+    """Comparison of this run (candidate) with a baseline run, as computed by `pipeline.comparison`.
+
+    `forced`: the runs are not comparable (`differences` says why) and were compared because of `force`.
+    """
 
     baseline_dir: str
     baseline_run_id: str
@@ -168,6 +171,8 @@ class BaselineData:
     removed_keys: list[str]
     removed_total: int
     worst: list[RegressionSection]
+    forced: bool = False
+    differences: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -233,6 +238,11 @@ def _number(value: Any) -> float | None:
     return None if pd.isna(number) else number
 
 
+def _hash(value: Any) -> str | None:
+    """A recorded sha256, or None when the row has none."""
+    return _text(value) or None
+
+
 def _warnings(value: Any) -> list[str]:
     return [] if value is None else [_text(w) for w in value]
 
@@ -288,14 +298,18 @@ class ThumbnailCache:
     """Pictures of a pair made once, however many metrics list it among their worst cases."""
 
     def __init__(self, options: ReadOptions | None = None) -> None:
-        self._pairs: dict[tuple[str, str], list[Thumbnail]] = {}
+        self._pairs: dict[tuple[str, ...], list[Thumbnail]] = {}
         self.options = options or ReadOptions()
 
-    def pair(self, ref_path: str, out_path: str) -> list[Thumbnail]:
-        """Reference, output, |error| and SSIM-map thumbnails of a pair."""
-        key = (ref_path, out_path)
+    def pair(
+        self, ref_path: str, out_path: str, ref_sha256: str | None, out_sha256: str | None
+    ) -> list[Thumbnail]:
+        """Reference, output, |error| and SSIM-map thumbnails of a pair, of the files the run hashed."""
+        key = (ref_path, out_path, ref_sha256 or "", out_sha256 or "")
         if key not in self._pairs:
-            self._pairs[key] = pair_thumbnails(ref_path, out_path, options=self.options)
+            self._pairs[key] = pair_thumbnails(
+                ref_path, out_path, ref_sha256=ref_sha256, out_sha256=out_sha256, options=self.options
+            )
         return self._pairs[key]
 
 
@@ -320,7 +334,9 @@ def build_worst(
                     ref_path=ref_path,
                     out_path=out_path,
                     warnings=_warnings(record.get("warnings")),
-                    thumbnails=cache.pair(ref_path, out_path),
+                    thumbnails=cache.pair(
+                        ref_path, out_path, _hash(record.get("ref_sha256")), _hash(record.get("out_sha256"))
+                    ),
                 )
             )
         considered = int(pd.to_numeric(ok_rows[metric], errors="coerce").notna().sum())
@@ -407,53 +423,80 @@ def _by_metric(items: list[Any], metrics: list[str]) -> list[tuple[str, list[Any
     return [(m, chosen) for m, chosen in blocks if chosen]
 
 
-def _paths_by_key(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
+FilesByKey = dict[str, tuple[str, str, str | None, str | None]]
+
+
+def _files_by_key(frame: pd.DataFrame) -> FilesByKey:
+    """{key: (ref_path, out_path, ref_sha256, out_sha256)} of a results frame."""
+    columns = [frame[name] for name in ("key", "ref_path", "out_path", "ref_sha256", "out_sha256")]
     return {
-        _text(key): (_text(ref), _text(out))
-        for key, ref, out in zip(frame["key"], frame["ref_path"], frame["out_path"], strict=True)
+        _text(key): (_text(ref), _text(out), _hash(ref_hash), _hash(out_hash))
+        for key, ref, out, ref_hash, out_hash in zip(*columns, strict=True)
     }
 
 
+def build_regressions(
+    per_pair: pd.DataFrame,
+    metric: str,
+    k: int,
+    files: tuple[FilesByKey, FilesByKey],
+    options: ReadOptions,
+) -> RegressionSection:
+    """The K pairs of `metric` that got most worse, with pictures of the files each run hashed.
+
+    Args:
+        per_pair: `Comparison.per_pair`.
+        files: the (baseline, candidate) files of each key: paths and recorded hashes.
+    """
+    baseline_files, candidate_files = files
+    rows = per_pair[(per_pair["metric"] == metric) & (per_pair["improvement"] < 0)]
+    rows = rows.sort_values(["improvement", "key"], kind="stable")
+    cases = []
+    for rank, row in enumerate(rows.head(k).itertuples(index=False), start=1):
+        key = _text(row.key)
+        ref_path, candidate_out, ref_hash, candidate_hash = candidate_files.get(key, ("", "", None, None))
+        _, baseline_out, _, baseline_hash = baseline_files.get(key, ("", "", None, None))
+        cases.append(
+            RegressionCase(
+                rank=rank,
+                key=key,
+                group=_text(row.group),
+                baseline=_number(row.baseline),
+                candidate=_number(row.candidate),
+                improvement=float(row.improvement),
+                ref_path=ref_path,
+                baseline_out=baseline_out,
+                candidate_out=candidate_out,
+                thumbnails=regression_thumbnails(
+                    ref_path,
+                    baseline_out,
+                    candidate_out,
+                    sha256=(ref_hash, baseline_hash, candidate_hash),
+                    options=options,
+                ),
+            )
+        )
+    return RegressionSection(metric, len(rows), cases)
+
+
 def build_baseline(
-    baseline_dir: Path, run_dir: Path, frame: pd.DataFrame, metrics: list[str], k: int
+    baseline_dir: Path, run_dir: Path, frame: pd.DataFrame, metrics: list[str], k: int, force: bool = False
 ) -> BaselineData:
-    """Run `pipeline.comparison.compare_runs(baseline, run)` and pick the largest per-pair regressions."""
-    comparison = compare_runs(baseline_dir, run_dir)
+    """Run `pipeline.comparison.compare_runs(baseline, run)` and pick the largest per-pair regressions.
+
+    Raises:
+        NotComparableError: the runs are not comparable and `force` is not given.
+    """
+    comparison = compare_runs(baseline_dir, run_dir, force=force)
     options = ReadOptions.from_manifest(read_manifest(run_dir))
-    baseline_frame = load_results(baseline_dir)
     try:
         baseline_run_id = _text(read_manifest(baseline_dir).get("run_id"))
     except Exception:
         baseline_run_id = ""
-    candidate_paths = _paths_by_key(frame)
-    baseline_paths = _paths_by_key(baseline_frame)
     compared = [m.metric for m in comparison.metrics]
     order = [m for m in metrics if m in compared] + [m for m in compared if m not in metrics]
-    per_pair = comparison.per_pair
-    sections = []
-    for metric in order:
-        rows = per_pair[(per_pair["metric"] == metric) & (per_pair["improvement"] < 0)]
-        rows = rows.sort_values(["improvement", "key"], kind="stable")
-        cases = []
-        for rank, row in enumerate(rows.head(k).itertuples(index=False), start=1):
-            key = _text(row.key)
-            ref_path, candidate_out = candidate_paths.get(key, ("", ""))
-            baseline_out = baseline_paths.get(key, ("", ""))[1]
-            cases.append(
-                RegressionCase(
-                    rank=rank,
-                    key=key,
-                    group=_text(row.group),
-                    baseline=_number(row.baseline),
-                    candidate=_number(row.candidate),
-                    improvement=float(row.improvement),
-                    ref_path=ref_path,
-                    baseline_out=baseline_out,
-                    candidate_out=candidate_out,
-                    thumbnails=regression_thumbnails(ref_path, baseline_out, candidate_out, options=options),
-                )
-            )
-        sections.append(RegressionSection(metric, len(rows), cases))
+    files = _files_by_key(load_results(baseline_dir)), _files_by_key(frame)
+    sections = [build_regressions(comparison.per_pair, metric, k, files, options) for metric in order]
     added = sorted(comparison.added_keys)
     removed = sorted(comparison.removed_keys)
     return BaselineData(
@@ -469,11 +512,13 @@ def build_baseline(
         removed_keys=removed[:LIST_LIMIT],
         removed_total=len(removed),
         worst=sections,
+        forced=comparison.forced,
+        differences=list(comparison.differences),
     )
 
 
 def build_report(
-    run_dir: str | Path, *, baseline: str | Path | None = None, worst: int | None = None
+    run_dir: str | Path, *, baseline: str | Path | None = None, worst: int | None = None, force: bool = False
 ) -> ReportData:
     """Read a run directory and compute everything its report shows.
 
@@ -482,6 +527,7 @@ def build_report(
         baseline: Optional baseline run directory to compare with.
         worst: Worst pairs per metric (and largest regressions per metric) shown with pictures;
             default: the run's `worst` config value, else `DEFAULT_WORST`.
+        force: compare with a baseline that is not comparable anyway (the section is marked FORCED).
 
     Returns:
         The report's data, ready for the template.
@@ -508,7 +554,9 @@ def build_report(
         failures_total=failures_total,
         files=build_file_lists(manifest),
         baseline=(
-            build_baseline(Path(baseline), run_dir, frame, metrics, worst) if baseline is not None else None
+            build_baseline(Path(baseline), run_dir, frame, metrics, worst, force)
+            if baseline is not None
+            else None
         ),
     )
 

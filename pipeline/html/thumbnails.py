@@ -1,14 +1,18 @@
 """Small pictures of a pair for the report: reference, output, absolute-error heatmap, SSIM map.
 
-Images are decoded by `pipeline.images.read_image` (the only module that opens image files) and aligned by
-`pipeline.align.align_pair` with `size_mismatch="crop"`. Every picture becomes a JPEG data URI of at most
-`THUMBNAIL_SIDE` pixels on its long side. Any failure becomes a placeholder text, never an exception.
+Images are read and decoded by `pipeline.images` (the only module that opens image files) and aligned by
+`pipeline.align.align_pair` with `size_mismatch="crop"`. Given the SHA-256 a run recorded for a file, a
+picture is made only when the file's bytes still hash to it: a file regenerated in place since that run (or
+removed) becomes a placeholder saying so, never today's pixels under the run's numbers. Every picture becomes
+a JPEG data URI of at most `THUMBNAIL_SIDE` pixels on its long side. Any failure becomes a placeholder text,
+never an exception.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -16,7 +20,8 @@ import torch
 from PIL import Image
 
 from pipeline.align import AlignedPair, align_pair
-from pipeline.images import DecodedImage, read_image
+from pipeline.errors import ImageError
+from pipeline.images import DecodedImage, decode_image, read_image_file
 from pipeline.metrics.ssim import WINDOW_SIZE, ssim_map
 
 THUMBNAIL_SIDE = 160
@@ -25,6 +30,8 @@ ERROR_COLORMAP = "inferno"
 SSIM_COLORMAP = "viridis"
 ERROR_PERCENTILE = 99.5
 _NOTE_LENGTH = 160
+CHANGED_NOTE = "file changed since that run (sha256 differs)"
+GONE_NOTE = "file no longer exists"
 
 
 @dataclass
@@ -148,25 +155,52 @@ class ReadOptions:
         return cls(config.get("data_range"), bool(config.get("volumes")))
 
 
-def read_for_display(path: str, options: ReadOptions) -> DecodedImage:
-    """Decode one file; a volume is reduced to its middle slice (D // 2)."""
-    image = read_image(path, data_range=options.data_range, volume=options.volume)
+def read_for_display(path: str, options: ReadOptions, sha256: str | None = None) -> DecodedImage:
+    """Decode one file; a volume is reduced to its middle slice (D // 2).
+
+    Args:
+        sha256: the hash a run recorded for the file; when given, the file is decoded only if its bytes
+            still hash to it.
+
+    Raises:
+        ImageError: `GONE_NOTE` or `CHANGED_NOTE` when the file is not the one the run scored; else what
+            `pipeline.images` says about an unreadable file.
+    """
+    if sha256 is not None and not os.path.exists(path):
+        raise ImageError(GONE_NOTE)
+    image_file = read_image_file(path)
+    if sha256 is not None and image_file.sha256 != sha256:
+        raise ImageError(CHANGED_NOTE)
+    image = decode_image(image_file, data_range=options.data_range, volume=options.volume)
     if image.depth is not None:
         image = replace(image, pixels=image.pixels[image.depth // 2])
     return image
 
 
-def load_pair(ref_path: str, out_path: str, options: ReadOptions = ReadOptions()) -> AlignedPair:
-    """Decode and align one pair (top-left crop when sizes differ; middle slice of volumes)."""
-    return align_pair(
-        read_for_display(ref_path, options), read_for_display(out_path, options), size_mismatch="crop"
-    )
+def _read_or_reason(path: str, options: ReadOptions, sha256: str | None) -> tuple[DecodedImage | None, str]:
+    """The decoded file, or None and why no picture can be made of it."""
+    try:
+        return read_for_display(path, options, sha256), ""
+    except Exception as exc:
+        return None, _short(exc)
+
+
+def _aligned_or_reason(
+    reference: DecodedImage, path: str, options: ReadOptions, sha256: str | None
+) -> AlignedPair | str:
+    """The output aligned to the reference (top-left crop when sizes differ), or why it cannot be."""
+    try:
+        return align_pair(reference, read_for_display(path, options, sha256), size_mismatch="crop")
+    except Exception as exc:
+        return _short(exc)
 
 
 def pair_thumbnails(
     ref_path: str | None,
     out_path: str | None,
     *,
+    ref_sha256: str | None = None,
+    out_sha256: str | None = None,
     side: int = THUMBNAIL_SIDE,
     options: ReadOptions = ReadOptions(),
 ) -> list[Thumbnail]:
@@ -175,6 +209,8 @@ def pair_thumbnails(
     Args:
         ref_path: Reference image file.
         out_path: Output image file.
+        ref_sha256, out_sha256: the hashes the run recorded; a file that no longer hashes to its recorded
+            value gets a placeholder (and so do the maps made from it). None: not checked.
         side: Longest side of each picture in pixels.
 
     Returns:
@@ -183,10 +219,13 @@ def pair_thumbnails(
     labels = ("reference", "output", "|error|", "SSIM map")
     if not ref_path or not out_path:
         return [_placeholder(label, "no file path in the results") for label in labels]
-    try:
-        pair = load_pair(ref_path, out_path, options)
-    except Exception as exc:
-        return [_placeholder(label, _short(exc)) for label in labels]
+    reference, reason = _read_or_reason(ref_path, options, ref_sha256)
+    if reference is None:
+        return [_placeholder(label, reason) for label in labels]
+    pair = _aligned_or_reason(reference, out_path, options, out_sha256)
+    if isinstance(pair, str):
+        shown = _image_thumbnail("reference", reference.pixels, reference.data_range, side)
+        return [shown, *(_placeholder(label, pair) for label in labels[1:])]
     return [
         _image_thumbnail("reference", pair.ref, pair.data_range, side),
         _image_thumbnail("output", pair.out, pair.data_range, side),
@@ -195,15 +234,32 @@ def pair_thumbnails(
     ]
 
 
+def _output_pictures(
+    label: str, error_label: str, pair: AlignedPair | str, top: float, side: int
+) -> tuple[Thumbnail, Thumbnail]:
+    """An output and its error heatmap on the shared scale `top`, or two placeholders with the reason."""
+    if isinstance(pair, str):
+        return _placeholder(label, pair), _placeholder(error_label, pair)
+    error = error_thumbnail(pair, vmax=top, side=side)
+    error.label = error_label
+    return _image_thumbnail(label, pair.out, pair.data_range, side), error
+
+
 def regression_thumbnails(
     ref_path: str | None,
     baseline_out: str | None,
     candidate_out: str | None,
     *,
+    sha256: tuple[str | None, str | None, str | None] = (None, None, None),
     side: int = THUMBNAIL_SIDE,
     options: ReadOptions = ReadOptions(),
 ) -> list[Thumbnail]:
     """Reference, baseline output, candidate output and both error heatmaps on one shared scale.
+
+    Args:
+        sha256: the recorded hashes of the reference and of the baseline's and candidate's outputs (None: not
+            checked). A baseline output regenerated in place since the baseline run no longer hashes to its
+            recorded value: it gets a placeholder, never today's pixels.
 
     Returns:
         Five thumbnails; any that cannot be made carry a placeholder note instead of a picture.
@@ -211,23 +267,20 @@ def regression_thumbnails(
     labels = ("reference", "baseline output", "candidate output", "baseline |error|", "candidate |error|")
     if not ref_path or not baseline_out or not candidate_out:
         return [_placeholder(label, "no file path in the results") for label in labels]
-    try:
-        reference = read_for_display(ref_path, options)
-        baseline = align_pair(reference, read_for_display(baseline_out, options), size_mismatch="crop")
-        candidate = align_pair(reference, read_for_display(candidate_out, options), size_mismatch="crop")
-        top = max(
-            error_scale(error_map(baseline), baseline.data_range),
-            error_scale(error_map(candidate), candidate.data_range),
-        )
-    except Exception as exc:
-        return [_placeholder(label, _short(exc)) for label in labels]
-    baseline_error = error_thumbnail(baseline, vmax=top, side=side)
-    candidate_error = error_thumbnail(candidate, vmax=top, side=side)
-    baseline_error.label, candidate_error.label = labels[3], labels[4]
+    reference, reason = _read_or_reason(ref_path, options, sha256[0])
+    if reference is None:
+        return [_placeholder(label, reason) for label in labels]
+    baseline = _aligned_or_reason(reference, baseline_out, options, sha256[1])
+    candidate = _aligned_or_reason(reference, candidate_out, options, sha256[2])
+    pairs = [pair for pair in (candidate, baseline) if isinstance(pair, AlignedPair)]
+    top = max((error_scale(error_map(pair), pair.data_range) for pair in pairs), default=1.0)
+    shown = (pairs[0].ref, pairs[0].data_range) if pairs else (reference.pixels, reference.data_range)
+    baseline_pictures = _output_pictures(labels[1], labels[3], baseline, top, side)
+    candidate_pictures = _output_pictures(labels[2], labels[4], candidate, top, side)
     return [
-        _image_thumbnail("reference", candidate.ref, candidate.data_range, side),
-        _image_thumbnail("baseline output", baseline.out, baseline.data_range, side),
-        _image_thumbnail("candidate output", candidate.out, candidate.data_range, side),
-        baseline_error,
-        candidate_error,
+        _image_thumbnail("reference", *shown, side),
+        baseline_pictures[0],
+        candidate_pictures[0],
+        baseline_pictures[1],
+        candidate_pictures[1],
     ]
