@@ -96,6 +96,15 @@ def outputs_named_with_a_suffix(root: Path) -> list[str]:
     return arguments
 
 
+def runs_of_two_conventions(root: Path) -> list[str]:
+    arguments = score(root)
+    assert runner.invoke(app, arguments).exit_code == 0
+    sr_paper = [*score(root), "--convention", "sr-paper", "--scale", "4", "--overwrite"]
+    sr_paper[4] = str(root / "sr-paper-run")
+    assert runner.invoke(app, sr_paper).exit_code == 0
+    return ["compare", str(root / "run"), str(root / "sr-paper-run")]
+
+
 MISTAKES = [
     Mistake(
         "sr-paper without --scale",
@@ -132,6 +141,12 @@ MISTAKES = [
         outputs_named_with_a_suffix,
         1,
         ("missing=2", "hint: 2 of 2 missing references match", "add --output-suffix _x4_SR"),
+    ),
+    Mistake(
+        "iqa compare of a default run against an sr-paper run",
+        runs_of_two_conventions,
+        2,
+        ("Runs are not comparable: convention default vs sr-paper", "crop 0 vs 4", "--force"),
     ),
     Mistake(
         "iqa run with the name of a finished night",
