@@ -248,7 +248,8 @@ def pairs(
     group_depth: Annotated[int, typer.Option(help="Key path components that form the group.")] = 1,
     limit: Annotated[int, typer.Option(help="Entries to list per section.")] = 20,
 ) -> None:
-    """Print how the two folders pair up (counts and lists) without scoring."""
+    """Print how the two folders pair up (counts and lists) without scoring; exit 1 when a reference would get
+    no ok row (no output, or a key two files claim)."""
     pairing = api.pairs(
         reference,
         output,
@@ -260,6 +261,8 @@ def pairs(
     typer.echo(format_pairing(pairing, limit=limit))
     for hint in pairing_hints(pairing):
         typer.echo(f"hint: {hint}")
+    if pairing.missing or pairing.unscored_duplicates():
+        raise typer.Exit(1)  # `iqa score` of these folders would leave references without an ok row
 
 
 @app.command()
