@@ -32,6 +32,14 @@ class Convention(Choice):
 
     DEFAULT = "default"
     SR_PAPER = "sr-paper"
+    SKIMAGE_DEFAULTS = "skimage-defaults"
+    MATLAB = "matlab"
+    MATLAB_DOWNSAMPLED = "matlab-downsampled"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Convention | None:
+        """Other names of a convention: `basicsr` is `sr-paper`."""
+        return cls.SR_PAPER if value == "basicsr" else None
 
 
 class SizeMismatch(Choice):

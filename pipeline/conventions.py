@@ -1,11 +1,17 @@
-"""Scoring conventions: which channels, which crop and which precision the pixel metrics see.
+"""Scoring conventions: what the pixel metrics see and how SSIM is computed, one declarative spec per name.
 
-Each convention is one declarative `ConventionSpec` in `SPECS`, keyed by `pipeline.choices.Convention`:
+Each convention is one `ConventionSpec` in `SPECS`, keyed by `pipeline.choices.Convention`:
 
-* `default`: channels as stored, no crop, float32, data range from the bit depth.
-* `sr-paper` (BasicSR / MATLAB, what SR papers report): Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 in
-  8-bit units, not rounded; `scale` (or `crop_border`) pixels removed from each border; float64. Gray on both
-  sides is used as stored.
+* `default`: channels as stored, no crop, float32, data range from the bit depth; SSIM as pytorch-msssim.
+* `sr-paper` (alias `basicsr`; BasicSR / MATLAB, what SR papers report): Y = 16 + (65.481 R + 128.553 G +
+  24.966 B) / 255 in 8-bit units, not rounded; `scale` (or `crop_border`) pixels removed from each border;
+  float64. Gray on both sides is used as stored.
+* `skimage-defaults`: scikit-image's `structural_similarity(a, b, data_range=R, channel_axis=-1)` and
+  `peak_signal_noise_ratio(a, b, data_range=R)` with no other argument: 7x7 uniform window, sample
+  covariance, the map's 3 px border left out of its mean; float64.
+* `matlab`: Zhou Wang's `ssim_index.m` and `msssim.m` on MATLAB's `rgb2gray` of 8-bit RGB (rounded to
+  integers); PSNR on the same gray image; float64.
+* `matlab-downsampled`: `matlab` with `ssim.m`'s automatic downsampling before SSIM.
 
 LPIPS always sees the cropped RGB image.
 
@@ -17,38 +23,97 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from pipeline.choices import Convention
 from pipeline.metrics.checks import needs_grad
+from pipeline.metrics.structural import StructuralSpec, Window
 
 Y_OFFSET = 16.0
-Y_COEFFICIENTS = (65.481, 128.553, 24.966)
+Y_COEFFICIENTS = (65.481, 128.553, 24.966)  # BT.601 Y of MATLAB's rgb2ycbcr, per 255 of the data range
+MATLAB_GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)  # MATLAB's rgb2gray
+
+Channels = Literal["stored", "bt601_y", "matlab_gray"]
+CHANNEL_DESCRIPTIONS = {
+    "stored": "channels as stored",
+    "bt601_y": "Y (BT.601, MATLAB rgb2ycbcr)",
+    "matlab_gray": "gray (MATLAB rgb2gray)",
+}
 
 
 @dataclass(frozen=True)
 class ConventionSpec:
-    """What a convention does to a pair before PSNR, SSIM and MS-SSIM see it.
+    """What a convention does to a pair before PSNR, SSIM and MS-SSIM see it, and how SSIM is computed.
 
     Attributes:
-        luma_only: RGB becomes BT.601 Y (MATLAB's rgb2ycbcr, unrounded); gray stays as stored.
-        crop_from_scale: the border crop defaults to `--scale` (else only `--crop-border` crops).
+        channels: 'stored', 'bt601_y' (MATLAB's rgb2ycbcr Y, unrounded) or 'matlab_gray' (rgb2gray); the
+            conversion applies to RGB, gray is used as stored.
+        round_levels: the converted channel is rounded to integer levels (MATLAB's uint8 result).
+        crop_from_scale: the border crop defaults to `--scale` (and a scale or a crop must be given).
         precision: the float dtype of the computation.
-        channels: how the channels are described in the manifest and the report.
+        structural: SSIM's and MS-SSIM's window, padding, statistics, downsampling and pyramid.
+        psnr_epsilon: added to the MSE of values scaled to [0, 1] before PSNR (tools that avoid log(0)).
+        users: who reports numbers this way (one line for `iqa conventions`).
     """
 
-    luma_only: bool
-    crop_from_scale: bool
+    channels: Channels
     precision: torch.dtype
-    channels: str
+    users: str
+    round_levels: bool = False
+    crop_from_scale: bool = False
+    structural: StructuralSpec = field(default_factory=StructuralSpec)
+    psnr_epsilon: float = 0.0
 
+    @property
+    def channel_description(self) -> str:
+        rounded = ", rounded to integers" if self.round_levels else ""
+        return CHANNEL_DESCRIPTIONS[self.channels] + rounded
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (for the manifest and the Parquet metadata)."""
+        values = asdict(self)
+        values["precision"] = str(self.precision).removeprefix("torch.")
+        return values
+
+
+MATLAB_STRUCTURAL = StructuralSpec(relu_cs=False, pyramid="matlab")
 
 SPECS: dict[Convention, ConventionSpec] = {
-    Convention.DEFAULT: ConventionSpec(False, False, torch.float32, "channels as stored"),
-    Convention.SR_PAPER: ConventionSpec(True, True, torch.float64, "Y (BT.601, MATLAB rgb2ycbcr)"),
+    Convention.DEFAULT: ConventionSpec(
+        "stored", torch.float32, "this tool's default; pytorch-msssim's ssim / ms_ssim on the stored values"
+    ),
+    Convention.SR_PAPER: ConventionSpec(
+        "bt601_y",
+        torch.float64,
+        "super-resolution papers: BasicSR calculate_psnr / calculate_ssim (test_y_channel), EDSR, RCAN",
+        crop_from_scale=True,
+    ),
+    Convention.SKIMAGE_DEFAULTS: ConventionSpec(
+        "stored",
+        torch.float64,
+        "scikit-image structural_similarity / peak_signal_noise_ratio with defaults; many denoising papers",
+        structural=StructuralSpec(
+            window=Window("uniform", 7), padding="symmetric", sample_covariance=True, map_border=3
+        ),
+    ),
+    Convention.MATLAB: ConventionSpec(
+        "matlab_gray",
+        torch.float64,
+        "Zhou Wang's ssim_index.m / msssim.m on rgb2gray, as IQA databases' official results",
+        round_levels=True,
+        structural=MATLAB_STRUCTURAL,
+    ),
+    Convention.MATLAB_DOWNSAMPLED: ConventionSpec(
+        "matlab_gray",
+        torch.float64,
+        "MATLAB's ssim.m (automatic downsampling by round(min(H, W) / 256)) on rgb2gray",
+        round_levels=True,
+        structural=StructuralSpec(relu_cs=False, pyramid="matlab", downsample="matlab"),
+    ),
 }
 
 
@@ -62,7 +127,7 @@ class ResolvedConvention:
 
     def describe(self) -> str:
         precision = str(self.spec.precision).removeprefix("torch.")
-        return f"{self.name.value}: {self.spec.channels}, crop {self.crop} px, {precision}"
+        return f"{self.name.value}: {self.spec.channel_description}, crop {self.crop} px, {precision}"
 
 
 def resolve_convention(name: str | Convention, *, crop: int = 0) -> ResolvedConvention:
@@ -105,16 +170,45 @@ def crop_border(x: Tensor, crop: int) -> Tensor:
     return x[..., crop:-crop, crop:-crop]
 
 
+def matlab_gray(x: Tensor, *, dtype: torch.dtype | None = None, round_levels: bool = True) -> Tensor:
+    """MATLAB's rgb2gray: 0.298936021293775 R + 0.587043074451121 G + 0.114020904255103 B, rounded to
+    integers as MATLAB rounds a uint8 result (half away from zero) when `round_levels`.
+
+    Args:
+        x: (N, 3, H, W) RGB in stored units, any dtype.
+
+    Returns:
+        (N, 1, H, W) in `dtype` (default: x's dtype if floating, else float64).
+
+    Example:
+        >>> matlab_gray(torch.tensor([[[[255]], [[0]], [[0]]]], dtype=torch.uint8))
+        tensor([[[[76.]]]], dtype=torch.float64)
+    """
+    dtype = dtype or (x.dtype if x.is_floating_point() else torch.float64)
+    weights = torch.tensor(MATLAB_GRAY, dtype=torch.float64, device=x.device).view(1, 3, 1, 1)
+    gray = (x.to(torch.float64) * weights).sum(dim=1, keepdim=True)
+    if round_levels:
+        gray = torch.floor(gray + 0.5)
+    return gray.to(dtype)
+
+
 def prepare_pixels(x: Tensor, convention: ResolvedConvention, *, data_range: float) -> Tensor:
-    """Crop, cast and (for luma conventions) convert RGB to Y: (N, C, H, W) -> (N, C', H', W').
+    """Crop, cast and convert the channels the convention's metrics see: (N, C, H, W) -> (N, C', H', W').
 
     `x` may hold the stored integers, in any layout; without gradients the result is contiguous, in the
     convention's precision: a copy, unless `x` already is such a tensor (then `x` itself).
     """
     x = crop_border(x, convention.crop)
-    dtype = convention.spec.precision
-    if convention.spec.luma_only and x.shape[1] == 3:
-        return rgb_to_y(x, data_range=data_range, dtype=dtype)
+    spec = convention.spec
+    dtype = spec.precision
+    if spec.channels == "bt601_y" and x.shape[1] == 3:
+        return _rounded(rgb_to_y(x, data_range=data_range, dtype=dtype), spec.round_levels)
+    if spec.channels == "matlab_gray" and x.shape[1] == 3:
+        return matlab_gray(x, dtype=dtype, round_levels=spec.round_levels)
     if needs_grad(x) or (x.dtype == dtype and x.is_contiguous()):
         return x.to(dtype)
     return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)
+
+
+def _rounded(x: Tensor, round_levels: bool) -> Tensor:
+    return torch.floor(x + 0.5) if round_levels else x

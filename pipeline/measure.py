@@ -25,6 +25,10 @@ from pipeline.metrics.lpips_network import LpipsNetwork
 from pipeline.metrics.perceptual import lpips_of_stored_values
 from pipeline.metrics.psnr import mse, psnr_from_mse
 from pipeline.metrics.ssim import WINDOW_SIZE, gaussian_window, ms_ssim_min_side, ssim, ssim_and_ms_ssim
+from pipeline.metrics.structural import StructuralSpec, structural_similarity
+from pipeline.metrics.structural import min_side as structural_min_side
+
+FAST_STRUCTURAL = StructuralSpec()  # `pipeline.metrics.ssim`'s definition, computed by its fast path
 
 Values = dict[str, list[float | None]]
 
@@ -148,10 +152,17 @@ def _pixel_metrics(
         if "mse" in metrics:
             values["mse"] = _floats(error)
         if "psnr" in metrics:
-            values["psnr"] = _floats(psnr_from_mse(error, data_range=data_range))
+            epsilon = convention.spec.psnr_epsilon * data_range**2  # given for values scaled to [0, 1]
+            values["psnr"] = _floats(psnr_from_mse(error + epsilon, data_range=data_range))
     if {"ssim", "ms_ssim"} & set(metrics):
-        window = resources.window(ref_pixels.dtype, ref_pixels.device)
-        values.update(_structural(ref_pixels, out_pixels, data_range, metrics, window, scales, warnings))
+        structural = convention.spec.structural
+        if structural == FAST_STRUCTURAL:
+            window = resources.window(ref_pixels.dtype, ref_pixels.device)
+            values.update(_structural(ref_pixels, out_pixels, data_range, metrics, window, scales, warnings))
+        else:
+            values.update(
+                _as_specified(ref_pixels, out_pixels, data_range, metrics, structural, scales, warnings)
+            )
     return values
 
 
@@ -188,6 +199,45 @@ def _structural(
         )
     if "ssim" in wanted:
         values["ssim"] = _floats(ssim(ref, out, data_range=data_range, window=window))
+    return values
+
+
+def _as_specified(
+    ref: torch.Tensor,
+    out: torch.Tensor,
+    data_range: float,
+    metrics: tuple[str, ...],
+    spec: StructuralSpec,
+    scales: int,
+    warnings: list[str],
+) -> Values:
+    """SSIM and MS-SSIM under a tool's `StructuralSpec` (`pipeline.metrics.structural`), or nulls and why."""
+    count, short_side = ref.shape[0], min(ref.shape[2:])
+    wanted = [name for name in ("ssim", "ms_ssim") if name in metrics]
+    values: Values = {name: [None] * count for name in wanted}
+    if ref.dim() != 4:
+        warnings.append("ssim and ms_ssim left null: this convention's SSIM is defined on 2-D images only")
+        return values
+    if short_side < structural_min_side(spec):
+        warnings.append(
+            f"image side {short_side} px is smaller than this convention's SSIM needs "
+            f"({structural_min_side(spec)} px): ssim and ms_ssim left null"
+        )
+        return values
+    needed = structural_min_side(spec, scales)
+    with_ms = "ms_ssim" in wanted and short_side >= needed
+    if "ms_ssim" in wanted and not with_ms:
+        warnings.append(
+            f"ms_ssim left null: {scales}-scale MS-SSIM needs >= {needed} px on the short side under this "
+            f"convention, got {short_side} (set ms_ssim_scales lower)"
+        )
+    ssim_value, ms_value = structural_similarity(
+        ref, out, spec, data_range=data_range, with_ms_ssim=with_ms, scales=scales
+    )
+    if "ssim" in wanted:
+        values["ssim"] = _floats(ssim_value)
+    if ms_value is not None:
+        values["ms_ssim"] = _floats(ms_value)
     return values
 
 

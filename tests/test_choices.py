@@ -62,13 +62,14 @@ def test_choices_are_their_values():
     assert Convention.SR_PAPER == "sr-paper" and str(Convention.SR_PAPER) == "sr-paper"
     assert f"{SizeMismatch.CROP}" == "crop" and json.dumps(Device.CUDA) == '"cuda"'
     assert Convention("sr-paper") is Convention.SR_PAPER
-    assert Convention.values() == ("default", "sr-paper")
+    assert Convention.values() == ("default", "sr-paper", "skimage-defaults", "matlab", "matlab-downsampled")
+    assert Convention("basicsr") is Convention.SR_PAPER  # another name of sr-paper
     assert SizeMismatch.values() == ("error", "crop", "resize")
     assert Device.values() == ("auto", "cpu", "cuda")
     assert Status.values() == ("ok", "error")
     assert all(issubclass(kind, Choice) for kind in (Convention, SizeMismatch, Device, LpipsNet, Status))
     with pytest.raises(ValueError):
-        Convention("matlab")
+        Convention("matlab-2004")
 
 
 def test_choices_agree_with_the_modules_that_implement_them():

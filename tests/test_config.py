@@ -89,7 +89,12 @@ def test_an_unknown_key_names_its_line_and_the_known_keys(tmp_path):
 @pytest.mark.parametrize(
     ("key", "given", "expected"),
     [
-        ("convention", "matlab", "unknown convention 'matlab'; choose one of default, sr-paper."),
+        (
+            "convention",
+            "ssim-2004",
+            "unknown convention 'ssim-2004'; choose one of default, sr-paper, skimage-defaults, matlab, "
+            "matlab-downsampled.",
+        ),
         ("size_mismatch", "pad", "unknown size mismatch 'pad'; choose one of error, crop, resize."),
         ("device", "tpu", "unknown device 'tpu'; choose one of auto, cpu, cuda."),
         ("lpips_net", "resnet", "unknown lpips net 'resnet'; choose one of alex, vgg, squeeze."),

@@ -105,5 +105,5 @@ def test_resolve_convention_describes_itself(name, crop, description):
 
 
 def test_unknown_convention_is_refused():
-    with pytest.raises(ValueError, match="'matlab'"):
-        resolve_convention("matlab")
+    with pytest.raises(ValueError, match="'ssim-2004'"):
+        resolve_convention("ssim-2004")
