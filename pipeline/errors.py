@@ -24,7 +24,10 @@ class ImageError(IQAError):
 
 
 class WeightsError(IQAError):
-    """Network weights (LPIPS backbone or linear layers) are missing or do not match the architecture."""
+    """Network weights (LPIPS backbone or linear layers) are missing, unreadable, do not hash to the prefix in
+    their name, or do not match the architecture: a configuration problem, found before any pair is scored."""
+
+    exit_code = 2
 
 
 class RunDirError(IQAError):

@@ -17,9 +17,10 @@ from pipeline.manifest import (
     software_versions,
     write_manifest,
 )
+from pipeline.metrics.lpips_weights import BackboneFile
 
 
-def manifest_of(tmp_path, statuses: dict[str, str], pairing: Pairing, **config):
+def manifest_of(tmp_path, statuses: dict[str, str], pairing: Pairing, backbone=None, **config):
     chosen = validate_config(config)
     return build_manifest(
         run_id="20260101T000000Z-abcdef",
@@ -29,7 +30,7 @@ def manifest_of(tmp_path, statuses: dict[str, str], pairing: Pairing, **config):
         config=chosen,
         value_hash=chosen.value_hash(),
         metrics=("psnr", "ssim"),
-        backbone=None,
+        backbone=backbone,
         pairing=pairing,
         statuses=statuses,
         execution={"description": "in-process (sync)", "shard_pairs": 2},
@@ -70,6 +71,16 @@ def test_the_convention_config_and_hash_are_recorded(tmp_path):
     config = validate_config({"convention": "sr-paper", "scale": 4, "metrics": "psnr,ssim"})
     assert manifest["config"] == config.to_dict() and manifest["config_hash"] == config.value_hash()
     assert manifest["reference_dir"] == str((tmp_path / "ref").resolve())
+
+
+def test_the_lpips_backbone_is_recorded_with_its_sha256(tmp_path):
+    backbone = BackboneFile(tmp_path / "my-alexnet.pth", "ab" * 32, size=1234, mtime_ns=5678)
+    manifest = manifest_of(tmp_path, {}, Pairing(), backbone=backbone, metrics="psnr,lpips")
+    assert manifest["lpips_backbone"] == str(tmp_path / "my-alexnet.pth")
+    assert manifest["lpips_backbone_sha256"] == "ab" * 32
+    assert json.loads(json.dumps(manifest))["lpips_backbone_sha256"] == "ab" * 32
+    without = manifest_of(tmp_path, {}, Pairing())
+    assert without["lpips_backbone"] is None and without["lpips_backbone_sha256"] is None
 
 
 def test_versions_and_device():
