@@ -443,6 +443,25 @@ def _backbone_file(manifest: dict[str, Any]) -> str | None:
     return Path(str(backbone)).name if backbone else None
 
 
+def _flat(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'structural.window.size': 11, ...}: a recorded convention spec as dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _backbones(baseline: dict[str, Any], candidate: dict[str, Any]) -> tuple[str, Any, Any]:
+    """The LPIPS backbones of two runs by content (sha256) where both recorded it, else by file name."""
+    hashes = baseline.get("lpips_backbone_sha256"), candidate.get("lpips_backbone_sha256")
+    if all(hashes):
+        return ("LPIPS backbone sha256", str(hashes[0])[:12], str(hashes[1])[:12])
+    return ("LPIPS backbone", _backbone_file(baseline), _backbone_file(candidate))
+
+
 def run_differences(baseline: dict[str, Any], candidate: dict[str, Any], metrics: Iterable[str]) -> list[str]:
     """What defines the values of two runs' compared metrics, where their manifests differ: one phrase each.
 
@@ -476,6 +495,13 @@ def run_differences(baseline: dict[str, Any], candidate: dict[str, Any], metrics
         name = _shown(base_conv.get("name"))
         specs = _quoted(base_conv.get("description")), _quoted(cand_conv.get("description"))
         values.append((f"convention {name} spec", *specs))
+        if base_conv.get("spec") and cand_conv.get("spec"):  # recorded from issue 18 on
+            base_spec, cand_spec = _flat(base_conv["spec"]), _flat(cand_conv["spec"])
+            values += [
+                (f"convention {name} {key}", base_spec.get(key), cand_spec.get(key))
+                for key in sorted(base_spec.keys() | cand_spec.keys())
+                if key != "users"
+            ]
     settings = ["data_range", "volumes"]
     if SizeMismatch.ERROR.value not in (
         _setting(baseline, "size_mismatch"),
@@ -486,7 +512,7 @@ def run_differences(baseline: dict[str, Any], candidate: dict[str, Any], metrics
     settings += ["lpips_net"] if "lpips" in metrics else []
     values += [(name, _setting(baseline, name), _setting(candidate, name)) for name in settings]
     if "lpips" in metrics and _setting(baseline, "lpips_net") == _setting(candidate, "lpips_net"):
-        values.append(("LPIPS backbone", _backbone_file(baseline), _backbone_file(candidate)))
+        values.append(_backbones(baseline, candidate))
     return [f"{label} {_shown(base)} vs {_shown(cand)}" for label, base, cand in values if base != cand]
 
 

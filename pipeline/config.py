@@ -128,8 +128,8 @@ class ScoreConfig(BaseModel):
         """Hash of what changes metric values (used by `--resume`).
 
         Args:
-            lpips_backbone: what identifies the LPIPS backbone file the run uses, when it scores LPIPS
-                (`pipeline.metrics.lpips_weights.checkpoint_identity`).
+            lpips_backbone: the sha256 of the LPIPS backbone file the run uses, when it scores LPIPS
+                (`pipeline.metrics.lpips_weights.BackboneFile.sha256`).
         """
         payload = {name: _jsonable(getattr(self, name)) for name in self.VALUE_FIELDS}
         payload["metrics"] = list(self.chosen_metrics)

@@ -30,7 +30,8 @@ class ImageError(IQAError):
 
 
 class WeightsError(UsageError):
-    """Network weights (LPIPS backbone or linear layers) are missing or do not match the architecture."""
+    """Network weights (LPIPS backbone or linear layers) are missing, unreadable, do not hash to the prefix in
+    their name, or do not match the architecture: a configuration problem, found before any pair is scored."""
 
 
 class RunDirError(UsageError):

@@ -14,6 +14,7 @@ from pipeline.config import ScoreConfig
 from pipeline.conventions import resolve_convention
 from pipeline.discover import Pairing
 from pipeline.errors import RunDirError
+from pipeline.metrics.lpips_weights import BackboneFile
 from pipeline.pairing_hints import pairing_hints
 from pipeline.run_dirs import MANIFEST_NAME
 from pipeline.storage import write_text_atomic
@@ -50,7 +51,7 @@ def build_manifest(
     config: ScoreConfig,
     value_hash: str,
     metrics: tuple[str, ...],
-    backbone: str | None,
+    backbone: BackboneFile | None,
     pairing: Pairing,
     statuses: dict[str, str],
     execution: dict[str, Any],
@@ -66,6 +67,8 @@ def build_manifest(
 
     Args:
         value_hash: the config hash of the run's values (`ScoreConfig.value_hash` with its LPIPS backbone).
+        backbone: the verified LPIPS backbone file (None when LPIPS is not scored), recorded as
+            `lpips_backbone` (path) and `lpips_backbone_sha256` (the hash that is also part of `value_hash`).
         statuses: {key: status} of the latest row of every pair of this run.
         execution: {'description', 'dashboard', 'shard_pairs'} of the cluster that scored it.
     """
@@ -81,10 +84,12 @@ def build_manifest(
             "name": convention.name.value,
             "crop": convention.crop,
             "description": convention.describe(),
+            "spec": convention.spec.to_dict(),
         },
         "config": config.to_dict(),
         "config_hash": value_hash,
-        "lpips_backbone": backbone,
+        "lpips_backbone": str(backbone.path) if backbone else None,
+        "lpips_backbone_sha256": backbone.sha256 if backbone else None,
         "versions": software_versions(),
         "device": device_description(config.device.value),
         "execution": execution["description"],

@@ -20,7 +20,7 @@ from pipeline.config import ScoreConfig
 from pipeline.discover import Pair, discover_pairs
 from pipeline.errors import WeightsError, WriteError
 from pipeline.manifest import build_manifest, run_complete, write_manifest
-from pipeline.metrics.lpips_weights import checkpoint_identity, resolve_backbone
+from pipeline.metrics.lpips_weights import BackboneFile, resolve_backbone, verify_backbone
 from pipeline.progress import progress_bar
 from pipeline.results import PartWriter, ResultRow, latest_rows, remove_stale_temp_files, resume_index
 from pipeline.run_dirs import MANIFEST_NAME, REPORT_NAME, SCORES_DIR, claim_run_dir
@@ -55,23 +55,27 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def resolve_metrics(config: ScoreConfig) -> tuple[tuple[str, ...], str | None, list[str]]:
-    """The metrics to score, the LPIPS backbone file (or None), and notices for the user.
+def resolve_metrics(config: ScoreConfig) -> tuple[tuple[str, ...], BackboneFile | None, list[str]]:
+    """The metrics to score, the LPIPS backbone file verified here (or None), and notices for the user.
 
     Raises:
-        WeightsError: LPIPS was asked for (named in `metrics`, or weights given) and its backbone is missing.
-            When LPIPS is only part of the default set, it is left out with a notice instead.
+        WeightsError: the backbone file found is wrong (its hash differs from the prefix in its name, it
+            cannot be loaded, or it is another architecture), or LPIPS was asked for (named in `metrics`, or
+            weights given) and its backbone is missing. When LPIPS is only part of the default set and no
+            backbone file is found, it is left out with a notice instead.
     """
     metrics = config.chosen_metrics
     if "lpips" not in metrics:
         return metrics, None, []
+    net = config.lpips_net.value
     try:
-        return metrics, str(resolve_backbone(config.lpips_net.value, config.lpips_weights)), []
+        path = resolve_backbone(net, config.lpips_weights)
     except WeightsError as exc:
         if config.metrics is not None or config.lpips_weights:
             raise
         without = tuple(m for m in metrics if m != "lpips")
         return without, None, [f"LPIPS NOT SCORED: {exc}"]
+    return metrics, verify_backbone(net, path), []
 
 
 def score_folders(
@@ -97,7 +101,8 @@ def score_folders(
         log_level: the level of Dask's loggers in a cluster started here.
 
     Raises:
-        UsageError, RunDirError, WeightsError, ClusterError: systemic problems, before any pair is scored.
+        UsageError, RunDirError, WeightsError, ClusterError: systemic problems, before any pair is scored
+            (a WeightsError also before the run directory is created or an earlier run in it is replaced).
     """
     started = time.perf_counter()
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -110,12 +115,12 @@ def score_folders(
         output_regex=config.output_regex,
         group_depth=config.group_depth,
     )
+    metrics, backbone, notices = resolve_metrics(config)  # before the run directory is touched
     inputs = {"reference": ref_dir, "output": out_dir}
     claim_run_dir(run_dir, RUN_OUTPUTS, resume=resume, overwrite=overwrite, inputs=inputs)
-    metrics, backbone, notices = resolve_metrics(config)
     for notice in notices:
         log.warning(notice)
-    value_hash = config.value_hash(checkpoint_identity(backbone) if backbone else None)
+    value_hash = config.value_hash(backbone.sha256 if backbone else None)
     known = resume_index(run_dir, value_hash) if resume else {}
     if resume:
         remove_stale_temp_files(run_dir)
@@ -146,9 +151,9 @@ def score_folders(
 
 
 def shard_settings(
-    config: ScoreConfig, metrics: tuple[str, ...], backbone: str | None, run_id: str
+    config: ScoreConfig, metrics: tuple[str, ...], backbone: BackboneFile | None, run_id: str
 ) -> ShardSettings:
-    """What the workers need of the config, the metrics that will run and the resolved LPIPS backbone."""
+    """What the workers need of the config, the metrics that will run and the verified LPIPS backbone."""
     return ShardSettings(
         metrics=metrics, run_id=run_id, convention=config.convention.value, crop=config.effective_crop,
         size_mismatch=config.size_mismatch.value, ms_ssim_scales=config.ms_ssim_scales,

@@ -36,7 +36,7 @@ from pipeline.conventions import ResolvedConvention, resolve_convention
 from pipeline.errors import ImageError, UsageError, WeightsError
 from pipeline.images import DecodedImage, ImageFile, decode_image, header_values, read_image_file
 from pipeline.measure import Cache, measure
-from pipeline.metrics.lpips_weights import build_lpips_network
+from pipeline.metrics.lpips_weights import BackboneFile, build_lpips_network
 from pipeline.results import ResultRow
 
 PLUGIN_NAME = "iqa-scoring"
@@ -65,7 +65,11 @@ class PairTask:
 
 @dataclass(frozen=True)
 class ShardSettings:
-    """What workers need to score a shard (picklable)."""
+    """What workers need to score a shard (picklable).
+
+    `lpips_weights`: the backbone the client verified (`verify_backbone`), or a checkpoint path that is found
+    and verified where the network is built (direct calls).
+    """
 
     metrics: tuple[str, ...]
     run_id: str = ""
@@ -76,7 +80,7 @@ class ShardSettings:
     data_range: float | None = None
     volumes: bool = False
     lpips_net: str = "alex"
-    lpips_weights: str | None = None
+    lpips_weights: BackboneFile | str | None = None
     device: str = Device.AUTO.value
     torch_threads: int | None = None
 
@@ -125,10 +129,10 @@ class WorkerState:
     """Per-process state shared by the task threads: metric resources per LPIPS setting, and the budget."""
 
     budget: ValueBudget = field(default_factory=lambda: ValueBudget(SCORING_BUDGET_VALUES))
-    caches: dict[tuple[str, str | None], Cache] = field(default_factory=dict)
+    caches: dict[tuple[str, BackboneFile | str | None], Cache] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def resources(self, lpips_net: str, lpips_weights: str | None) -> Cache:
+    def resources(self, lpips_net: str, lpips_weights: BackboneFile | str | None) -> Cache:
         """The windows and the LPIPS network (built on first use, strictly loaded) for this LPIPS setting."""
         key = (lpips_net, lpips_weights)
         with self.lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -156,7 +157,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-# LPIPS backbones: seeded random torchvision checkpoints placed where torchvision looks ($TORCH_HOME).
+# LPIPS backbones: seeded random torchvision checkpoints. The pipeline takes them under names without a hash
+# (`alex_weights`) or named after their own sha256 (`hash_named`); the `lpips` package, the oracle, reads
+# them from torchvision's cache under torchvision's names (`alex_home`), which the pipeline refuses.
 ARCHITECTURES = {"alex": torchvision.models.alexnet, "squeeze": torchvision.models.squeezenet1_1}
 
 
@@ -184,6 +187,16 @@ def install(source: Path, destination: Path) -> Path:
     return destination
 
 
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def hash_named(source: Path, folder: Path, stem: str) -> Path:
+    """Put `source` into `folder` as `<stem>-<first 8 hex of its sha256>.pth`, torchvision's naming."""
+    return install(source, folder / f"{stem}-{sha256_of(source)[:8]}.pth")
+
+
 @pytest.fixture
 def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty torchvision cache: TORCH_HOME=tmp_path; returns its `hub/checkpoints` folder."""
@@ -193,8 +206,15 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def alex_home(torch_home: Path, checkpoint_store: Path) -> Path:
-    """Torchvision cache holding the seed-0 AlexNet checkpoint under its real file name."""
+    """Torchvision cache holding the seed-0 AlexNet checkpoint under torchvision's file name, for the
+    `lpips` package; the pipeline refuses it (its sha256 does not start with 7be5be79): use `alex_weights`."""
     return install(checkpoint_store / "alex-seed0.pth", torch_home / backbone_filename("alex"))
+
+
+@pytest.fixture
+def alex_weights(checkpoint_store: Path) -> Path:
+    """The seed-0 AlexNet checkpoint under a name without a hash (`--lpips-weights FILE`)."""
+    return checkpoint_store / "alex-seed0.pth"
 
 
 # LPIPS test material
@@ -252,5 +272,4 @@ def reference_input(batch: torch.Tensor) -> torch.Tensor:
 
 @pytest.fixture
 def squeeze_network(torch_home: Path, checkpoint_store: Path) -> torch.nn.Module:
-    install(checkpoint_store / "squeeze-seed0.pth", torch_home / backbone_filename("squeeze"))
-    return build_lpips_network("squeeze", allow_download=False)
+    return build_lpips_network("squeeze", checkpoint_store / "squeeze-seed0.pth", allow_download=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import degrade, real_image
+from conftest import degrade, install, real_image, sha256_of
 from markupsafe import escape
 from PIL import Image
 from typer.testing import CliRunner
@@ -269,6 +270,7 @@ def test_filters_format_without_template_arithmetic() -> None:
     assert filters.pvalue(1e-9) == "<1e-4"
     assert filters.file_uri("/tmp/<a b>.png") == "file:///tmp/%3Ca%20b%3E.png"
     assert filters.verdict(None) == "no baseline"
+    assert filters.short_hash("0123456789abcdef" * 4) == "0123456789ab" and filters.short_hash(None) == "–"
 
 
 def test_nightly_report_links_each_suite(report_run: ReportRun, tmp_path: Path) -> None:
@@ -301,6 +303,28 @@ def test_nightly_report_links_each_suite(report_run: ReportRun, tmp_path: Path) 
     assert (output.parent / hrefs[0]).resolve() == (report_run.run_dir / "report.html").resolve()
     assert "no baseline" in html and "REGRESSED" in html
     assert "http://" not in html and "https://" not in html
+
+
+def test_report_names_the_lpips_backbone_and_its_sha256(tmp_path: Path, alex_weights: Path) -> None:
+    weights = install(alex_weights, tmp_path / "weights" / "my-alexnet.pth")
+    image = real_image("chelsea.png")[:64, :96]
+    _save(tmp_path / "ref" / "cat.png", image)
+    _save(tmp_path / "out" / "cat.png", degrade(image, "blur"))
+    config = ScoreConfig(
+        metrics=("psnr", "lpips"), scheduler="sync", report=False, lpips_weights=str(weights)
+    )
+    scored = score_folders(tmp_path / "ref", tmp_path / "out", tmp_path / "run", config, progress=False)
+    digest = sha256_of(weights)
+    written = json.loads((tmp_path / "run" / "manifest.json").read_text(encoding="utf-8"))
+    assert written["lpips_backbone"] == str(weights) and written["lpips_backbone_sha256"] == digest
+    assert scored.manifest["config_hash"] == config.value_hash(digest)
+    html = render_run_report(tmp_path / "run").read_text(encoding="utf-8")
+    (row,) = re.findall(r"<dt>LPIPS backbone</dt><dd[^>]*>(.*?)</dd>", html, flags=re.S)
+    assert str(weights) in row and f"(sha256 {digest[:12]})" in row and f'title="sha256 {digest}"' in row
+
+
+def test_report_without_lpips_has_no_backbone_line(report_html: str) -> None:
+    assert "LPIPS backbone" not in report_html
 
 
 def test_cli_report_command(report_run: ReportRun, tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ import platform
 
 import pytest
 
+from pipeline.choices import Convention
 from pipeline.config import validate_config
+from pipeline.conventions import SPECS
 from pipeline.discover import Pair, Pairing, discover_pairs
 from pipeline.errors import RunDirError
 from pipeline.manifest import (
@@ -18,9 +20,10 @@ from pipeline.manifest import (
     software_versions,
     write_manifest,
 )
+from pipeline.metrics.lpips_weights import BackboneFile
 
 
-def manifest_of(tmp_path, statuses: dict[str, str], pairing: Pairing, **config):
+def manifest_of(tmp_path, statuses: dict[str, str], pairing: Pairing, backbone=None, **config):
     chosen = validate_config(config)
     return build_manifest(
         run_id="20260101T000000Z-abcdef",
@@ -30,7 +33,7 @@ def manifest_of(tmp_path, statuses: dict[str, str], pairing: Pairing, **config):
         config=chosen,
         value_hash=chosen.value_hash(),
         metrics=("psnr", "ssim"),
-        backbone=None,
+        backbone=backbone,
         pairing=pairing,
         statuses=statuses,
         execution={"description": "in-process (sync)", "shard_pairs": 2},
@@ -73,10 +76,25 @@ def test_the_convention_config_and_hash_are_recorded(tmp_path):
         "name": "sr-paper",
         "crop": 4,
         "description": "sr-paper: Y (BT.601, MATLAB rgb2ycbcr), crop 4 px, float64",
+        "spec": SPECS[Convention.SR_PAPER].to_dict(),
     }
+    spec = manifest["convention"]["spec"]
+    assert spec["channels"] == "bt601_y" and spec["precision"] == "float64" and spec["crop_from_scale"]
+    assert spec["structural"]["window"] == {"kind": "gaussian", "size": 11, "sigma": 1.5}
+    assert json.loads(json.dumps(spec))["structural"]["weights"] == list(spec["structural"]["weights"])
     config = validate_config({"convention": "sr-paper", "scale": 4, "metrics": "psnr,ssim"})
     assert manifest["config"] == config.to_dict() and manifest["config_hash"] == config.value_hash()
     assert manifest["reference_dir"] == str((tmp_path / "ref").resolve())
+
+
+def test_the_lpips_backbone_is_recorded_with_its_sha256(tmp_path):
+    backbone = BackboneFile(tmp_path / "my-alexnet.pth", "ab" * 32, size=1234, mtime_ns=5678)
+    manifest = manifest_of(tmp_path, {}, Pairing(), backbone=backbone, metrics="psnr,lpips")
+    assert manifest["lpips_backbone"] == str(tmp_path / "my-alexnet.pth")
+    assert manifest["lpips_backbone_sha256"] == "ab" * 32
+    assert json.loads(json.dumps(manifest))["lpips_backbone_sha256"] == "ab" * 32
+    without = manifest_of(tmp_path, {}, Pairing())
+    assert without["lpips_backbone"] is None and without["lpips_backbone_sha256"] is None
 
 
 def test_versions_and_device():

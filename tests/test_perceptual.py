@@ -19,8 +19,9 @@ PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "camera.png")
 TOLERANCE = 1e-5
 
 
-def max_difference_to_reference(net: str) -> float:
-    ours = build_lpips_network(net, allow_download=False)
+def max_difference_to_reference(net: str, weights: Path) -> float:
+    """Ours with `weights`, against the `lpips` package with the same checkpoint from torchvision's cache."""
+    ours = build_lpips_network(net, weights, allow_download=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         reference = lpips_package.LPIPS(net=net, verbose=False)
@@ -41,13 +42,13 @@ def max_difference_to_reference(net: str) -> float:
 # Oracle: the lpips package with torchvision's loader on the same checkpoint
 
 
-def test_alex_matches_lpips_package(alex_home: Path) -> None:
-    assert max_difference_to_reference("alex") <= TOLERANCE
+def test_alex_matches_lpips_package(alex_home: Path, alex_weights: Path) -> None:
+    assert max_difference_to_reference("alex", alex_weights) <= TOLERANCE
 
 
-def test_network_forward_takes_the_packages_inputs(alex_home: Path) -> None:
+def test_network_forward_takes_the_packages_inputs(alex_weights: Path) -> None:
     """Like `lpips.LPIPS`, calling the network takes images in [-1, 1] and gives (N, 1, 1, 1)."""
-    network = build_lpips_network("alex", allow_download=False)
+    network = build_lpips_network("alex", alex_weights, allow_download=False)
     image = to_batch([read_photo("chelsea.png")])[..., :96, :128]
     blurred = to_batch([degradations(read_photo("chelsea.png"))[1]])[..., :96, :128]
     with torch.inference_mode():
@@ -60,7 +61,7 @@ def test_network_forward_takes_the_packages_inputs(alex_home: Path) -> None:
 
 def test_squeeze_matches_lpips_package(torch_home: Path, checkpoint_store: Path) -> None:
     install(checkpoint_store / "squeeze-seed0.pth", torch_home / backbone_filename("squeeze"))
-    assert max_difference_to_reference("squeeze") <= TOLERANCE
+    assert max_difference_to_reference("squeeze", checkpoint_store / "squeeze-seed0.pth") <= TOLERANCE
 
 
 def test_gradient_flows_to_the_input(squeeze_network: torch.nn.Module) -> None:
@@ -115,13 +116,15 @@ def test_repeated_calls_are_deterministic(squeeze_network: torch.nn.Module) -> N
     torch.testing.assert_close(first, second, rtol=0, atol=0)
 
 
-def test_strip_reduction_equals_the_lpips_package(alex_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_strip_reduction_equals_the_lpips_package(
+    alex_home: Path, alex_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     image = read_photo("astronaut.png")[:192, :256]
     x, y = to_batch([image]), to_batch([degradations(image)[0]])
     reference = lpips_package.LPIPS(net="alex", verbose=False).eval()
     expected = reference(x / 127.5 - 1, y / 127.5 - 1).item()
     monkeypatch.setattr(perceptual, "LAYER_STRIP_VALUES", 2000)
-    network = build_lpips_network("alex", allow_download=False)
+    network = build_lpips_network("alex", alex_weights, allow_download=False)
     with torch.inference_mode():
         got = lpips(x, y, data_range=255, network=network).item()
     assert abs(got - expected) < TOLERANCE

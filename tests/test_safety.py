@@ -191,7 +191,7 @@ def test_source_never_unpickles_or_evaluates():
                 pytest.fail(f"pipeline/ runs a process: {where}")
 
 
-def test_every_torch_load_at_run_time_is_weights_only(alex_home, monkeypatch):
+def test_every_torch_load_at_run_time_is_weights_only(alex_weights, monkeypatch):
     from pipeline.metrics import build_lpips_network
 
     major, minor = (int(part) for part in torch.__version__.split(".")[:2])
@@ -204,7 +204,7 @@ def test_every_torch_load_at_run_time_is_weights_only(alex_home, monkeypatch):
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", recording_load)
-    build_lpips_network("alex", str(alex_home), allow_download=False)
+    build_lpips_network("alex", str(alex_weights), allow_download=False)
     assert seen
     for source, weights_only in seen:
         assert weights_only is True or (weights_only is None and default_is_safe), source

@@ -5,11 +5,14 @@ LPIPS left out when its weights are missing, resume."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
-from conftest import degrade, install, make_dataset, real_image, save_image
+from conftest import degrade, install, make_dataset, real_image, save_image, sha256_of
 from PIL import Image
 
 from pipeline.cluster import THREADS_PER_PROCESS, available_cores
@@ -88,11 +91,11 @@ def test_local_cluster_rows_equal_sync_rows(tmp_path):
 
 
 @pytest.mark.slow
-def test_default_embedded_cluster_rows_equal_sync_rows(tmp_path, alex_home):
+def test_default_embedded_cluster_rows_equal_sync_rows(tmp_path, alex_weights):
     ref, out = make_folders(tmp_path)
     metrics = (*PIXEL_METRICS, "lpips")
-    config = ScoreConfig(metrics=metrics, report=False, shard_pairs=1, lpips_weights=str(alex_home))
-    sync = ScoreConfig(metrics=metrics, report=False, scheduler="sync", lpips_weights=str(alex_home))
+    config = ScoreConfig(metrics=metrics, report=False, shard_pairs=1, lpips_weights=str(alex_weights))
+    sync = ScoreConfig(metrics=metrics, report=False, scheduler="sync", lpips_weights=str(alex_weights))
     score_folders(ref, out, tmp_path / "sync", sync, progress=False)
     result = score_folders(ref, out, tmp_path / "default", config, progress=False)
     a, b = load_results(tmp_path / "sync"), load_results(tmp_path / "default")
@@ -174,3 +177,17 @@ def test_resume_with_another_lpips_checkpoint_rescores_lpips(tmp_path, torch_hom
     fresh = run(1, "fresh", resume=False)
     assert fresh != first
     assert run(1, "run", resume=True) == fresh
+
+
+def test_resume_keys_lpips_rows_on_the_backbone_content_not_its_file_time(tmp_path, alex_weights):
+    ref, out = make_dataset(tmp_path, 2, size=64)
+    weights = Path(shutil.copyfile(alex_weights, tmp_path / "alex-copy.pth"))
+    metrics = ("psnr", "lpips")
+    config = ScoreConfig(metrics=metrics, scheduler="sync", report=False, lpips_weights=str(weights))
+    first = score_folders(ref, out, tmp_path / "run", config, progress=False)
+    later = weights.stat().st_mtime_ns + 10**9
+    os.utime(weights, ns=(later, later))
+    again = score_folders(ref, out, tmp_path / "run", config, resume=True, progress=False)
+    assert again.manifest["resume"] == {"reused": 2, "scored": 0}
+    assert again.manifest["config_hash"] == first.manifest["config_hash"]
+    assert first.manifest["config_hash"] == config.value_hash(sha256_of(weights))

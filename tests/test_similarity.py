@@ -173,6 +173,26 @@ def test_usage_errors(photo_dirs: dict[str, Path], tmp_path: Path) -> None:
     assert small.exit_code == 2 and "--size" in small.output
 
 
+def test_bad_lpips_weights_stop_before_the_run_directory(photo_dirs: dict[str, Path], tmp_path: Path) -> None:
+    truncated = tmp_path / "my-alexnet.pth"
+    truncated.write_bytes(b"PK\x03\x04" + b"\x00" * 1000)
+    lpips_options = ["--metric", "lpips", "--lpips-weights", str(truncated), "--scheduler", "sync"]
+    fresh = runner.invoke(
+        app, ["similar", str(photo_dirs["originals"]), "-o", str(tmp_path / "new"), *lpips_options]
+    )
+    assert fresh.exit_code == 2 and not (tmp_path / "new").exists()
+    (line,) = fresh.output.splitlines()
+    assert line.startswith("error: ") and str(truncated) in line and "cannot be loaded" in line
+    run_dir = tmp_path / "run"
+    _run(str(photo_dirs["originals"]), "-o", str(run_dir), "--scheduler", "sync", "--size", "32")
+    before = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()}
+    again = runner.invoke(
+        app, ["similar", str(photo_dirs["originals"]), "-o", str(run_dir), *lpips_options, "--overwrite"]
+    )
+    assert again.exit_code == 2 and "Traceback" not in again.output
+    assert {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file()} == before
+
+
 def test_common_size_policy_keeps_aspect_and_crops_centre(tmp_path: Path) -> None:
     bands = np.repeat(np.array([0, 128, 255], dtype=np.uint8), 100)
     Image.fromarray(np.tile(bands[None, :], (100, 1))).save(tmp_path / "wide.png")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from conftest import degrade, real_image
+from conftest import degrade, hash_named, install, real_image, sha256_of
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -84,17 +86,17 @@ def test_unknown_metric(folders, tmp_path):
 
 def test_unknown_convention_on_the_command_line(folders, tmp_path):
     ref, out = folders
-    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, "--convention", "matlab")
+    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, "--convention", "matlab-2004")
     assert result.exit_code == 2, result.output
-    assert "matlab" in result.output and "Traceback" not in result.output
+    assert "matlab-2004" in result.output and "Traceback" not in result.output
 
 
 def test_unknown_convention_in_config(folders, tmp_path):
     ref, out = folders
     config = tmp_path / "c.yaml"
-    config.write_text("convention: matlab\n")
+    config.write_text("convention: matlab-2004\n")
     result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *FAST, "--config", str(config))
-    assert_one_error_line(result, "unknown convention 'matlab'", "sr-paper")
+    assert_one_error_line(result, "unknown convention 'matlab-2004'", "sr-paper")
 
 
 def test_config_with_bad_yaml_names_the_line(folders, tmp_path):
@@ -152,3 +154,65 @@ def test_scheduler_with_scheduler_file(folders, tmp_path):
 def test_pairs_with_missing_folder(tmp_path):
     result = runner.invoke(app, ["pairs", str(tmp_path / "a"), str(tmp_path)])
     assert_one_error_line(result, "does not exist")
+
+
+# LPIPS weights: any problem stops the run before its folder is touched (issue 17)
+
+SYNC = ["--scheduler", "sync", "--no-report", "--no-progress"]
+
+
+@pytest.mark.parametrize("metrics", [["--metrics", "psnr,lpips"], []], ids=["lpips-named", "default-metrics"])
+def test_cached_backbone_whose_hash_differs_from_its_name(folders, tmp_path, alex_home, no_download, metrics):
+    ref, out = folders
+    run = tmp_path / "run"
+    result = invoke(str(ref), str(out), "-o", str(run), *SYNC, *metrics)
+    actual = sha256_of(alex_home)[:8]
+    assert_one_error_line(result, str(alex_home), f"sha256 starts with {actual}", "its name says 7be5be79")
+    assert not run.exists()
+
+
+def test_backbone_given_under_torchvision_name_with_another_hash(folders, tmp_path, alex_weights):
+    ref, out = folders
+    wrong = install(alex_weights, tmp_path / "weights" / "alexnet-owt-7be5be79.pth")
+    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *SYNC, "--lpips-weights", str(wrong))
+    assert_one_error_line(
+        result, str(wrong), f"starts with {sha256_of(wrong)[:8]}", "7be5be79", "--lpips-weights"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_backbone_named_after_its_own_hash_is_accepted(folders, tmp_path, alex_weights):
+    ref, out = folders
+    named = hash_named(alex_weights, tmp_path / "weights", "alexnet")
+    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *SYNC, "--lpips-weights", str(named))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert "lpips" in manifest["metrics"] and manifest["lpips_backbone_sha256"] == sha256_of(named)
+
+
+@pytest.fixture
+def truncated(checkpoint_store, tmp_path):
+    path = tmp_path / "weights" / "my-alexnet.pth"
+    path.parent.mkdir()
+    path.write_bytes((checkpoint_store / "alex-seed0.pth").read_bytes()[:1_000_000])
+    return path
+
+
+def test_truncated_backbone_given_with_lpips_weights(folders, tmp_path, truncated):
+    ref, out = folders
+    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), *SYNC, "--lpips-weights", str(truncated))
+    assert_one_error_line(result, str(truncated), "cannot be loaded", "truncated")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", ["--overwrite", "--resume"])
+def test_bad_backbone_leaves_an_earlier_run_alone(folders, tmp_path, truncated, flag):
+    ref, out = folders
+    run = tmp_path / "run"
+    assert invoke(str(ref), str(out), "-o", str(run), *FAST).exit_code == 0
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    assert run / "manifest.json" in before and any(path.suffix == ".parquet" for path in before)
+    weights = ["--metrics", "psnr,lpips", "--lpips-weights", str(truncated)]
+    result = invoke(str(ref), str(out), "-o", str(run), *SYNC, *weights, flag)
+    assert_one_error_line(result, str(truncated), "cannot be loaded")
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before

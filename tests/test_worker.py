@@ -417,11 +417,11 @@ def test_sixteen_bit_pair_uses_65535(tmp_path):
     assert abs(row.psnr - peak_signal_noise_ratio(reference, output, data_range=65535)) < PSNR_TOL
 
 
-def test_lpips_through_the_pipeline_equals_lpips_package(tmp_path, alex_home):
+def test_lpips_through_the_pipeline_equals_lpips_package(tmp_path, alex_home, alex_weights):
     reference = real_image("astronaut.png")[:256, :256]
     output = degrade(reference, "jpeg")
     row = score_arrays(
-        tmp_path, reference, output, metrics=("lpips",), lpips_weights=str(alex_home), device="cpu"
+        tmp_path, reference, output, metrics=("lpips",), lpips_weights=str(alex_weights), device="cpu"
     )
     network = lpips_package.LPIPS(net="alex", verbose=False).eval()
 

@@ -121,6 +121,16 @@ def file_name(path: str | os.PathLike[str] | None) -> str:
     return Path(path).name if path else ""
 
 
+def short_hash(digest: str | None, digits: int = 12) -> str:
+    """The first `digits` hex digits of a digest, enough to tell files apart; `–` when absent.
+
+    Example:
+        >>> short_hash("85e9ef81a0b1c2d3e4f5" + "0" * 44), short_hash(None)
+        ('85e9ef81a0b1', '–')
+    """
+    return digest[:digits] if digest else "–"
+
+
 def relative_href(target: str | os.PathLike[str], start: str | os.PathLike[str]) -> str:
     """A percent-encoded relative link from folder `start` to `target` (POSIX separators)."""
     relative = os.path.relpath(os.path.abspath(target), os.path.abspath(start))
@@ -147,5 +157,6 @@ FILTERS: dict[str, Callable[..., str]] = {
     "unit": unit,
     "file_uri": file_uri,
     "file_name": file_name,
+    "short_hash": short_hash,
     "verdict": verdict,
 }

@@ -51,6 +51,7 @@ class HeaderInfo:
     throughput: float | None
     config_hash: str
     lpips_backbone: str | None
+    lpips_backbone_sha256: str | None
     notices: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
 
@@ -278,6 +279,7 @@ def build_header(manifest: dict[str, Any], metrics: list[str]) -> HeaderInfo:
         throughput=_number(timings.get("pairs_per_s")),
         config_hash=_text(manifest.get("config_hash")),
         lpips_backbone=manifest.get("lpips_backbone"),
+        lpips_backbone_sha256=manifest.get("lpips_backbone_sha256"),
         notices=[_text(n) for n in manifest.get("notices") or []],
         hints=[_text(h) for h in manifest.get("hints") or []],
     )

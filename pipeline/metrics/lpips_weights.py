@@ -1,17 +1,25 @@
-"""LPIPS weights: find the backbone checkpoint, load both weight files strictly, build the network once.
+"""LPIPS weights: find the backbone checkpoint, verify it, load both weight files strictly, build the network.
 
 The linear layers ship in the `lpips` wheel (`linear_layers_file`, located without importing the package);
 the ImageNet backbone (AlexNet, VGG16 or SqueezeNet 1.1) is torchvision's checkpoint, found in this order: an
-explicit path (`--lpips-weights`), torchvision's cache (`$TORCH_HOME/hub/checkpoints`), a download. The
-network is built on the meta device and every tensor must come from a file, so a missing, partial or wrong
+explicit path (`--lpips-weights`), torchvision's cache (`$TORCH_HOME/hub/checkpoints`), a download.
+
+A backbone file whose name carries a hash prefix (torchvision's `<name>-<hex>.pth`) must hash to it; a file
+under any other name is taken as the user's own weights. `verify_backbone` checks this and loads the file
+strictly, once, on the client before a run starts; it returns a `BackboneFile` (path, sha256, size,
+modification time) that workers build the network from, checking only that the file kept its size and time.
+The network is built on the meta device and every tensor must come from a file, so a missing, partial or wrong
 file stops the run instead of scoring with random weights.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,7 +36,20 @@ BACKBONE_FILES: dict[str, str] = {
     LpipsNet.VGG.value: "vgg16-397923af.pth",
     LpipsNet.SQUEEZE.value: "squeezenet1_1-b8a52dc0.pth",
 }
-_HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")
+_NAME_HASH = re.compile(r"-([0-9a-f]{8,})$")  # torchvision's `<name>-<sha256 prefix>`, on the file's stem
+REASON_CHARS = 300  # the most characters of a library's error quoted in a one-line message
+
+
+@dataclass(frozen=True)
+class BackboneFile:
+    """A backbone checkpoint checked on the client: where it is (absolute), its sha256 (hex), and the size
+    (bytes) and modification time (ns) it had then, by which a worker recognises the same file without hashing
+    it again."""
+
+    path: Path
+    sha256: str
+    size: int
+    mtime_ns: int
 
 
 def backbone_filename(net: str) -> str:
@@ -77,34 +98,119 @@ def linear_layers_file(net: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / f"{net}.pth"
 
 
-def checkpoint_identity(path: str | Path) -> str:
-    """Name, size and modification time of a checkpoint file: a file replaced or edited is another checkpoint.
+def name_hash_prefix(path: str | Path) -> str | None:
+    """The sha256 prefix a checkpoint's name claims by torchvision's convention: the 8 or more lowercase hex
+    digits after the last '-' of the file's stem; None for a name without one.
 
     Example:
-        >>> import tempfile, pathlib
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "alexnet-owt-7be5be79.pth"
-        >>> _ = path.write_bytes(b"0123")
-        >>> checkpoint_identity(path).split(":")[:2]
-        ['alexnet-owt-7be5be79.pth', '4']
+        >>> name_hash_prefix("alexnet-owt-7be5be79.pth"), name_hash_prefix("alexnet-seeded.pth")
+        ('7be5be79', None)
     """
-    stat = Path(path).stat()
-    return f"{Path(path).name}:{stat.st_size}:{stat.st_mtime_ns}"
+    match = _NAME_HASH.search(Path(path).stem)
+    return match.group(1) if match else None
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """The file's sha256 (hex); `size` and `mtime_ns` are part of the cache key, so an edited file is hashed
+    again while an unchanged one is hashed once per process."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as `Type: first sentence` on one line, at most `REASON_CHARS` characters (torch's load
+    errors go on with advice for developers, such as retrying with `weights_only=False`).
+
+    Example:
+        >>> _one_line(RuntimeError("failed finding central directory. This is an internal miniz error."))
+        'RuntimeError: failed finding central directory'
+    """
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    text = re.split(r"(?<=\.) ", text, maxsplit=1)[0].rstrip(".")
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+
+def _hashed_backbone(net: str, path: Path) -> BackboneFile:
+    """Hash the backbone file and hold it to the hash prefix its name carries, if any (no loading).
+
+    Raises:
+        WeightsError: the file cannot be read, or its sha256 does not start with the prefix in its name;
+            the message names the file, both prefixes and what to do.
+    """
+    try:
+        stat = path.stat()
+        digest = _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    except OSError as exc:
+        raise WeightsError(
+            f"LPIPS backbone {path} cannot be read ({_one_line(exc)}); check that the file exists and is "
+            "readable, or pass another with --lpips-weights FILE."
+        ) from exc
+    expected = name_hash_prefix(path)
+    if expected is not None and not digest.startswith(expected):
+        raise WeightsError(
+            f"LPIPS backbone {path}: its sha256 starts with {digest[: len(expected)]}, but its name says "
+            f"{expected}. The file is not the checkpoint its name claims (a partial download, or other "
+            "weights under torchvision's name): delete it so that it is downloaded again (from "
+            f"{backbone_url(net)}), or pass your own weights under a name without a hash "
+            "(--lpips-weights FILE)."
+        )
+    return BackboneFile(path.absolute(), digest, stat.st_size, stat.st_mtime_ns)
+
+
+def verify_backbone(net: str, path: Path) -> BackboneFile:
+    """Check a backbone file before a run: its hash against its name, then a strict load into torchvision's
+    architecture. Call it on the client; workers build from the returned `BackboneFile`.
+
+    Raises:
+        WeightsError: wrong hash, unreadable or truncated file, or not the architecture of `net`.
+
+    Example (a stand-in checkpoint under a name without a hash):
+        >>> import tempfile
+        >>> from pipeline.metrics.lpips_network import backbone_model
+        >>> checkpoint = Path(tempfile.mkdtemp()) / "squeezenet-seeded.pth"
+        >>> torch.save(backbone_model("squeeze").state_dict(), checkpoint)
+        >>> backbone = verify_backbone("squeeze", checkpoint)
+        >>> len(backbone.sha256), backbone.size == checkpoint.stat().st_size
+        (64, True)
+    """
+    backbone = _hashed_backbone(net, path)
+    _backbone_features(net, path)
+    return backbone
+
+
+def _unchanged(backbone: BackboneFile) -> BackboneFile:
+    """`backbone` after checking the file still has the size and modification time it had when verified."""
+    try:
+        stat = backbone.path.stat()
+    except OSError as exc:
+        raise WeightsError(
+            f"LPIPS backbone {backbone.path} cannot be read where the network is built ({_one_line(exc)}); "
+            "workers must see the same file as the machine that started the run."
+        ) from exc
+    if (stat.st_size, stat.st_mtime_ns) != (backbone.size, backbone.mtime_ns):
+        raise WeightsError(
+            f"LPIPS backbone {backbone.path} changed after it was checked at the start of the run (size or "
+            "modification time differ); leave the weights file alone while a run uses it, and run again."
+        )
+    return backbone
 
 
 def _download(net: str, destination: Path) -> str | None:
     """Download the backbone into `destination`; return None on success, else why it failed."""
-    match = _HASH_PREFIX.search(destination.name)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(
-            backbone_url(net), str(destination), hash_prefix=match.group(1) if match else None, progress=False
+            backbone_url(net), str(destination), hash_prefix=name_hash_prefix(destination), progress=False
         )
     except (OSError, RuntimeError, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return _one_line(exc)
     return None
 
 
-def resolve_backbone(net: str, weights_path: str | None = None, *, allow_download: bool = True) -> Path:
+def resolve_backbone(
+    net: str, weights_path: str | Path | None = None, *, allow_download: bool = True
+) -> Path:
     """Find the backbone checkpoint file for LPIPS network `net`.
 
     Args:
@@ -114,7 +220,7 @@ def resolve_backbone(net: str, weights_path: str | None = None, *, allow_downloa
         allow_download: try torchvision's URL into the cache when the cache has no file.
 
     Returns:
-        Path of an existing checkpoint file (its contents are checked by `build_lpips_network`).
+        Path of an existing checkpoint file (its contents are checked by `verify_backbone`).
 
     Raises:
         WeightsError: the file cannot be found or fetched; the message says which file, where to put it,
@@ -160,8 +266,8 @@ def _load_state_dict(path: Path, what: str, fix: str) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(
-            f"{what} {path} cannot be read ({type(exc).__name__}: {exc}); "
-            f"it is probably truncated or not a PyTorch checkpoint - {fix}."
+            f"{what} {path} cannot be loaded ({_one_line(exc)}); "
+            f"it is truncated or not a PyTorch checkpoint: {fix}."
         ) from exc
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise WeightsError(
@@ -170,23 +276,26 @@ def _load_state_dict(path: Path, what: str, fix: str) -> dict[str, Tensor]:
     return dict(state)
 
 
-def _load_backbone(network: LpipsNetwork, net: str, path: Path) -> None:
-    """Check `path` strictly against torchvision's architecture, then copy its features into the trunk."""
-    state = _load_state_dict(
-        path,
-        "LPIPS backbone checkpoint",
-        f"delete it and fetch {backbone_filename(net)} again from {backbone_url(net)}",
-    )
+def _backbone_features(net: str, path: Path) -> dict[str, Tensor]:
+    """The `features.*` tensors of the checkpoint at `path`, after loading it strictly into torchvision's
+    architecture of `net` (built on the meta device, so nothing is allocated twice)."""
+    source = f"torchvision's {backbone_filename(net)} from {backbone_url(net)}"
+    fix = f"replace it with a complete copy, or use {source}"
+    state = _load_state_dict(path, "LPIPS backbone", fix)
     with torch.device("meta"):
         reference = backbone_model(net)
     try:
         reference.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise WeightsError(
-            f"LPIPS backbone checkpoint {path} does not match torchvision's {BACKBONE_NAMES[net]} "
-            f"for net {net!r}: {exc}. Use the file {backbone_filename(net)} from {backbone_url(net)}."
+            f"LPIPS backbone {path} does not match torchvision's {BACKBONE_NAMES[net]} for net {net!r} "
+            f"({_one_line(exc)}); use the file {backbone_filename(net)} from {backbone_url(net)}."
         ) from exc
-    features = reference.features.state_dict()
+    return reference.features.state_dict()
+
+
+def _load_backbone(network: LpipsNetwork, features: dict[str, Tensor]) -> None:
+    """Copy the backbone's `features` tensors into the network's trunk (`net.sliceK.<index>.*`)."""
     trunk_state = {key: features[key.split(".", 1)[1]] for key in network.net.state_dict()}
     network.net.load_state_dict(trunk_state, strict=True, assign=True)
 
@@ -223,7 +332,7 @@ def _check_every_tensor_loaded(network: torch.nn.Module, net: str, path: Path) -
 
 def build_lpips_network(
     net: str = "alex",
-    weights_path: str | None = None,
+    weights: str | Path | BackboneFile | None = None,
     *,
     device: str | torch.device = "cpu",
     allow_download: bool = True,
@@ -232,7 +341,9 @@ def build_lpips_network(
 
     Args:
         net: backbone, 'alex' (default), 'vgg' or 'squeeze'.
-        weights_path: backbone checkpoint file or folder (`--lpips-weights`); see `resolve_backbone`.
+        weights: a `BackboneFile` from `verify_backbone` (only its size and modification time are checked
+            again), or a backbone checkpoint file or folder (`--lpips-weights`; found by `resolve_backbone`
+            and held to the hash prefix in its name).
         device: where the network lives.
         allow_download: allow fetching the backbone into torchvision's cache when it is missing.
 
@@ -241,7 +352,8 @@ def build_lpips_network(
         frozen (`requires_grad=False`), channels-last, on `device`.
 
     Raises:
-        WeightsError: the backbone or the linear layers are missing, unreadable or do not match.
+        WeightsError: the backbone or the linear layers are missing, unreadable, do not hash to the prefix in
+            their name, or do not match; a verified backbone file changed since.
 
     Example (a stand-in checkpoint; real runs use torchvision's file from the cache or `--lpips-weights`):
         >>> import tempfile
@@ -252,12 +364,15 @@ def build_lpips_network(
         >>> network.pnet_type, network.training
         ('squeeze', False)
     """
-    path = resolve_backbone(net, weights_path, allow_download=allow_download)
+    if isinstance(weights, BackboneFile):
+        backbone = _unchanged(weights)
+    else:
+        backbone = _hashed_backbone(net, resolve_backbone(net, weights, allow_download=allow_download))
     with torch.device("meta"):
         network = LpipsNetwork(net)
     network.scaling_layer = ScalingLayer()
     _load_linear_layers(network, net)
-    _load_backbone(network, net, path)
-    _check_every_tensor_loaded(network, net, path)
+    _load_backbone(network, _backbone_features(net, backbone.path))
+    _check_every_tensor_loaded(network, net, backbone.path)
     network.eval().requires_grad_(False)
     return network.to(device=device, memory_format=torch.channels_last)

@@ -17,7 +17,7 @@ from pipeline.choices import SIMILAR_METRICS, higher_is_better
 from pipeline.cluster import Execution, open_cluster, run_bounded
 from pipeline.discover import walk_images
 from pipeline.errors import IQAError, UsageError
-from pipeline.metrics.lpips_weights import resolve_backbone
+from pipeline.metrics.lpips_weights import resolve_backbone, verify_backbone
 from pipeline.metrics.ssim import WINDOW_SIZE, ms_ssim_min_side
 from pipeline.run_dirs import claim_run_dir
 from pipeline.similarity.outputs import write_manifest, write_nearest, write_parquet
@@ -106,7 +106,8 @@ def run_similar(
         size: common side in pixels (see `pipeline.similarity.prepare`).
         block: images per block; a task compares two blocks.
         scheduler, workers: as for `iqa score` (embedded cluster by default).
-        lpips_net, lpips_weights: LPIPS backbone and its checkpoint (resolved like `iqa score`, strictly).
+        lpips_net, lpips_weights: LPIPS backbone and its checkpoint (resolved and verified like `iqa score`,
+            before `run_dir` is touched).
         overwrite: replace results already in `run_dir`.
         page_writer: writes the HTML page of the result to a path (`pipeline.html.similar_page`).
 
@@ -115,7 +116,7 @@ def run_similar(
 
     Raises:
         UsageError: bad options, missing folders, fewer than two images to compare.
-        WeightsError: LPIPS weights are missing.
+        WeightsError: LPIPS weights are missing or wrong.
         RunDirError: `run_dir` holds an earlier run (without `overwrite`) or cannot be written into.
         WriteError: an output file cannot be written.
     """
@@ -123,14 +124,17 @@ def run_similar(
     check_options(metric, size, block)
     set_a, set_b = _image_sets(folder, against)
     run_path = Path(run_dir)
-    claim_run_dir(run_path, OUTPUTS, overwrite=overwrite)
+    backbone = None
+    if metric == "lpips":
+        backbone = verify_backbone(lpips_net, resolve_backbone(lpips_net, lpips_weights))
     settings = SimilarSettings(
         metric=metric,
         size=size,
         ms_ssim_scales=ms_ssim_scales_for(size) if metric == "ms_ssim" else 5,
         lpips_net=lpips_net,
-        lpips_weights=str(resolve_backbone(lpips_net, lpips_weights)) if metric == "lpips" else None,
+        lpips_weights=backbone,
     )
+    claim_run_dir(run_path, OUTPUTS, overwrite=overwrite)
     timings = {"list_s": time.perf_counter() - started}
     with open_cluster(scheduler, workers=workers) as execution:
         execution.register(ScoringPlugin(execution.torch_threads, own_processes=execution.own_processes))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pipeline.metrics.lpips_weights import BackboneFile
 from pipeline.similarity.pairwise import lpips_matrix, ms_ssim_matrix, psnr_matrix, ssim_matrix, ssim_stats
 from pipeline.similarity.prepare import load_block
 from pipeline.worker import current_state, resolve_device
@@ -29,7 +30,7 @@ class SimilarSettings:
     size: int = DEFAULT_SIZE
     ms_ssim_scales: int = 5
     lpips_net: str = "alex"
-    lpips_weights: str | None = None
+    lpips_weights: BackboneFile | None = None
     device: str = "auto"
 
 

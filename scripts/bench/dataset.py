@@ -24,7 +24,8 @@ from pipeline.discover import discover_pairs
 EXTRA_PHOTOS = ("coins.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_right.png")
 PHOTOS = (*make_demo_data.PHOTOS, *EXTRA_PHOTOS)
 PAIRS_PER_PHOTO = 5  # `build_dataset`: denoise, sr_x2, sr_x4, jpeg_q20, jpeg_q50
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's cache name, where the `lpips` package looks
+SEEDED_ALEXNET_FILE = "alexnet-seeded.pth"  # a name without a hash prefix: what `--lpips-weights` is given
 
 
 def build_dataset(
@@ -135,11 +136,20 @@ def describe_dataset(pairs: list[PairPaths]) -> str:
 
 
 def seeded_alexnet(torch_home: Path) -> Path:
-    """An AlexNet backbone made with `torch.manual_seed(0)` where torchvision's cache under `torch_home`
-    looks for it (written once); LPIPS loads it like the real weights, without a download."""
-    path = torch_home / "hub" / "checkpoints" / ALEXNET_FILE
+    """An AlexNet backbone made with `torch.manual_seed(0)`, written once to `torch_home/alexnet-seeded.pth`
+    (returned: what `iqa score --lpips-weights` is given) and linked where torchvision's cache under
+    `torch_home` looks for it, so the `lpips` package loads the same weights without a download. The pipeline
+    refuses the seeded file under torchvision's name, whose hash prefix it does not have."""
+    path = torch_home / SEEDED_ALEXNET_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
         torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
+    cached = torch_home / "hub" / "checkpoints" / ALEXNET_FILE
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, cached)
+        except OSError:
+            shutil.copy2(path, cached)
     return path
