@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import degrade, real_image, save_image
+from conftest import degrade, install, real_image, save_image, sha256_of
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -166,3 +166,14 @@ def test_each_mistake_ends_in_its_clear_outcome(mistake: Mistake, tmp_path: Path
         assert fragment in output, (fragment, output)
     assert "Traceback" not in output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_random_weights_under_torchvisions_name_stop_before_anything_is_written(alex_weights, tmp_path):
+    """A file named `alexnet-owt-7be5be79.pth` holding other weights gave meaningless LPIPS values."""
+    impostor = install(alex_weights, tmp_path / "weights" / "alexnet-owt-7be5be79.pth")
+    arguments = score(tmp_path, "--metrics", "psnr,lpips", "--lpips-weights", str(impostor))
+    result = runner.invoke(app, arguments)
+    output = result.stdout + result.stderr
+    assert result.exit_code == 2, output
+    assert f"its sha256 starts with {sha256_of(impostor)[:8]}, but its name says 7be5be79" in output
+    assert "Traceback" not in output and not (tmp_path / "run").exists()
