@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.choices import Convention
 from pipeline.cluster import Execution, open_cluster, run_bounded
 from pipeline.config import ScoreConfig
+from pipeline.conventions import SPECS
 from pipeline.discover import Pair, discover_pairs
 from pipeline.errors import WeightsError, WriteError
 from pipeline.manifest import build_manifest, run_complete, write_manifest
@@ -185,7 +187,8 @@ def score_pairs(
     """Score `pairs` in shards on the configured cluster, writing one Parquet part per finished shard."""
     writer = PartWriter(run_dir, {
         "run_id": settings.run_id, "config_hash": value_hash, "convention": settings.convention,
-        "crop": settings.crop, "metrics": list(settings.metrics),
+        "convention_spec": SPECS[Convention(settings.convention)].to_dict(), "crop": settings.crop,
+        "metrics": list(settings.metrics),
     })  # fmt: skip
     cluster = open_cluster(
         config.scheduler, scheduler_file=config.scheduler_file, workers=config.workers,

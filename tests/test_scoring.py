@@ -4,6 +4,7 @@ LPIPS left out when its weights are missing, resume."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -15,8 +16,10 @@ import pytest
 from conftest import degrade, install, make_dataset, real_image, save_image, sha256_of
 from PIL import Image
 
+from pipeline.choices import Convention
 from pipeline.cluster import THREADS_PER_PROCESS, available_cores
 from pipeline.config import ScoreConfig
+from pipeline.conventions import SPECS
 from pipeline.errors import RunDirError, UsageError, WeightsError
 from pipeline.manifest import read_manifest
 from pipeline.results import load_results, part_metadata, part_paths
@@ -73,6 +76,7 @@ def test_parquet_schema_and_metadata(tmp_path):
     ]  # fmt: skip
     metadata = part_metadata(parts[0])
     assert metadata["convention"] == "sr-paper" and metadata["crop"] == 4
+    assert metadata["convention_spec"] == json.loads(json.dumps(SPECS[Convention.SR_PAPER].to_dict()))
     count = duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/run/scores/*.parquet')").fetchall()[0][
         0
     ]
