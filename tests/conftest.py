@@ -177,6 +177,23 @@ def checkpoint_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store
 
 
+def touch(root: Path, *names: str) -> None:
+    """Empty files `root/name` (folders made as needed): enough for pairing, which reads no pixels."""
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """Empty tmp_path/ref and tmp_path/out."""
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    ref.mkdir()
+    out.mkdir()
+    return ref, out
+
+
 def install(source: Path, destination: Path) -> Path:
     """Put `source` at `destination` (hard link when possible: the AlexNet file is ~240 MB)."""
     destination.parent.mkdir(parents=True, exist_ok=True)

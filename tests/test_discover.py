@@ -6,27 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import touch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import discover
 from pipeline.discover import Pair, Pairing, discover_pairs, format_pairing
 from pipeline.errors import ConfigError, UsageError
-
-
-def touch(root: Path, *names: str) -> None:
-    for name in names:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    ref, out = tmp_path / "ref", tmp_path / "out"
-    ref.mkdir()
-    out.mkdir()
-    return ref, out
 
 
 def keys(pairing: Pairing) -> list[str]:

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import touch
 
 from pipeline.discover import discover_pairs
 from pipeline.pairing_hints import pairing_hints
-
-
-def touch(root: Path, *names: str) -> None:
-    for name in names:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    ref, out = tmp_path / "ref", tmp_path / "out"
-    ref.mkdir()
-    out.mkdir()
-    return ref, out
-
 
 REFS = ("01.png", "02.png", "sub/03.png")
 
