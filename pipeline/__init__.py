@@ -1,7 +1,8 @@
 """iqa-pipeline: dataset-level image-quality evaluation (PSNR, SSIM, MS-SSIM, LPIPS) on Dask.
 
 The Python API mirrors the `iqa` command line (`pipeline.api`): `pipeline.score`, `pipeline.compare`,
-`pipeline.report`, `pipeline.pairs`, `pipeline.similar`, `pipeline.run_nightly`, and `pipeline.load_results`.
+`pipeline.report`, `pipeline.pairs`, `pipeline.explain`, `pipeline.similar`, `pipeline.run_nightly`, and
+`pipeline.load_results`.
 (No submodule shares one of these names: an imported submodule would replace the function.)
 They are imported on first use, so `import pipeline` itself stays light.
 """
@@ -17,6 +18,7 @@ _API = {
     "Run": "pipeline.api",
     "score": "pipeline.api",
     "compare": "pipeline.api",
+    "explain": "pipeline.api",
     "report": "pipeline.api",
     "pairs": "pipeline.api",
     "similar": "pipeline.api",

@@ -23,6 +23,7 @@ import pandas as pd
 from pipeline.comparison import Comparison, compare_runs
 from pipeline.config import ScoreConfig, build_config, load_config_file
 from pipeline.discover import Pairing, discover_pairs
+from pipeline.explanation import Explanation, explain_config, explain_folders, parse_given
 from pipeline.html import render_run_report
 from pipeline.html.similar_page import write_similar_page
 from pipeline.manifest import run_complete
@@ -32,7 +33,7 @@ from pipeline.scoring import score_folders
 from pipeline.similarity import SimilarResult, run_similar
 from pipeline.summary import MetricSummary, summarize
 
-__all__ = ["Run", "compare", "load_results", "pairs", "report", "run_nightly", "score", "similar"]
+__all__ = ["Run", "compare", "explain", "load_results", "pairs", "report", "run_nightly", "score", "similar"]
 
 
 @dataclass
@@ -151,6 +152,50 @@ def report(
     `force` compares with a baseline that is not comparable anyway (the section is then marked FORCED).
     """
     return render_run_report(run_dir, baseline=baseline, output=output, worst=worst, force=force)
+
+
+def explain(
+    reference: str | Path,
+    output: str | Path,
+    *,
+    psnr: str | float | None = None,
+    ssim: str | float | None = None,
+    ms_ssim: str | float | None = None,
+    scale: int | None = None,
+    progress: bool = True,
+    log_level: int = logging.WARNING,
+    **options: Any,
+) -> Explanation:
+    """Which convention reproduces reported numbers on these folders, as `iqa explain` tells.
+
+    Every pair is decoded once and measured under every convention (crop 0, and crop = `scale` too when a
+    scale is given); the variants are ranked by the distance of their dataset means to the given values.
+
+    Args:
+        reference, output: the folders, paired by relative path without extension.
+        psnr, ssim, ms_ssim: the reported dataset means, best as text as printed ('0.9123'): the digits
+            given decide what reproduces them (a float is read as Python prints it).
+        scale: the super-resolution scale: every convention is also measured with this border crop.
+        progress: show a progress bar.
+        log_level: the level of Dask's loggers in a cluster started here.
+        **options: output_suffix, output_template, output_regex, size_mismatch, data_range, volumes,
+            ms_ssim_scales, scheduler, scheduler_file, workers, threads, device, shard_pairs, max_in_flight.
+
+    Returns:
+        The Explanation: `ranking` (closest first), `match` (None when no convention reproduces the
+        values), the per-pair `values` behind the means, `failures`.
+
+    Raises:
+        ConfigError, UsageError, ClusterError: before any pair is measured.
+
+    Example:
+        >>> found = pipeline.explain("Set5/HR", "Set5/SR_x4", ssim="0.9101", scale=4)  # doctest: +SKIP
+        >>> found.match.variant.describe()  # doctest: +SKIP
+        'sr-paper crop 4'
+    """
+    given = parse_given({"psnr": psnr, "ssim": ssim, "ms_ssim": ms_ssim})
+    config = explain_config(scale=scale, **options)
+    return explain_folders(reference, output, config, given, progress=progress, log_level=log_level)
 
 
 def pairs(reference: str | Path, output: str | Path, **mapping: Any) -> Pairing:

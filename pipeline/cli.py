@@ -21,18 +21,24 @@ from pipeline.comparison import format_comparison, parse_tolerances
 from pipeline.config import FIELDS
 from pipeline.console import (
     format_convention,
+    format_convention_spec,
+    format_conventions,
     format_counts,
+    format_explanation,
     format_failures,
     format_group_means,
     format_summary,
     format_unscored_duplicates,
     format_warning_kinds,
 )
+from pipeline.conventions import SPECS, convention_named
 from pipeline.discover import format_pairing
 from pipeline.errors import IQAError
+from pipeline.explanation import Explanation
 from pipeline.nightly import format_nightly
 from pipeline.pairing_hints import pairing_hints
 from pipeline.similarity import format_nearest
+from pipeline.storage import write_text_atomic
 
 app = typer.Typer(
     name="iqa",
@@ -263,6 +269,105 @@ def pairs(
         typer.echo(f"hint: {hint}")
     if pairing.missing or pairing.unscored_duplicates():
         raise typer.Exit(1)  # `iqa score` of these folders would leave references without an ok row
+
+
+@app.command()
+@user_errors
+def conventions(
+    name: Annotated[
+        str | None, typer.Argument(help="A convention's name: print every field of its spec.")
+    ] = None,
+) -> None:
+    """List the conventions (what the metrics see, window, padding, statistics, crop, who uses it), or print
+    the full spec of one."""
+    if name is None:
+        typer.echo(format_conventions(SPECS))
+        return
+    convention = convention_named(name)
+    typer.echo(format_convention_spec(convention, SPECS[convention]))
+
+
+GIVEN_HELP = "as it was reported (e.g. {}): the digits given set the rounding that reproduces it."
+
+
+@app.command()
+@user_errors
+def explain(
+    reference: Annotated[Path, typer.Argument(help="Folder of reference (ground-truth) images.")],
+    output: Annotated[Path, typer.Argument(help="Folder of model outputs, paired by relative path.")],
+    psnr: Annotated[str | None, typer.Option(help="Dataset mean PSNR " + GIVEN_HELP.format("31.27"))] = None,
+    ssim: Annotated[str | None, typer.Option(help="Dataset mean SSIM " + GIVEN_HELP.format("0.9123"))] = None,
+    ms_ssim: Annotated[
+        str | None, typer.Option(help="Dataset mean MS-SSIM " + GIVEN_HELP.format("0.9871"))
+    ] = None,
+    scale: Annotated[
+        int | None,
+        typer.Option(min=1, help="Super-resolution scale: every convention is also measured with this crop."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the ranking and the match as JSON to this file.")
+    ] = None,
+    output_suffix: Annotated[
+        str | None, typer.Option(help="Output stem = reference stem + this suffix.")
+    ] = None,
+    output_template: Annotated[
+        str | None, typer.Option(help="Output stem template, e.g. '{stem}_x4_SR'.")
+    ] = None,
+    output_regex: Annotated[
+        str | None, typer.Option(help="Regex on the output's relative path; group 'key' gives the key.")
+    ] = None,
+    size_mismatch: Annotated[
+        SizeMismatch | None,
+        typer.Option(help="Pairs of different sizes: error, crop (top-left) or resize (bicubic)."),
+    ] = None,
+    data_range: Annotated[
+        float | None,
+        typer.Option(help="Peak value for float .npy arrays (integer images use their bit depth)."),
+    ] = None,
+    ms_ssim_scales: Annotated[
+        int | None, typer.Option(help="MS-SSIM scales (5 standard; fewer for small images).")
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786), or 'threads' / 'sync' to debug."),
+    ] = None,
+    scheduler_file: Annotated[
+        str | None, typer.Option(help="Dask scheduler file of an existing cluster.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes of the embedded cluster.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads per task (default 1; with --workers: cores / workers).")
+    ] = None,
+    device: Annotated[Device | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    verbose: Verbose = False,
+    quiet: Quiet = False,
+) -> None:
+    """Measure the pairs under every convention (each pair decoded once) and rank the conventions by how
+    close their dataset means come to the given numbers; say which reproduce them."""
+    dask_level = configure_logging(verbose, quiet)
+    explanation = api.explain(
+        reference, output, psnr=psnr, ssim=ssim, ms_ssim=ms_ssim, progress=progress, log_level=dask_level,
+        **_config_options(locals()),
+    )  # fmt: skip
+    if json_path:
+        write_text_atomic(json_path, explanation.to_json())
+    typer.echo(format_explanation(explanation))
+    if not explanation.complete:
+        _explain_incomplete(explanation)
+
+
+def _explain_incomplete(explanation: Explanation) -> None:
+    """Say which references the means leave out (failed, missing, claimed twice) and exit 1."""
+    pairing = explanation.pairing
+    typer.secho(
+        f"The means leave references out ({len(explanation.failures)} failed, {len(pairing.missing)} "
+        f"missing output(s), {pairing.unscored_duplicates()} key(s) claimed by two files): the numbers "
+        "you compare with may cover them. `iqa pairs` shows the pairing. Exit 1.",
+        fg=typer.colors.RED,
+        err=True,
+    )
+    raise typer.Exit(1)
 
 
 @app.command()

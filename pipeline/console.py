@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pipeline.choices import Convention
+from pipeline.conventions import ConventionSpec
 from pipeline.discover import duplicate_message
+from pipeline.explanation import EXPLAINED_METRICS, Explanation, GivenValue
 from pipeline.metrics.ssim import WINDOW_SIGMA, WINDOW_SIZE
 from pipeline.summary import MetricSummary, metric_columns
 
@@ -19,6 +22,10 @@ SHOWN_GROUPS = 20  # groups in the console's per-group table; the report has the
 SHOWN_FAILURES = 5  # failed pairs listed with their messages
 SHOWN_WARNING_KINDS = 5
 SHOWN_DUPLICATES = 5  # keys claimed by two or more files, listed with their files
+LPIPS_NOTE = "LPIPS is the lpips package (v0.1) in every convention, on the (cropped) RGB image."
+CONVENTION_HEADERS = (
+    "convention", "what the metrics see", "window", "padding", "statistics", "crop", "used by"
+)  # fmt: skip
 
 
 def format_number(value: float | None, digits: int = 4) -> str:
@@ -29,15 +36,24 @@ def format_number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned first column, right-aligned others, two spaces between columns."""
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1) -> str:
+    """The first `left` columns left-aligned, the others right-aligned, two spaces between columns.
+
+    Example:
+        >>> print(format_table(["name", "n"], [["a", "10"], ["bb", "2"]]))
+        name   n
+        ----  --
+        a     10
+        bb     2
+    """
     widths = [
         max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
         for i, h in enumerate(headers)
     ]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(cells)]
+        pairs = enumerate(zip(cells, widths, strict=True))
+        parts = [str(cell).ljust(w) if i < left else str(cell).rjust(w) for i, (cell, w) in pairs]
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
@@ -157,4 +173,133 @@ def format_unscored_duplicates(duplicates: Sequence[dict], limit: int = SHOWN_DU
     if len(unscored) > limit:
         rest = len(unscored) - limit
         lines.append(f"... and {rest} more keys claimed by two or more files; manifest.json lists them all.")
+    return lines
+
+
+def format_conventions(specs: Mapping[Convention, ConventionSpec]) -> str:
+    """One line per convention: what the metrics see, window, padding, statistics, crop, who uses it.
+
+    Example:
+        >>> from pipeline.conventions import SPECS
+        >>> print(format_conventions(SPECS).splitlines()[2])  # doctest: +ELLIPSIS
+        default  channels as stored, float32  11x11 Gaussian, sigma 1.5  valid  population  none ...
+    """
+    rows = [[name.value, *convention_columns(spec)] for name, spec in specs.items()]
+    return format_table(CONVENTION_HEADERS, rows, left=len(CONVENTION_HEADERS)) + "\n" + LPIPS_NOTE
+
+
+def convention_columns(spec: ConventionSpec) -> list[str]:
+    """The cells of `format_conventions` for one spec, after its name.
+
+    Example:
+        >>> from pipeline.conventions import SPECS
+        >>> convention_columns(SPECS[Convention.SKIMAGE_DEFAULTS])[1:4]
+        ['7x7 uniform', 'symmetric, 3 px map border left out', 'sample']
+    """
+    structural = spec.structural
+    precision = str(spec.precision).removeprefix("torch.")
+    window = structural.window.describe()
+    if structural.downsample != "none":
+        window += f", {structural.downsample} downsampling first"
+    padding = structural.padding
+    if structural.map_border:
+        padding += f", {structural.map_border} px map border left out"
+    statistics = "sample" if structural.sample_covariance else "population"
+    crop = "--scale px (or --crop-border)" if spec.crop_from_scale else "none (or --crop-border)"
+    return [f"{spec.channel_description}, {precision}", window, padding, statistics, crop, spec.users]
+
+
+def format_convention_spec(name: Convention, spec: ConventionSpec) -> str:
+    """Every field of a convention's spec, nested fields as dotted names, one per line.
+
+    Example:
+        >>> from pipeline.conventions import SPECS
+        >>> print(format_convention_spec(Convention.DEFAULT, SPECS[Convention.DEFAULT]))  # doctest: +ELLIPSIS
+        convention default
+          channels: stored
+          precision: float32
+        ...
+          structural.window.kind: gaussian
+        ...
+    """
+    lines = [f"convention {name.value}"]
+    lines.extend(f"  {key}: {value}" for key, value in _flat_fields(spec.to_dict()))
+    lines.append(f"  lpips: {LPIPS_NOTE}")
+    return "\n".join(lines)
+
+
+def _flat_fields(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            yield from _flat_fields(value, f"{prefix}{key}.")
+        elif isinstance(value, tuple | list):
+            yield f"{prefix}{key}", ", ".join(str(item) for item in value)
+        else:
+            yield f"{prefix}{key}", str(value)
+
+
+def format_explanation(explanation: Explanation) -> str:
+    """The variants' dataset means, closest to the given numbers first, and which reproduce them.
+
+    Without given numbers: the means by convention and crop, and no verdict.
+    """
+    given = explanation.given
+    crops = sorted({entry.variant.crop for entry in explanation.ranking})
+    lines = [
+        f"{len(explanation.pairing.pairs)} pair(s), each decoded once and measured under "
+        f"{len(explanation.ranking)} convention x crop variants (crop {', '.join(map(str, crops))})"
+    ]
+    if given:
+        lines.append(f"given: {_given_text(given)} (reproduced when every mean rounds to the digits given)")
+    headers = ["convention", "crop", "pairs", *EXPLAINED_METRICS]
+    headers += ["distance", "reproduces"] if given else []
+    rows = []
+    for entry in explanation.ranking:
+        means = [format_number(entry.means.get(m), _shown_digits(m, given)) for m in EXPLAINED_METRICS]
+        row = [entry.variant.convention, str(entry.variant.crop), str(entry.pairs), *means]
+        if given:
+            row += [format_number(entry.distance, 2), "yes" if entry.reproduces else ""]
+        rows.append(row)
+    lines.append(format_table(headers, rows))
+    if given:
+        lines.append(_verdict(explanation))
+    lines.extend(_explanation_problems(explanation))
+    return "\n".join(lines)
+
+
+def _given_text(given: Mapping[str, GivenValue]) -> str:
+    return ", ".join(f"{metric} {value.text}" for metric, value in given.items())
+
+
+def _shown_digits(metric: str, given: Mapping[str, GivenValue]) -> int:
+    """Decimals of a mean: 4 for PSNR, 6 otherwise, and two more than the number given has."""
+    shown = 4 if metric == "psnr" else 6
+    if metric in given:
+        shown = max(shown, given[metric].decimals + 2)
+    return shown
+
+
+def _verdict(explanation: Explanation) -> str:
+    given = _given_text(explanation.given)
+    reproducing = explanation.reproducing
+    if reproducing:
+        names = ", ".join(entry.variant.describe() for entry in reproducing)
+        return f"reproduced by {names}: the means round to {given}"
+    best = explanation.ranking[0]
+    return (
+        f"no convention reproduces {given}; the closest is {best.variant.describe()} "
+        f"(distance {format_number(best.distance, 1)} half-units of the last digit given)"
+    )
+
+
+def _explanation_problems(explanation: Explanation, limit: int = SHOWN_FAILURES) -> list[str]:
+    """Failed pairs (the first `limit`) and the pairs each variant left out of its means."""
+    failures = list(explanation.failures.items())
+    lines = [f"failed: {key}: {error}" for key, error in failures[:limit]]
+    if len(failures) > limit:
+        lines.append(f"... and {len(failures) - limit} more failed pair(s)")
+    for variant, problems in sorted(explanation.left_out.items()):
+        key, why = next(iter(problems.items()))
+        count = len(problems)
+        lines.append(f"{variant.describe()}: {count} pair(s) left out of its means, e.g. {key}: {why}")
     return lines

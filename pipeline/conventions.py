@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from pipeline.choices import Convention
+from pipeline.errors import UsageError
 from pipeline.metrics.checks import needs_grad
 from pipeline.metrics.structural import StructuralSpec, Window
 
@@ -128,6 +129,26 @@ class ResolvedConvention:
     def describe(self) -> str:
         precision = str(self.spec.precision).removeprefix("torch.")
         return f"{self.name.value}: {self.spec.channel_description}, crop {self.crop} px, {precision}"
+
+
+def convention_named(name: str) -> Convention:
+    """The convention called `name` (or one of its other names, e.g. 'basicsr').
+
+    Raises:
+        UsageError: no convention has that name (the message lists every name).
+
+    Example:
+        >>> convention_named("basicsr").value
+        'sr-paper'
+    """
+    try:
+        convention = Convention(name)
+    except ValueError:
+        convention = None
+    if convention not in SPECS:
+        names = ", ".join(known.value for known in SPECS)
+        raise UsageError(f"Unknown convention {name!r}. Conventions: {names}.")
+    return convention
 
 
 def resolve_convention(name: str | Convention, *, crop: int = 0) -> ResolvedConvention:

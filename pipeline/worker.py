@@ -404,8 +404,8 @@ def _score_batch(
     start = time.perf_counter()
     data_range = batch[0].aligned.data_range
     try:
-        ref = _stack([p.aligned.ref for p in batch], device)
-        out = _stack([p.aligned.out for p in batch], device)
+        ref = stack_images([p.aligned.ref for p in batch], device)
+        out = stack_images([p.aligned.out for p in batch], device)
         for loaded in batch:
             loaded.aligned = None
         values, warnings = measure(
@@ -432,10 +432,14 @@ def _score_batch(
         loaded.row.seconds += share
 
 
-def _stack(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+def stack_images(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """(H, W, C) arrays of one shape -> (N, C, H, W) tensor on `device`, keeping the stored values' dtype.
 
     16-bit images become int32 (torch has no arithmetic on uint16); floats stay as they are.
+
+    Example:
+        >>> stack_images([np.zeros((4, 5, 3), np.uint16)] * 2, torch.device("cpu")).shape
+        torch.Size([2, 3, 4, 5])
     """
     arrays = [image.astype(np.int32) if image.dtype == np.uint16 else image for image in images]
     batch = torch.from_numpy(np.ascontiguousarray(arrays[0])[None] if len(arrays) == 1 else np.stack(arrays))
