@@ -124,7 +124,7 @@ def score(
     ] = None,
     convention: Annotated[
         Convention | None,
-        typer.Option(help="default (RGB as stored) or sr-paper (BasicSR/MATLAB: Y, crop, float64)."),
+        typer.Option(help="How the metrics see the images and compute SSIM: `iqa conventions` lists each one."),
     ] = None,
     scale: Annotated[
         int | None, typer.Option(help="Super-resolution scale; sr-paper crops this many border px.")

@@ -117,10 +117,11 @@ class ScoreConfig(BaseModel):
 
     @property
     def effective_crop(self) -> int:
-        """Border pixels cropped on each side: `crop_border` wins, else `scale` under sr-paper, else 0."""
+        """Border pixels cropped on each side: `crop_border` wins, else `scale` under a convention that crops
+        the scale (sr-paper), else 0."""
         if self.crop_border is not None:
             return self.crop_border
-        if self.scale is not None and self.convention == Convention.SR_PAPER:
+        if self.scale is not None and SPECS[self.convention].crop_from_scale:
             return self.scale
         return 0
 
