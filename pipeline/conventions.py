@@ -8,10 +8,13 @@ Each convention is one `ConventionSpec` in `SPECS`, keyed by `pipeline.choices.C
   float64. Gray on both sides is used as stored.
 * `skimage-defaults`: scikit-image's `structural_similarity(a, b, data_range=R, channel_axis=-1)` and
   `peak_signal_noise_ratio(a, b, data_range=R)` with no other argument: 7x7 uniform window, sample
-  covariance, the map's 3 px border left out of its mean; float64.
+  covariance, the map's 3 px border left out of its mean; float64. scikit-image has no MS-SSIM: ms_ssim is
+  left null, with that reason as the warning.
 * `matlab`: Zhou Wang's `ssim_index.m` and `msssim.m` on MATLAB's `rgb2gray` of 8-bit RGB (rounded to
-  integers); PSNR on the same gray image; float64.
-* `matlab-downsampled`: `matlab` with `ssim.m`'s automatic downsampling before SSIM.
+  integers); PSNR on the same gray image; float64. MS-SSIM is null below `msssim.m`'s minimum short side
+  (11 x 2^(scales - 1) px; it returns -Inf there).
+* `matlab-downsampled`: `matlab` with `ssim.m`'s automatic downsampling before SSIM (not MS-SSIM), its factor
+  rounded as MATLAB rounds (2.5 -> 3).
 
 LPIPS always sees the cropped RGB image.
 
@@ -59,6 +62,8 @@ class ConventionSpec:
         structural: SSIM's and MS-SSIM's window, padding, statistics, downsampling and pyramid.
         psnr_epsilon: added to the MSE of values scaled to [0, 1] before PSNR (tools that avoid log(0)).
         users: who reports numbers this way (one line for `iqa conventions`).
+        no_ms_ssim: why the named tool has no MS-SSIM, or '' where it has one; when set, ms_ssim is left
+            null with this reason as the warning rather than computed by a definition the tool lacks.
     """
 
     channels: Channels
@@ -68,6 +73,7 @@ class ConventionSpec:
     crop_from_scale: bool = False
     structural: StructuralSpec = field(default_factory=StructuralSpec)
     psnr_epsilon: float = 0.0
+    no_ms_ssim: str = ""
 
     @property
     def channel_description(self) -> str:
@@ -100,6 +106,7 @@ SPECS: dict[Convention, ConventionSpec] = {
         structural=StructuralSpec(
             window=Window("uniform", 7), padding="symmetric", sample_covariance=True, map_border=3
         ),
+        no_ms_ssim="scikit-image has no MS-SSIM",
     ),
     Convention.MATLAB: ConventionSpec(
         "matlab_gray",

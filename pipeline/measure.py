@@ -154,6 +154,12 @@ def _pixel_metrics(
         if "psnr" in metrics:
             epsilon = convention.spec.psnr_epsilon * data_range**2  # given for values scaled to [0, 1]
             values["psnr"] = _floats(psnr_from_mse(error + epsilon, data_range=data_range))
+    if "ms_ssim" in metrics and convention.spec.no_ms_ssim:
+        values["ms_ssim"] = [None] * ref.shape[0]
+        warnings.append(
+            f"ms_ssim left null: {convention.spec.no_ms_ssim} (convention {convention.name.value})"
+        )
+        metrics = tuple(name for name in metrics if name != "ms_ssim")
     if {"ssim", "ms_ssim"} & set(metrics):
         structural = convention.spec.structural
         if structural == FAST_STRUCTURAL:

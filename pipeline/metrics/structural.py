@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,6 +38,7 @@ from pipeline.metrics.checks import check_data_range, check_pair
 Padding = Literal["valid", "symmetric", "reflect", "replicate", "zeros"]
 Downsample = Literal["none", "matlab", "average_pool"]
 Pyramid = Literal["zero_padded_pool", "matlab", "average_pool"]
+Rounding = Literal["half_even", "half_away"]
 STANDARD_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -81,8 +83,9 @@ class StructuralSpec:
         sample_covariance: variances and covariance times n / (n - 1), n the window's pixel count.
         k1, k2: C1 = (k1 R)^2, C2 = (k2 R)^2 for the data range R.
         downsample: before SSIM (not MS-SSIM), shrink both images by f = max(1, round(min(H, W) / 256)):
-            'matlab' as `ssim.m` (f x f mean, symmetric 'same' filtering, every f-th pixel), 'average_pool'
-            as `F.avg_pool2d(kernel_size=f)`.
+            'matlab' as `ssim.m` (MATLAB's round, halves away from zero; f x f mean, symmetric 'same'
+            filtering, every f-th pixel), 'average_pool' as piq (Python's round, halves to even;
+            `F.avg_pool2d(kernel_size=f)`).
         pyramid: MS-SSIM's 2x reduction between scales: 'zero_padded_pool' (pytorch-msssim: 2x2 average
             pooling, odd sides zero-padded at both ends), 'matlab' (`msssim.m`: 2x2 mean, symmetric 'same'
             filtering, every second pixel), 'average_pool' (2x2 average pooling, an odd side's last row or
@@ -175,13 +178,27 @@ def _maps(x: Tensor, y: Tensor, spec: StructuralSpec, data_range: float) -> tupl
     return ssim_map, cs_map
 
 
-def downsample_factor(height: int, width: int) -> int:
-    """f = max(1, round(min(H, W) / 256)), as MATLAB's `ssim.m` and piq choose it (halves round to even)."""
-    return max(1, round(min(height, width) / 256))
+def downsample_factor(height: int, width: int, *, rounding: Rounding = "half_even") -> int:
+    """f = max(1, round(min(H, W) / 256)), the automatic downsampling factor of MATLAB's `ssim.m` and piq.
+
+    Args:
+        height, width: the image's sides.
+        rounding: how a half rounds: 'half_even' as Python's `round` (piq), 'half_away' as MATLAB's `round`
+            (`ssim.m`); they differ where min(H, W) / 256 is 2.5, 4.5, ... (a short side of 640, 1152, ...).
+
+    Example:
+        >>> downsample_factor(640, 701), downsample_factor(640, 701, rounding="half_away")
+        (2, 3)
+    """
+    ratio = min(height, width) / 256
+    rounded = math.floor(ratio + 0.5) if rounding == "half_away" else round(ratio)
+    return max(1, rounded)
 
 
 def _downsample(x: Tensor, how: Downsample) -> Tensor:
-    factor = downsample_factor(x.shape[-2], x.shape[-1])
+    """`ssim.m`'s ('matlab') or piq's ('average_pool') automatic downsampling of (N, C, H, W)."""
+    rounding: Rounding = "half_away" if how == "matlab" else "half_even"
+    factor = downsample_factor(x.shape[-2], x.shape[-1], rounding=rounding)
     if how == "none" or factor == 1:
         return x
     if how == "average_pool":
@@ -254,15 +271,22 @@ def _ms_ssim(x: Tensor, y: Tensor, spec: StructuralSpec, data_range: float, scal
 
 
 def min_side(spec: StructuralSpec, scales: int = 1) -> int:
-    """The smallest image side for which each of `scales` levels has at least one map pixel under `spec`.
+    """The smallest image side for which each of `scales` levels has at least one map pixel under `spec`;
+    with the 'matlab' pyramid, also what `msssim.m` accepts (short side / 2^(scales - 1) >= window size;
+    it returns -Inf below).
 
     Example:
         >>> min_side(StructuralSpec(), 5), min_side(StructuralSpec(pyramid="average_pool"), 5)
         (161, 176)
+        >>> min_side(StructuralSpec(pyramid="matlab"), 5), min_side(StructuralSpec(pyramid="matlab"))
+        (176, 11)
     """
     per_level = (spec.window.size if spec.padding == "valid" else 1) + 2 * spec.map_border
     growth = 2 ** (scales - 1)
-    return per_level * growth if spec.pyramid == "average_pool" else (per_level - 1) * growth + 1
+    if spec.pyramid == "average_pool":
+        return per_level * growth
+    computable = (per_level - 1) * growth + 1
+    return max(computable, spec.window.size * growth) if spec.pyramid == "matlab" else computable
 
 
 __all__ = [
