@@ -123,8 +123,11 @@ def score(
         typer.Option(help=f"Comma-separated metrics: {','.join(METRICS)} (default: all)."),
     ] = None,
     convention: Annotated[
-        Convention | None,
-        typer.Option(help="How the metrics see the images and compute SSIM: `iqa conventions` lists each one."),
+        str | None,
+        typer.Option(
+            help=f"How the metrics see the images and compute SSIM: {', '.join(Convention.values())} "
+            "(basicsr = sr-paper); `iqa conventions` describes each."
+        ),
     ] = None,
     scale: Annotated[
         int | None, typer.Option(help="Super-resolution scale; sr-paper crops this many border px.")

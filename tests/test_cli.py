@@ -377,3 +377,14 @@ def test_the_executable_freezes_the_heap_after_the_command_and_keeps_its_exit_co
     with pytest.raises(SystemExit) as ended:
         cli.console()
     assert ended.value.code == 2 and calls == ["freeze"]
+
+
+def test_basicsr_is_another_name_of_sr_paper_on_the_command_line(photo_folders, tmp_path):
+    ref, out = photo_folders
+    args = ["score", str(ref), str(out), *FAST, "--scale", "4"]
+    alias = runner.invoke(app, [*args, "-o", str(tmp_path / "alias"), "--convention", "basicsr"])
+    named = runner.invoke(app, [*args, "-o", str(tmp_path / "named"), "--convention", "sr-paper"])
+    assert alias.exit_code == 0 and named.exit_code == 0, alias.output + named.output
+    assert alias.stdout.splitlines()[0].startswith("convention sr-paper: Y (BT.601, MATLAB rgb2ycbcr), crop 4 px")
+    columns = ["key", "psnr", "ssim"]
+    assert load_results(tmp_path / "alias")[columns].equals(load_results(tmp_path / "named")[columns])
