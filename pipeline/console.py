@@ -235,7 +235,7 @@ def _flat_fields(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[
         elif isinstance(value, tuple | list):
             yield f"{prefix}{key}", ", ".join(str(item) for item in value)
         else:
-            yield f"{prefix}{key}", str(value)
+            yield f"{prefix}{key}", "none" if value is None else str(value)
 
 
 def format_explanation(explanation: Explanation) -> str:

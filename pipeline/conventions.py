@@ -62,7 +62,7 @@ class ConventionSpec:
         structural: SSIM's and MS-SSIM's window, padding, statistics, downsampling and pyramid.
         psnr_epsilon: added to the MSE of values scaled to [0, 1] before PSNR (tools that avoid log(0)).
         users: who reports numbers this way (one line for `iqa conventions`).
-        no_ms_ssim: why the named tool has no MS-SSIM, or '' where it has one; when set, ms_ssim is left
+        no_ms_ssim: why the named tool has no MS-SSIM, or None where it has one; when set, ms_ssim is left
             null with this reason as the warning rather than computed by a definition the tool lacks.
     """
 
@@ -73,7 +73,7 @@ class ConventionSpec:
     crop_from_scale: bool = False
     structural: StructuralSpec = field(default_factory=StructuralSpec)
     psnr_epsilon: float = 0.0
-    no_ms_ssim: str = ""
+    no_ms_ssim: str | None = None
 
     @property
     def channel_description(self) -> str:

@@ -56,6 +56,9 @@ def spread_table(differences: dict[str, pd.DataFrame]) -> str:
         cells = [f"`{convention}`"]
         for metric in EXPLAINED_METRICS:
             column = differences[metric][convention].dropna()
+            if column.empty:  # the convention leaves this metric null (skimage-defaults: no MS-SSIM)
+                cells += ["-", "-"]
+                continue
             worst_key = column.abs().idxmax()
             digits = DIGITS[metric]
             worst = f"{column[worst_key]:+.{digits}f}"

@@ -385,6 +385,7 @@ def test_basicsr_is_another_name_of_sr_paper_on_the_command_line(photo_folders, 
     alias = runner.invoke(app, [*args, "-o", str(tmp_path / "alias"), "--convention", "basicsr"])
     named = runner.invoke(app, [*args, "-o", str(tmp_path / "named"), "--convention", "sr-paper"])
     assert alias.exit_code == 0 and named.exit_code == 0, alias.output + named.output
-    assert alias.stdout.splitlines()[0].startswith("convention sr-paper: Y (BT.601, MATLAB rgb2ycbcr), crop 4 px")
+    first_line = alias.stdout.splitlines()[0]
+    assert first_line.startswith("convention sr-paper: Y (BT.601, MATLAB rgb2ycbcr), crop 4 px")
     columns = ["key", "psnr", "ssim"]
     assert load_results(tmp_path / "alias")[columns].equals(load_results(tmp_path / "named")[columns])
