@@ -42,6 +42,7 @@ import pandas as pd
 from pipeline.choices import METRICS, SizeMismatch
 from pipeline.config import ScoreConfig
 from pipeline.console import format_number, format_table
+from pipeline.conventions import flat_spec
 from pipeline.errors import NotComparableError, RunDirError, UsageError
 from pipeline.manifest import read_manifest
 from pipeline.results import load_results
@@ -443,17 +444,6 @@ def _backbone_file(manifest: dict[str, Any]) -> str | None:
     return Path(str(backbone)).name if backbone else None
 
 
-def _flat(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'structural.window.size': 11, ...}: a recorded convention spec as dotted keys."""
-    flat: dict[str, Any] = {}
-    for key, value in spec.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _backbones(baseline: dict[str, Any], candidate: dict[str, Any]) -> tuple[str, Any, Any]:
     """The LPIPS backbones of two runs by content (sha256) where both recorded it, else by file name."""
     hashes = baseline.get("lpips_backbone_sha256"), candidate.get("lpips_backbone_sha256")
@@ -496,7 +486,7 @@ def run_differences(baseline: dict[str, Any], candidate: dict[str, Any], metrics
         specs = _quoted(base_conv.get("description")), _quoted(cand_conv.get("description"))
         values.append((f"convention {name} spec", *specs))
         if base_conv.get("spec") and cand_conv.get("spec"):  # recorded from issue 18 on
-            base_spec, cand_spec = _flat(base_conv["spec"]), _flat(cand_conv["spec"])
+            base_spec, cand_spec = flat_spec(base_conv["spec"]), flat_spec(cand_conv["spec"])
             values += [
                 (f"convention {name} {key}", base_spec.get(key), cand_spec.get(key))
                 for key in sorted(base_spec.keys() | cand_spec.keys())

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.choices import Convention
-from pipeline.conventions import ConventionSpec
+from pipeline.conventions import ConventionSpec, flat_spec
 from pipeline.discover import duplicate_message
 from pipeline.explanation import EXPLAINED_METRICS, Explanation, GivenValue
 from pipeline.metrics.ssim import WINDOW_SIGMA, WINDOW_SIZE
@@ -223,19 +223,15 @@ def format_convention_spec(name: Convention, spec: ConventionSpec) -> str:
         ...
     """
     lines = [f"convention {name.value}"]
-    lines.extend(f"  {key}: {value}" for key, value in _flat_fields(spec.to_dict()))
+    lines.extend(f"  {key}: {_shown(value)}" for key, value in flat_spec(spec.to_dict()).items())
     lines.append(f"  lpips: {LPIPS_NOTE}")
     return "\n".join(lines)
 
 
-def _flat_fields(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            yield from _flat_fields(value, f"{prefix}{key}.")
-        elif isinstance(value, tuple | list):
-            yield f"{prefix}{key}", ", ".join(str(item) for item in value)
-        else:
-            yield f"{prefix}{key}", "none" if value is None else str(value)
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return ", ".join(str(item) for item in value)
+    return "none" if value is None else str(value)
 
 
 def format_explanation(explanation: Explanation) -> str:

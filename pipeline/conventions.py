@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -123,6 +124,22 @@ SPECS: dict[Convention, ConventionSpec] = {
         structural=StructuralSpec(relu_cs=False, pyramid="matlab", downsample="matlab"),
     ),
 }
+
+
+def flat_spec(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A recorded spec (`ConventionSpec.to_dict()`, or a manifest's JSON) with nested fields as dotted keys.
+
+    Example:
+        >>> flat_spec({"channels": "stored", "structural": {"window": {"size": 7}}})
+        {'channels': 'stored', 'structural.window.size': 7}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(flat_spec(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 @dataclass(frozen=True)
