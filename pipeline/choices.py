@@ -35,6 +35,9 @@ class Convention(Choice):
     SKIMAGE_DEFAULTS = "skimage-defaults"
     MATLAB = "matlab"
     MATLAB_DOWNSAMPLED = "matlab-downsampled"
+    PIQ = "piq"
+    TORCHMETRICS = "torchmetrics"
+    PYIQA = "pyiqa"
 
     @classmethod
     def _missing_(cls, value: object) -> Convention | None:

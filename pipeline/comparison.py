@@ -32,7 +32,7 @@ import json
 import math
 import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +42,10 @@ import pandas as pd
 from pipeline.choices import METRICS, SizeMismatch
 from pipeline.config import ScoreConfig
 from pipeline.console import format_number, format_table
-from pipeline.conventions import flat_spec
+from pipeline.conventions import ConventionSpec, flat_spec
 from pipeline.errors import NotComparableError, RunDirError, UsageError
 from pipeline.manifest import read_manifest
+from pipeline.metrics.structural import StructuralSpec
 from pipeline.results import load_results
 from pipeline.run_dirs import require_run_dir
 from pipeline.summary import bootstrap_mean_ci, metric_columns
@@ -444,6 +445,25 @@ def _backbone_file(manifest: dict[str, Any]) -> str | None:
     return Path(str(backbone)).name if backbone else None
 
 
+def _spec_defaults() -> dict[str, Any]:
+    """Dotted spec keys -> their field's default: what a spec recorded before the field existed holds."""
+    defaults: dict[str, Any] = {f.name: f.default for f in fields(ConventionSpec) if f.default is not MISSING}
+    defaults["structural"] = asdict(StructuralSpec())
+    return flat_spec(json.loads(json.dumps(defaults)))
+
+
+def _spec_differences(name: str, base: dict[str, Any], cand: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(label, baseline value, candidate value) for every field of two recorded specs (`users` aside), a
+    field one of them does not record taken as its default."""
+    defaults = _spec_defaults()
+    base_spec, cand_spec = {**defaults, **flat_spec(base)}, {**defaults, **flat_spec(cand)}
+    return [
+        (f"convention {name} {key}", base_spec.get(key), cand_spec.get(key))
+        for key in sorted(base_spec.keys() | cand_spec.keys())
+        if key != "users"
+    ]
+
+
 def _backbones(baseline: dict[str, Any], candidate: dict[str, Any]) -> tuple[str, Any, Any]:
     """The LPIPS backbones of two runs by content (sha256) where both recorded it, else by file name."""
     hashes = baseline.get("lpips_backbone_sha256"), candidate.get("lpips_backbone_sha256")
@@ -486,12 +506,7 @@ def run_differences(baseline: dict[str, Any], candidate: dict[str, Any], metrics
         specs = _quoted(base_conv.get("description")), _quoted(cand_conv.get("description"))
         values.append((f"convention {name} spec", *specs))
         if base_conv.get("spec") and cand_conv.get("spec"):  # recorded from issue 18 on
-            base_spec, cand_spec = flat_spec(base_conv["spec"]), flat_spec(cand_conv["spec"])
-            values += [
-                (f"convention {name} {key}", base_spec.get(key), cand_spec.get(key))
-                for key in sorted(base_spec.keys() | cand_spec.keys())
-                if key != "users"
-            ]
+            values += _spec_differences(name, base_conv["spec"], cand_conv["spec"])
     settings = ["data_range", "volumes"]
     if SizeMismatch.ERROR.value not in (
         _setting(baseline, "size_mismatch"),

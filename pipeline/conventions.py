@@ -15,8 +15,13 @@ Each convention is one `ConventionSpec` in `SPECS`, keyed by `pipeline.choices.C
   (11 x 2^(scales - 1) px; it returns -Inf there).
 * `matlab-downsampled`: `matlab` with `ssim.m`'s automatic downsampling before SSIM (not MS-SSIM), its factor
   rounded as MATLAB rounds (2.5 -> 3).
+* `piq`, `torchmetrics`, `pyiqa`: what `piq.psnr` / `piq.ssim` / `piq.multi_scale_ssim`, torchmetrics'
+  functional `peak_signal_noise_ratio` / `structural_similarity_index_measure` /
+  `multiscale_structural_similarity_index_measure`, and pyiqa's `create_metric("psnr" | "ssim" | "ms_ssim")`
+  give with their default arguments on 8-bit images scaled to [0, 1] (data range 1.0 given where an
+  argument takes it); each entry's comment below lists every default that matters.
 
-LPIPS always sees the cropped RGB image.
+LPIPS always sees the cropped RGB image (the `lpips` package; piq's and pyiqa's own LPIPS are not used).
 
 Example:
     >>> convention = resolve_convention("sr-paper", crop=4)
@@ -42,11 +47,14 @@ Y_OFFSET = 16.0
 Y_COEFFICIENTS = (65.481, 128.553, 24.966)  # BT.601 Y of MATLAB's rgb2ycbcr, per 255 of the data range
 MATLAB_GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)  # MATLAB's rgb2gray
 
-Channels = Literal["stored", "bt601_y", "matlab_gray"]
+YIQ_Y = (0.299, 0.587, 0.114)  # Y of YIQ, as pyiqa's rgb2yiq weighs it (float32)
+
+Channels = Literal["stored", "bt601_y", "matlab_gray", "yiq_y"]
 CHANNEL_DESCRIPTIONS = {
     "stored": "channels as stored",
     "bt601_y": "Y (BT.601, MATLAB rgb2ycbcr)",
     "matlab_gray": "gray (MATLAB rgb2gray)",
+    "yiq_y": "Y of YIQ (pyiqa)",
 }
 
 
@@ -55,9 +63,14 @@ class ConventionSpec:
     """What a convention does to a pair before PSNR, SSIM and MS-SSIM see it, and how SSIM is computed.
 
     Attributes:
-        channels: 'stored', 'bt601_y' (MATLAB's rgb2ycbcr Y, unrounded) or 'matlab_gray' (rgb2gray); the
-            conversion applies to RGB, gray is used as stored.
+        channels: 'stored', 'bt601_y' (MATLAB's rgb2ycbcr Y, unrounded), 'matlab_gray' (rgb2gray) or
+            'yiq_y' (YIQ's Y as pyiqa computes it, see `yiq_y`); the conversion applies to RGB, gray is used
+            as stored.
         round_levels: the converted channel is rounded to integer levels (MATLAB's uint8 result).
+        psnr_channels: what PSNR and MSE see where it differs from what SSIM and MS-SSIM see (pyiqa's
+            defaults: PSNR on RGB, SSIM on Y), converted without rounding; None: the same as SSIM.
+        quantize_8bit: SSIM's and MS-SSIM's input, converted or gray, is scaled to [0, 255] and rounded half
+            to even, then scaled back to the data range (pyiqa's preprocess_rgb; on 8-bit gray a no-op).
         crop_from_scale: the border crop defaults to `--scale` (and a scale or a crop must be given).
         precision: the float dtype of the computation.
         structural: SSIM's and MS-SSIM's window, padding, statistics, downsampling and pyramid.
@@ -75,11 +88,18 @@ class ConventionSpec:
     structural: StructuralSpec = field(default_factory=StructuralSpec)
     psnr_epsilon: float = 0.0
     no_ms_ssim: str | None = None
+    psnr_channels: Channels | None = None
+    quantize_8bit: bool = False
 
     @property
     def channel_description(self) -> str:
+        """What the metrics see: 'channels as stored', 'gray (MATLAB rgb2gray), rounded to integers', ..."""
         rounded = ", rounded to integers" if self.round_levels else ""
-        return CHANNEL_DESCRIPTIONS[self.channels] + rounded
+        rounded += ", rounded to 8-bit levels" if self.quantize_8bit else ""
+        text = CHANNEL_DESCRIPTIONS[self.channels] + rounded
+        if self.psnr_channels is not None and self.psnr_channels != self.channels:
+            text += f"; PSNR: {CHANNEL_DESCRIPTIONS[self.psnr_channels]}"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (for the manifest and the Parquet metadata)."""
@@ -122,6 +142,59 @@ SPECS: dict[Convention, ConventionSpec] = {
         "MATLAB's ssim.m (automatic downsampling by round(min(H, W) / 256)) on rgb2gray",
         round_levels=True,
         structural=StructuralSpec(relu_cs=False, pyramid="matlab", downsample="matlab"),
+    ),
+    # piq 0.8.0, defaults, x / 255 with data_range=1.0: psnr adds EPS = 1e-8 to the MSE (convert_to_greyscale
+    # False: all channels); ssim average-pools both images by f = max(1, round(min(H, W) / 256)) (downsample
+    # True), then an 11x11 Gaussian (sigma 1.5), 'valid', population statistics, per-channel map means, then
+    # their mean; multi_scale_ssim (never downsampled): five scales, the standard weights, ReLU on each
+    # channel's level values, product per channel, then the mean over channels; between scales, where either
+    # side is odd, one row and one column replicated at the top and left, then 2x2 average pooling. Refuses
+    # sides under 11 px (SSIM) and 161 px (MS-SSIM). piq and torchmetrics compute in their inputs' dtype:
+    # with float32 inputs their own rounding moves SSIM and MS-SSIM by up to ~5e-5 on flat photos.
+    Convention.PIQ: ConventionSpec(
+        "stored",
+        torch.float64,
+        "piq psnr / ssim / multi_scale_ssim with defaults on [0, 1] inputs (SSIM average-pooled first)",
+        structural=StructuralSpec(downsample="average_pool", pyramid="replicate_pool"),
+        psnr_epsilon=1e-8,
+    ),
+    # torchmetrics >= 1.4.2 (1.9.0 verified; earlier versions also cropped 5 px from the SSIM map), functional
+    # API, x / 255 with data_range=1.0 (PSNR requires it; SSIM's default None
+    # would take max - min of the batch instead): PSNR 10 log10(R^2 / MSE), no epsilon (dim=None: one
+    # image's MSE when called per pair); SSIM: 11x11 Gaussian (int(3.5 sigma + 0.5) * 2 + 1 taps, sigma
+    # 1.5), both images reflect-padded by 5 px (torch's 'reflect', edge not repeated), population statistics
+    # with the variances clamped at 0, the mean of the whole map over pixels and channels (nothing cropped);
+    # MS-SSIM (normalize='relu'): per scale the whole SSIM map's mean and the cs map's mean with 5 px cropped
+    # from each border, each over pixels and channels together, ReLU, then the product of the powers; between
+    # scales 2x2 average pooling (an odd side's last row or column dropped); refuses sides under 176 px.
+    Convention.TORCHMETRICS: ConventionSpec(
+        "stored",
+        torch.float64,
+        "torchmetrics functional PSNR / SSIM / MS-SSIM, data_range=1.0 on [0, 1] inputs (reflect padding)",
+        structural=StructuralSpec(
+            padding="reflect",
+            cs_border=5,
+            clamp_variances=True,
+            pyramid="average_pool",
+            channel_pooling="before_product",
+        ),
+    ),
+    # pyiqa 0.1.16, create_metric defaults on [0, 1] float32 inputs: 'psnr' (test_y_channel False) on the RGB
+    # channels, 10 log10(1 / (MSE + 1e-8)); 'ssim' and 'ms_ssim' (test_y_channel True, color_space 'yiq',
+    # downsample False) on YIQ's Y = 0.299 R + 0.587 G + 0.114 B computed in float32, times 255 and rounded
+    # half to even (gray: times 255, rounded), in float64 with data range 255: 11x11 Gaussian (sigma 1.5),
+    # 'valid', population statistics, the cs map clamped at 0 pixel by pixel (SSIM map = luminance x that
+    # cs map), the map's mean; MS-SSIM: five scales, the standard weights, each level's mean over pixels
+    # and channels, no further clamp, zero-padded 2x2 average pooling between scales (as pytorch-msssim).
+    # pyiqa's window taps are float32 (fspecial(...).float()): it differs from this spec by < 1e-6.
+    Convention.PYIQA: ConventionSpec(
+        "yiq_y",
+        torch.float64,
+        "pyiqa create_metric('psnr' / 'ssim' / 'ms_ssim') defaults: PSNR on RGB, SSIM on rounded YIQ Y",
+        structural=StructuralSpec(relu_cs=False, relu_cs_map=True, channel_pooling="before_product"),
+        psnr_epsilon=1e-8,
+        psnr_channels="stored",
+        quantize_8bit=True,
     ),
 }
 
@@ -237,19 +310,56 @@ def matlab_gray(x: Tensor, *, dtype: torch.dtype | None = None, round_levels: bo
     return gray.to(dtype)
 
 
-def prepare_pixels(x: Tensor, convention: ResolvedConvention, *, data_range: float) -> Tensor:
+def yiq_y(x: Tensor, *, data_range: float) -> Tensor:
+    """YIQ's Y as pyiqa's `rgb2yiq` computes it from float32 inputs in [0, 1]: (x / R in float32) weighed by
+    0.299, 0.587, 0.114 in float32 (its float32 rounding decides the ties of a later rounding).
+
+    Args:
+        x: (N, 3, H, W) RGB in [0, data_range], any dtype.
+
+    Returns:
+        (N, 1, H, W) float32 Y in [0, 1].
+
+    Example:
+        >>> yiq_y(torch.tensor([[[[255]], [[255]], [[0]]]], dtype=torch.uint8), data_range=255.0)
+        tensor([[[[0.8860]]]])
+    """
+    unit = x.to(torch.float32) / float(data_range)  # as a user's `x.float() / 255`
+    weights = torch.tensor(YIQ_Y, dtype=torch.float32, device=x.device)
+    return unit[:, 0:1] * weights[0] + unit[:, 1:2] * weights[1] + unit[:, 2:3] * weights[2]
+
+
+def prepare_pixels(
+    x: Tensor, convention: ResolvedConvention, *, data_range: float, for_psnr: bool = False
+) -> Tensor:
     """Crop, cast and convert the channels the convention's metrics see: (N, C, H, W) -> (N, C', H', W').
 
     `x` may hold the stored integers, in any layout; without gradients the result is contiguous, in the
-    convention's precision: a copy, unless `x` already is such a tensor (then `x` itself).
+    convention's precision: a copy, unless `x` already is such a tensor (then `x` itself). `for_psnr`: what
+    PSNR and MSE see (the spec's `psnr_channels`, where given) rather than SSIM and MS-SSIM.
     """
     x = crop_border(x, convention.crop)
     spec = convention.spec
     dtype = spec.precision
-    if spec.channels == "bt601_y" and x.shape[1] == 3:
-        return _rounded(rgb_to_y(x, data_range=data_range, dtype=dtype), spec.round_levels)
-    if spec.channels == "matlab_gray" and x.shape[1] == 3:
-        return matlab_gray(x, dtype=dtype, round_levels=spec.round_levels)
+    if for_psnr and spec.psnr_channels is not None:
+        return _converted(x, spec.psnr_channels, dtype, data_range, round_levels=False)
+    if spec.quantize_8bit:
+        unit = yiq_y(x, data_range=data_range) if spec.channels == "yiq_y" and x.shape[1] == 3 else None
+        unit = x.to(torch.float32) / float(data_range) if unit is None else unit
+        return (unit * 255).round().to(dtype) * (data_range / 255.0)
+    return _converted(x, spec.channels, dtype, data_range, round_levels=spec.round_levels)
+
+
+def _converted(
+    x: Tensor, channels: Channels, dtype: torch.dtype, data_range: float, *, round_levels: bool
+) -> Tensor:
+    """`channels` of (N, C, H, W) in `dtype` (RGB converted, anything else as stored)."""
+    if channels == "bt601_y" and x.shape[1] == 3:
+        return _rounded(rgb_to_y(x, data_range=data_range, dtype=dtype), round_levels)
+    if channels == "matlab_gray" and x.shape[1] == 3:
+        return matlab_gray(x, dtype=dtype, round_levels=round_levels)
+    if channels == "yiq_y" and x.shape[1] == 3:
+        return _rounded(yiq_y(x, data_range=data_range).to(dtype) * data_range, round_levels)
     if needs_grad(x) or (x.dtype == dtype and x.is_contiguous()):
         return x.to(dtype)
     return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)

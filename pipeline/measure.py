@@ -148,7 +148,11 @@ def _pixel_metrics(
     ref_pixels = prepare_pixels(ref, convention, data_range=data_range)
     out_pixels = prepare_pixels(out, convention, data_range=data_range)
     if {"mse", "psnr"} & set(metrics):
-        error = mse(ref_pixels, out_pixels)
+        if convention.spec.psnr_channels is None:
+            error = mse(ref_pixels, out_pixels)
+        else:  # the convention's PSNR sees other channels than its SSIM
+            ref_psnr = prepare_pixels(ref, convention, data_range=data_range, for_psnr=True)
+            error = mse(ref_psnr, prepare_pixels(out, convention, data_range=data_range, for_psnr=True))
         if "mse" in metrics:
             values["mse"] = _floats(error)
         if "psnr" in metrics:

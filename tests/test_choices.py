@@ -62,7 +62,10 @@ def test_choices_are_their_values():
     assert Convention.SR_PAPER == "sr-paper" and str(Convention.SR_PAPER) == "sr-paper"
     assert f"{SizeMismatch.CROP}" == "crop" and json.dumps(Device.CUDA) == '"cuda"'
     assert Convention("sr-paper") is Convention.SR_PAPER
-    assert Convention.values() == ("default", "sr-paper", "skimage-defaults", "matlab", "matlab-downsampled")
+    assert Convention.values() == (
+        *("default", "sr-paper", "skimage-defaults", "matlab", "matlab-downsampled"),
+        *("piq", "torchmetrics", "pyiqa"),
+    )
     assert Convention("basicsr") is Convention.SR_PAPER  # another name of sr-paper
     assert SizeMismatch.values() == ("error", "crop", "resize")
     assert Device.values() == ("auto", "cpu", "cuda")

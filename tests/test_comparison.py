@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.choices import Convention
 from pipeline.cli import app
 from pipeline.comparison import (
     DEFAULT_TOLERANCES,
@@ -19,6 +20,7 @@ from pipeline.comparison import (
     parse_tolerances,
     run_differences,
 )
+from pipeline.conventions import SPECS
 from pipeline.errors import NotComparableError, UsageError
 from pipeline.manifest import write_manifest
 from pipeline.results import PartWriter, ResultRow
@@ -264,6 +266,20 @@ def test_run_differences_names_each_definition_that_differs():
         "convention default spec 'default: channels as stored, crop 0 px, float32' vs "
         "'default: channels as stored, crop 0 px, float64'"
     ]
+
+
+def test_a_spec_field_a_run_did_not_record_is_taken_as_its_default():
+    """Fields added to the spec later (pyiqa's and torchmetrics' options) do not make older runs of the same
+    convention incomparable; a non-default value still does."""
+    recorded = json.loads(json.dumps(SPECS[Convention.DEFAULT].to_dict()))
+    older = json.loads(json.dumps(recorded))
+    del older["quantize_8bit"], older["psnr_channels"], older["structural"]["relu_cs_map"]
+    now = {"convention": {**DEFAULT_CONVENTION, "spec": recorded}}
+    before = {"convention": {**DEFAULT_CONVENTION, "spec": older}}
+    assert run_differences(before, now, ["psnr", "ssim"]) == []
+    recorded["structural"]["relu_cs_map"] = True
+    differences = run_differences(before, now, ["ssim"])
+    assert differences == ["convention default structural.relu_cs_map false vs true"]
 
 
 def test_run_differences_of_metric_settings_only_for_compared_metrics():

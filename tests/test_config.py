@@ -93,7 +93,7 @@ def test_an_unknown_key_names_its_line_and_the_known_keys(tmp_path):
             "convention",
             "ssim-2004",
             "unknown convention 'ssim-2004'; choose one of default, sr-paper, skimage-defaults, matlab, "
-            "matlab-downsampled.",
+            "matlab-downsampled, piq, torchmetrics, pyiqa.",
         ),
         ("size_mismatch", "pad", "unknown size mismatch 'pad'; choose one of error, crop, resize."),
         ("device", "tpu", "unknown device 'tpu'; choose one of auto, cpu, cuda."),

@@ -38,7 +38,8 @@ from pipeline.metrics.checks import check_data_range, check_pair
 
 Padding = Literal["valid", "symmetric", "reflect", "replicate", "zeros"]
 Downsample = Literal["none", "matlab", "average_pool"]
-Pyramid = Literal["zero_padded_pool", "matlab", "average_pool"]
+Pyramid = Literal["zero_padded_pool", "matlab", "average_pool", "replicate_pool"]
+ChannelPooling = Literal["after_product", "before_product"]
 Rounding = Literal["half_even", "half_away"]
 STANDARD_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -80,8 +81,15 @@ class StructuralSpec:
             filter the whole image, extending it by that rule: 'symmetric' repeats the edge pixel (MATLAB's
             'symmetric', scipy.ndimage's 'reflect'), 'reflect' does not (torch's and numpy's 'reflect'),
             'replicate' repeats the edge value, 'zeros' pads with 0.
-        map_border: px removed from each border of the SSIM and cs maps before their means.
+        map_border: px removed from each border of the SSIM map (and of the cs map, unless `cs_border` is
+            given) before its mean.
+        cs_border: px removed from each border of the cs map, where it differs from `map_border`
+            (torchmetrics crops only the cs map); None: `map_border`.
         sample_covariance: variances and covariance times n / (n - 1), n the window's pixel count.
+        clamp_variances: the variances (not the covariance) are clamped at 0 (torchmetrics; only rounding
+            makes them negative, so in float64 this changes nothing measurable).
+        relu_cs_map: the cs map is clamped at 0 pixel by pixel, and the SSIM map is the luminance term times
+            that clamped map (pyiqa).
         k1, k2: C1 = (k1 R)^2, C2 = (k2 R)^2 for the data range R.
         downsample: before SSIM (not MS-SSIM), shrink both images by f = max(1, round(min(H, W) / 256)):
             'matlab' as `ssim.m` (MATLAB's round, halves away from zero; f x f mean, symmetric 'same'
@@ -90,9 +98,13 @@ class StructuralSpec:
         pyramid: MS-SSIM's 2x reduction between scales: 'zero_padded_pool' (pytorch-msssim: 2x2 average
             pooling, odd sides zero-padded at both ends), 'matlab' (`msssim.m`: 2x2 mean, symmetric 'same'
             filtering, every second pixel), 'average_pool' (2x2 average pooling, an odd side's last row or
-            column dropped).
+            column dropped), 'replicate_pool' (piq: where either side is odd, one row and one column repeated
+            at the top and the left, then 2x2 average pooling).
         relu_cs: MS-SSIM clamps each scale's mean cs (and the last scale's SSIM) at 0 before the powers.
         weights: MS-SSIM's scale weights.
+        channel_pooling: MS-SSIM of a multi-channel image: 'after_product' (the product of powers per
+            channel, then the mean over channels: pytorch-msssim, piq) or 'before_product' (each scale's value
+            averaged over the channels first, then clamped and raised: torchmetrics, pyiqa).
     """
 
     window: Window = field(default_factory=lambda: Window("gaussian", 11, 1.5))
@@ -105,6 +117,10 @@ class StructuralSpec:
     pyramid: Pyramid = "zero_padded_pool"
     relu_cs: bool = True
     weights: tuple[float, ...] = STANDARD_WEIGHTS
+    cs_border: int | None = None
+    clamp_variances: bool = False
+    relu_cs_map: bool = False
+    channel_pooling: ChannelPooling = "after_product"
 
     def describe(self) -> str:
         """One phrase: window, filtering, statistics.
@@ -159,7 +175,7 @@ def _symmetric(x: Tensor, before: int, after: int, dim: int) -> Tensor:
 
 
 def _maps(x: Tensor, y: Tensor, spec: StructuralSpec, data_range: float) -> tuple[Tensor, Tensor]:
-    """(SSIM map, cs map), each (N, C, H', W') with `map_border` removed."""
+    """(SSIM map, cs map), each (N, C, H', W') with its border (`map_border`, `cs_border`) removed."""
     c1, c2 = (spec.k1 * data_range) ** 2, (spec.k2 * data_range) ** 2
     channels = x.shape[1]
     taps = spec.window.taps(x.dtype, x.device)
@@ -170,15 +186,20 @@ def _maps(x: Tensor, y: Tensor, spec: StructuralSpec, data_range: float) -> tupl
         count = spec.window.size**2
         scale = count / (count - 1)
     var_x, var_y = scale * (xx - mu_x * mu_x), scale * (yy - mu_y * mu_y)
+    if spec.clamp_variances:
+        var_x, var_y = var_x.clamp(min=0), var_y.clamp(min=0)
     covariance = scale * (xy - mu_x * mu_y)
     cs_map = (2 * covariance + c2) / (var_x + var_y + c2)
+    if spec.relu_cs_map:
+        cs_map = torch.relu(cs_map)
     luminance = (2 * mu_x * mu_y + c1) / (mu_x * mu_x + mu_y * mu_y + c1)
-    border = spec.map_border
-    ssim_map = luminance * cs_map
-    if border:
-        inner = (..., slice(border, -border), slice(border, -border))
-        ssim_map, cs_map = ssim_map[inner], cs_map[inner]
-    return ssim_map, cs_map
+    cs_border = spec.map_border if spec.cs_border is None else spec.cs_border
+    return _inner(luminance * cs_map, spec.map_border), _inner(cs_map, cs_border)
+
+
+def _inner(image: Tensor, border: int) -> Tensor:
+    """(..., H, W) without `border` px on each side: (..., H - 2 border, W - 2 border)."""
+    return image[..., border:-border, border:-border] if border else image
 
 
 def downsample_factor(height: int, width: int, *, rounding: Rounding = "half_even") -> int:
@@ -217,6 +238,9 @@ def _halve(x: Tensor, pyramid: Pyramid) -> Tensor:
     if pyramid == "matlab":
         taps = torch.full((2,), 0.5, dtype=x.dtype, device=x.device)
         return filter_same_or_valid(x, taps, "symmetric")[..., ::2, ::2]
+    if pyramid == "replicate_pool":
+        odd = max(x.shape[-2] % 2, x.shape[-1] % 2)
+        return F.avg_pool2d(F.pad(x, (odd, 0, odd, 0), mode="replicate"), kernel_size=2)
     padding = [x.shape[-2] % 2, x.shape[-1] % 2]
     return F.avg_pool2d(x, kernel_size=2, padding=padding)
 
@@ -258,14 +282,18 @@ def structural_similarity(
 
 
 def _ms_ssim(x: Tensor, y: Tensor, spec: StructuralSpec, data_range: float, scales: int) -> Tensor:
+    """(N,) MS-SSIM of (N, C, H, W) pairs: per level the mean cs (the last level's mean SSIM), pooled over
+    the channels before or after the product of their powers."""
     weights = spec.weights[:scales]
     if scales != len(spec.weights):
         weights = tuple(w / sum(weights) for w in weights)
+    before = spec.channel_pooling == "before_product"
     levels = []
     for level in range(scales):
         ssim_map, cs_map = _maps(x, y, spec, data_range)
         last = level == scales - 1
-        value = (ssim_map if last else cs_map).mean(dim=(2, 3))
+        value = (ssim_map if last else cs_map).mean(dim=(2, 3))  # (N, C)
+        value = value.mean(dim=1, keepdim=True) if before else value
         levels.append(torch.relu(value) if spec.relu_cs else value)
         if not last:
             x, y = _halve(x, spec.pyramid), _halve(y, spec.pyramid)
@@ -274,9 +302,10 @@ def _ms_ssim(x: Tensor, y: Tensor, spec: StructuralSpec, data_range: float, scal
 
 
 def min_side(spec: StructuralSpec, scales: int = 1) -> int:
-    """The smallest image side for which each of `scales` levels has at least one map pixel under `spec`;
-    with the 'matlab' pyramid, also what `msssim.m` accepts (short side / 2^(scales - 1) >= window size;
-    it returns -Inf below).
+    """The smallest image side for which each of `scales` levels has at least one map pixel under `spec`
+    (for MS-SSIM, every level must hold both its SSIM and its cs map), and the padding fits; with the
+    'matlab' pyramid, also what `msssim.m` accepts (short side / 2^(scales - 1) >= window size; it returns
+    -Inf below).
 
     Example:
         >>> min_side(StructuralSpec(), 5), min_side(StructuralSpec(pyramid="average_pool"), 5)
@@ -284,12 +313,25 @@ def min_side(spec: StructuralSpec, scales: int = 1) -> int:
         >>> min_side(StructuralSpec(pyramid="matlab"), 5), min_side(StructuralSpec(pyramid="matlab"))
         (176, 11)
     """
-    per_level = (spec.window.size if spec.padding == "valid" else 1) + 2 * spec.map_border
+    border = spec.map_border
+    if scales > 1 and spec.cs_border is not None:
+        border = max(border, spec.cs_border)
+    if spec.padding == "valid":
+        per_level = spec.window.size + 2 * border
+    else:
+        per_level = max(_padding_fits(spec), 1 + 2 * border)
     growth = 2 ** (scales - 1)
     if spec.pyramid == "average_pool":
         return per_level * growth
     computable = (per_level - 1) * growth + 1
     return max(computable, spec.window.size * growth) if spec.pyramid == "matlab" else computable
+
+
+def _padding_fits(spec: StructuralSpec) -> int:
+    """The smallest side the 'same' padding can extend: torch's 'reflect' needs more than the pad width,
+    the mirror of 'symmetric' at least the pad width."""
+    after = spec.window.size // 2
+    return {"reflect": after + 1, "symmetric": max(1, after)}.get(spec.padding, 1)
 
 
 __all__ = [
