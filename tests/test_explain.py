@@ -16,6 +16,8 @@ from conftest import degrade, image_batch, matlab_y, real_image, save_image, ski
 from pytorch_msssim import ms_ssim as msssim_reference
 from pytorch_msssim import ssim as ssim_reference
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from test_named_conventions import matlab_gray_levels, matlab_psnr, msssim, ssim_index_new
+from test_tool_conventions import as_batch, piq_values, pyiqa_values, torchmetrics_values
 from typer.testing import CliRunner
 
 import pipeline
@@ -132,6 +134,36 @@ def test_basicsr_y_with_the_scale_cropped_is_explained_by_sr_paper(explained, ph
         x, y = (torch.from_numpy(image.copy())[None, None] for image in (ref_y, out_y))
         values["ms_ssim"].append(float(msssim_reference(x, y, data_range=255.0, size_average=False)[0]))
     assert_ranked_first(explained, reported(values), Variant("sr-paper", 4))
+
+
+LIBRARY_VALUES = {"piq": piq_values, "torchmetrics": torchmetrics_values, "pyiqa": pyiqa_values}
+
+
+@pytest.mark.parametrize("tool", LIBRARY_VALUES)
+def test_each_librarys_defaults_are_explained_by_its_convention(explained, photo_pairs, tool):
+    """piq, torchmetrics and pyiqa, called with their defaults on the stored values / 255 (float64; float32
+    for pyiqa, as its image loader makes): the convention of the same name, uncropped, ranks first. Every
+    photo here (>= 300 px) is above each library's MS-SSIM minimum side, so all three metrics are given."""
+    pytest.importorskip({"torchmetrics": "torchmetrics.functional.image"}.get(tool, tool))
+    dtype = torch.float32 if tool == "pyiqa" else torch.float64
+    values = {metric: [] for metric in EXPLAINED_METRICS}
+    for reference, output in photo_pairs.values():
+        x, y = as_batch(reference).to(dtype) / 255, as_batch(output).to(dtype) / 255
+        for metric, value in LIBRARY_VALUES[tool](x, y, EXPLAINED_METRICS).items():
+            values[metric].append(value)
+    assert_ranked_first(explained, reported(values), Variant(tool, 0))
+
+
+def test_matlab_ssim_index_and_msssim_on_rgb2gray_are_explained_by_matlab(explained, photo_pairs):
+    """Zhou Wang's ssim_index.m and msssim.m (no automatic downsampling) on MATLAB's rgb2gray levels, as
+    transcribed in tests/test_named_conventions.py: matlab ranks first, ahead of matlab-downsampled."""
+    values = {"psnr": [], "ssim": [], "ms_ssim": []}
+    for reference, output in photo_pairs.values():
+        img1, img2 = matlab_gray_levels(reference), matlab_gray_levels(output)
+        values["psnr"].append(matlab_psnr(img1, img2))
+        values["ssim"].append(ssim_index_new(img1, img2)[0])
+        values["ms_ssim"].append(msssim(img1, img2))
+    assert_ranked_first(explained, reported(values), Variant("matlab", 0))
 
 
 @pytest.mark.parametrize("variant", convention_variants(4), ids=Variant.describe)
