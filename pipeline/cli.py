@@ -50,6 +50,32 @@ app = typer.Typer(
 
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="Also show Dask's INFO messages.")]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="Show only errors, and warnings of this tool.")]
+
+# Options several commands take, declared once
+OutputSuffix = Annotated[str | None, typer.Option(help="Output stem = reference stem + this suffix.")]
+OutputTemplate = Annotated[str | None, typer.Option(help="Output stem template, e.g. '{stem}_x4_SR'.")]
+OutputRegex = Annotated[
+    str | None, typer.Option(help="Regex on the output's relative path; group 'key' gives the key.")
+]
+SizeMismatchOption = Annotated[
+    SizeMismatch | None,
+    typer.Option(help="Pairs of different sizes: error, crop (top-left) or resize (bicubic)."),
+]
+DataRange = Annotated[
+    float | None, typer.Option(help="Peak value for float .npy arrays (integer images use their bit depth).")
+]
+MsSsimScales = Annotated[
+    int | None, typer.Option(help="MS-SSIM scales (5 standard; fewer for small images).")
+]
+Scheduler = Annotated[
+    str | None, typer.Option(help="Dask scheduler address (tcp://host:8786), or 'threads' / 'sync' to debug.")
+]
+SchedulerFile = Annotated[str | None, typer.Option(help="Dask scheduler file of an existing cluster.")]
+Threads = Annotated[
+    int | None, typer.Option(help="Torch threads per task (default 1; with --workers: cores / workers).")
+]
+DeviceOption = Annotated[Device | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
 COLOURS = {logging.WARNING: typer.colors.YELLOW, logging.ERROR: typer.colors.RED}
 
 
@@ -135,14 +161,8 @@ def score(
     crop_border: Annotated[
         int | None, typer.Option(help="Border pixels to crop; overrides what --scale implies.")
     ] = None,
-    size_mismatch: Annotated[
-        SizeMismatch | None,
-        typer.Option(help="Pairs of different sizes: error, crop (top-left) or resize (bicubic)."),
-    ] = None,
-    data_range: Annotated[
-        float | None,
-        typer.Option(help="Peak value for float .npy arrays (integer images use their bit depth)."),
-    ] = None,
+    size_mismatch: SizeMismatchOption = None,
+    data_range: DataRange = None,
     volumes: Annotated[
         bool | None,
         typer.Option(
@@ -150,13 +170,8 @@ def score(
             help="Read 3-D .npy arrays as volumes (D, H, W[, C]); NIfTI (.nii, .nii.gz) always is one.",
         ),
     ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Dask scheduler address (tcp://host:8786), or 'threads' / 'sync' to debug."),
-    ] = None,
-    scheduler_file: Annotated[
-        str | None, typer.Option(help="Dask scheduler file of an existing cluster.")
-    ] = None,
+    scheduler: Scheduler = None,
+    scheduler_file: SchedulerFile = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -164,27 +179,17 @@ def score(
             "one in-process worker with a thread per core; above 4 cores, processes of up to 4 threads)."
         ),
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option(help="Torch threads per task (default 1; with --workers: cores / workers).")
-    ] = None,
-    device: Annotated[Device | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = None,
+    threads: Threads = None,
+    device: DeviceOption = None,
     lpips_net: Annotated[LpipsNet | None, typer.Option(help="LPIPS backbone: alex, vgg or squeeze.")] = None,
     lpips_weights: Annotated[
         str | None, typer.Option(help="Backbone checkpoint file (or folder holding it) for LPIPS.")
     ] = None,
-    output_suffix: Annotated[
-        str | None, typer.Option(help="Output stem = reference stem + this suffix.")
-    ] = None,
-    output_template: Annotated[
-        str | None, typer.Option(help="Output stem template, e.g. '{stem}_x4_SR'.")
-    ] = None,
-    output_regex: Annotated[
-        str | None, typer.Option(help="Regex on the output's relative path; group 'key' gives the key.")
-    ] = None,
+    output_suffix: OutputSuffix = None,
+    output_template: OutputTemplate = None,
+    output_regex: OutputRegex = None,
     group_depth: Annotated[int | None, typer.Option(help="Key path components that form the group.")] = None,
-    ms_ssim_scales: Annotated[
-        int | None, typer.Option(help="MS-SSIM scales (5 standard; fewer for small images).")
-    ] = None,
+    ms_ssim_scales: MsSsimScales = None,
     shard_pairs: Annotated[int | None, typer.Option(help="Pairs per Dask task (default: automatic).")] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML config file; command-line options win over it.")
@@ -199,7 +204,7 @@ def score(
     report: Annotated[
         bool | None, typer.Option("--report/--no-report", help="Write RUN_DIR/report.html.")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Progress = True,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -247,13 +252,9 @@ def _print_run(run: api.Run) -> None:
 def pairs(
     reference: Annotated[Path, typer.Argument(help="Folder of reference images.")],
     output: Annotated[Path, typer.Argument(help="Folder of model outputs.")],
-    output_suffix: Annotated[
-        str | None, typer.Option(help="Output stem = reference stem + this suffix.")
-    ] = None,
-    output_template: Annotated[
-        str | None, typer.Option(help="Output stem template, e.g. '{stem}_x4_SR'.")
-    ] = None,
-    output_regex: Annotated[str | None, typer.Option(help="Regex on the output's relative path.")] = None,
+    output_suffix: OutputSuffix = None,
+    output_template: OutputTemplate = None,
+    output_regex: OutputRegex = None,
     group_depth: Annotated[int, typer.Option(help="Key path components that form the group.")] = 1,
     limit: Annotated[int, typer.Option(help="Entries to list per section.")] = 20,
 ) -> None:
@@ -310,39 +311,18 @@ def explain(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the ranking and the match as JSON to this file.")
     ] = None,
-    output_suffix: Annotated[
-        str | None, typer.Option(help="Output stem = reference stem + this suffix.")
-    ] = None,
-    output_template: Annotated[
-        str | None, typer.Option(help="Output stem template, e.g. '{stem}_x4_SR'.")
-    ] = None,
-    output_regex: Annotated[
-        str | None, typer.Option(help="Regex on the output's relative path; group 'key' gives the key.")
-    ] = None,
-    size_mismatch: Annotated[
-        SizeMismatch | None,
-        typer.Option(help="Pairs of different sizes: error, crop (top-left) or resize (bicubic)."),
-    ] = None,
-    data_range: Annotated[
-        float | None,
-        typer.Option(help="Peak value for float .npy arrays (integer images use their bit depth)."),
-    ] = None,
-    ms_ssim_scales: Annotated[
-        int | None, typer.Option(help="MS-SSIM scales (5 standard; fewer for small images).")
-    ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Dask scheduler address (tcp://host:8786), or 'threads' / 'sync' to debug."),
-    ] = None,
-    scheduler_file: Annotated[
-        str | None, typer.Option(help="Dask scheduler file of an existing cluster.")
-    ] = None,
+    output_suffix: OutputSuffix = None,
+    output_template: OutputTemplate = None,
+    output_regex: OutputRegex = None,
+    size_mismatch: SizeMismatchOption = None,
+    data_range: DataRange = None,
+    ms_ssim_scales: MsSsimScales = None,
+    scheduler: Scheduler = None,
+    scheduler_file: SchedulerFile = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes of the embedded cluster.")] = None,
-    threads: Annotated[
-        int | None, typer.Option(help="Torch threads per task (default 1; with --workers: cores / workers).")
-    ] = None,
-    device: Annotated[Device | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    threads: Threads = None,
+    device: DeviceOption = None,
+    progress: Progress = True,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -487,10 +467,7 @@ def similar(
         ),
     ] = 128,
     block: Annotated[int, typer.Option(help="Images per block; one Dask task compares two blocks.")] = 64,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Dask scheduler address (tcp://host:8786), or 'threads' / 'sync' to debug."),
-    ] = None,
+    scheduler: Scheduler = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes of the embedded cluster.")] = None,
     lpips_net: Annotated[
         LpipsNet, typer.Option(help="LPIPS backbone: alex, vgg or squeeze.")
