@@ -157,6 +157,11 @@ def test_incomplete_suite_fails(nightly: Path, tmp_path: Path):
     assert "FAILED" in suite_line(result.output, "sr_x2") and "missing output" in result.output
     assert "PASSED" in suite_line(result.output, "jpeg")
     assert not (tmp_path / "baseline").exists()
+    page = (tmp_path / "runs/day1/report.html").read_text(encoding="utf-8")
+    assert '<h1>Nightly run <span class="verdict bad">FAILED</span></h1>' in page  # not REGRESSED
+    assert '<h2>sr_x2 <span class="verdict bad">FAILED</span></h2>' in page
+    assert '<h2>jpeg <span class="verdict none">no baseline</span></h2>' in page
+    assert "REGRESSED" not in page
 
 
 def test_a_key_two_outputs_claim_fails_its_suite_and_misnamed_outputs_get_a_hint(

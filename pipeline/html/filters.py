@@ -144,8 +144,19 @@ def verdict(passed: bool | None) -> str:
     return "pass" if passed else "REGRESSED"
 
 
+def verdict_class(label: str) -> str:
+    """The CSS class of a nightly verdict label: 'bad' (FAILED, REGRESSED), 'none' (no baseline) or ''.
+
+    Example:
+        >>> verdict_class("FAILED"), verdict_class("pass")
+        ('bad', '')
+    """
+    return {"FAILED": "bad", "REGRESSED": "bad", "no baseline": "none"}.get(label, "")
+
+
 FILTERS: dict[str, Callable[..., str]] = {
     "metric_value": metric_value,
+    "verdict_class": verdict_class,
     "signed": signed,
     "interval": interval,
     "count": count,

@@ -201,6 +201,7 @@ class SuiteData:
     run_dir: str
     report_href: str | None
     passed: bool | None
+    label: str  # the verdict shown: FAILED, REGRESSED, pass or no baseline (`verdict_label`)
     run_id: str
     counts: dict[str, int]
     overall: list[MetricSummary]
@@ -217,6 +218,7 @@ class NightlyData:
 
     generated: str
     passed: bool | None
+    label: str
     suites: list[SuiteData]
 
 
@@ -563,6 +565,24 @@ def build_report(
     )
 
 
+LABELS = ("FAILED", "REGRESSED", "pass", "no baseline")  # worst first
+
+
+def verdict_label(verdict: str | None, passed: bool | None) -> str:
+    """What a nightly suite shows: FAILED (scoring failed, an incomplete run, or a baseline that is not
+    comparable), REGRESSED, pass, or no baseline.
+
+    Example:
+        >>> verdict_label("failed", False), verdict_label("regressed", False), verdict_label(None, None)
+        ('FAILED', 'REGRESSED', 'no baseline')
+    """
+    if verdict == "failed":
+        return "FAILED"
+    if verdict == "regressed" or passed is False:
+        return "REGRESSED"
+    return "no baseline" if passed is None else "pass"
+
+
 def build_suite(suite: dict[str, Any], output_dir: Path) -> SuiteData:
     """One nightly suite: verdict, statistics and comparison; a broken run directory becomes `error`."""
     run_dir = Path(suite["run_dir"])
@@ -573,6 +593,7 @@ def build_suite(suite: dict[str, Any], output_dir: Path) -> SuiteData:
         run_dir=str(run_dir),
         report_href=relative_href(report, output_dir) if report.exists() else None,
         passed=suite.get("passed"),
+        label=verdict_label(suite.get("verdict"), suite.get("passed")),
         run_id="",
         counts={},
         overall=[],
@@ -601,4 +622,5 @@ def build_nightly(suites: list[dict[str, Any]], output: Path) -> NightlyData:
     built = [build_suite(suite, output.parent) for suite in suites]
     verdicts = [s.passed for s in built if s.passed is not None]
     passed = all(verdicts) if verdicts else None
-    return NightlyData(generated=now_text(), passed=passed, suites=built)
+    label = min((s.label for s in built), key=LABELS.index, default="no baseline")
+    return NightlyData(generated=now_text(), passed=passed, label=label, suites=built)
