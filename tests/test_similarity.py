@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import sha256_of
 from PIL import Image, ImageEnhance
 from typer.testing import CliRunner
 
@@ -218,6 +219,29 @@ def test_pairwise_matrices_match_library_metrics() -> None:
     torch.testing.assert_close(psnr_matrix(a, b), reference(psnr, data_range=1.0), atol=1e-4, rtol=0)
     got = ms_ssim_matrix(a, b, window, scales=5)
     torch.testing.assert_close(got, reference(ms_ssim, data_range=1.0), atol=1e-5, rtol=0)
+
+
+def test_an_lpips_search_records_its_verified_backbone(
+    photo_dirs: dict[str, Path], alex_weights: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "lpips"
+    options = [
+        "--metric",
+        "lpips",
+        "--lpips-weights",
+        str(alex_weights),
+        "--scheduler",
+        "sync",
+        "--size",
+        "64",
+    ]
+    _run(str(photo_dirs["originals"]), "-o", str(run_dir), *options)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["lpips_backbone"] == str(alex_weights.resolve())
+    assert manifest["lpips_backbone_sha256"] == sha256_of(alex_weights)
+    plain = tmp_path / "ssim"
+    _run(str(photo_dirs["originals"]), "-o", str(plain), "--scheduler", "sync", "--size", "32")
+    assert json.loads((plain / "manifest.json").read_text())["lpips_backbone_sha256"] is None
 
 
 def test_lpips_matrix_matches_lpips(checkpoint_store: Path) -> None:

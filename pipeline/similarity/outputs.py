@@ -89,6 +89,8 @@ def write_manifest(result: SimilarResult, path: Path) -> None:
         "timings": result.timings,
         "files": result.files,
         "settings": asdict(SimilarSettings(metric=result.metric, size=result.size)),
+        "lpips_backbone": result.lpips_backbone[0] if result.lpips_backbone else None,
+        "lpips_backbone_sha256": result.lpips_backbone[1] if result.lpips_backbone else None,
     }
     write_text_atomic(path, json.dumps(manifest, indent=2))
 

@@ -50,6 +50,7 @@ class SimilarResult:
     block: int = DEFAULT_BLOCK
     roots: tuple[str, str | None] = ("", None)
     files: dict[str, str] = field(default_factory=dict)
+    lpips_backbone: tuple[str, str] | None = None  # (path, sha256) of the verified backbone, for LPIPS
 
     @property
     def higher_is_better(self) -> bool:

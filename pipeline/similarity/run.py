@@ -147,6 +147,7 @@ def run_similar(
         set_a, set_b, against is None, matrix, failures, settings, timings, description, run_path
     )
     result.block, result.roots = block, (set_a.root, None if against is None else set_b.root)
+    result.lpips_backbone = (str(backbone.path), backbone.sha256) if backbone else None
     _write_outputs(result, page_writer)
     timings["total_s"] = time.perf_counter() - started
     return result
