@@ -47,7 +47,7 @@ def gaussian_window(
         >>> window.shape, round(float(window.sum()), 6)
         (torch.Size([11]), 1.0)
     """
-    coords = torch.arange(size, dtype=torch.float64) - size // 2
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2  # the centre, also for an even size
     taps = torch.exp(-(coords**2) / (2 * sigma**2))
     return (taps / taps.sum()).to(dtype=dtype, device=device)
 

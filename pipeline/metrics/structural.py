@@ -35,6 +35,7 @@ from torch import Tensor
 
 from pipeline.metrics import ssim_cpu
 from pipeline.metrics.checks import check_data_range, check_pair
+from pipeline.metrics.ssim import gaussian_window
 
 Padding = Literal["valid", "symmetric", "reflect", "replicate", "zeros"]
 Downsample = Literal["none", "matlab", "average_pool"]
@@ -61,10 +62,7 @@ class Window:
         """
         if self.kind == "uniform":
             return torch.full((self.size,), 1.0 / self.size, dtype=dtype, device=device)
-        centre = (self.size - 1) / 2
-        offsets = torch.arange(self.size, dtype=torch.float64) - centre
-        taps = torch.exp(-(offsets**2) / (2 * self.sigma**2))
-        return (taps / taps.sum()).to(dtype=dtype, device=device)
+        return gaussian_window(self.size, self.sigma, dtype=dtype, device=device)
 
     def describe(self) -> str:
         side = f"{self.size}x{self.size}"
