@@ -101,7 +101,8 @@ def assert_ranked_first(explanation, given: dict[str, str], expected: Variant) -
 # Each tool's own numbers, and the convention named after it
 
 
-def test_scikit_image_defaults_are_explained_by_skimage_defaults(explained, photo_pairs):
+def scikit_image_values(photo_pairs) -> dict[str, list[float]]:
+    """Per-pair PSNR and SSIM as scikit-image computes them with its defaults (data range 255)."""
     values = {"psnr": [], "ssim": []}
     for reference, output in photo_pairs.values():
         channel_axis = -1 if reference.ndim == 3 else None
@@ -109,6 +110,11 @@ def test_scikit_image_defaults_are_explained_by_skimage_defaults(explained, phot
         values["ssim"].append(
             structural_similarity(reference, output, data_range=255, channel_axis=channel_axis)
         )
+    return values
+
+
+def test_scikit_image_defaults_are_explained_by_skimage_defaults(explained, photo_pairs):
+    values = scikit_image_values(photo_pairs)
     assert_ranked_first(explained, reported(values), Variant("skimage-defaults", 0))
 
 
@@ -185,13 +191,7 @@ def test_every_convention_is_found_from_its_own_rounded_means(explained, photo_p
 
 def test_explain_finds_the_match_end_to_end(folders, photo_pairs):
     """The CLI with given numbers: scikit-image's rounded means name skimage-defaults."""
-    values = {"psnr": [], "ssim": []}
-    for reference, output in photo_pairs.values():
-        channel_axis = -1 if reference.ndim == 3 else None
-        values["psnr"].append(peak_signal_noise_ratio(reference, output, data_range=255))
-        values["ssim"].append(
-            structural_similarity(reference, output, data_range=255, channel_axis=channel_axis)
-        )
+    values = scikit_image_values(photo_pairs)
     given = reported(values)
     args = ["explain", *map(str, folders), "--psnr", given["psnr"], "--ssim", given["ssim"]]
     result = runner.invoke(app, [*args, "--scheduler", "sync", "--no-progress"])

@@ -89,12 +89,7 @@ def scaled_dataset(ref_dir: Path, out_dir: Path, root: Path, copies: int) -> tup
     for source, target in zip((ref_dir, out_dir), targets, strict=True):
         for path in sorted(p for p in source.rglob("*") if p.is_file()):
             for copy in range(copies):
-                destination = target / f"copy-{copy}" / path.relative_to(source)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(path, destination)
-                except OSError:
-                    shutil.copy2(path, destination)
+                link_or_copy(path, target / f"copy-{copy}" / path.relative_to(source))
     return targets
 
 
@@ -147,9 +142,14 @@ def seeded_alexnet(torch_home: Path) -> Path:
         torch.save(torchvision.models.alexnet(weights=None).state_dict(), path)
     cached = torch_home / "hub" / "checkpoints" / ALEXNET_FILE
     if not cached.exists():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, cached)
-        except OSError:
-            shutil.copy2(path, cached)
+        link_or_copy(path, cached)
     return path
+
+
+def link_or_copy(source: Path, destination: Path) -> None:
+    """Put `source` at `destination` (folders made): a hard link where the file system allows, else a copy."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
