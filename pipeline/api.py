@@ -8,6 +8,9 @@ Example (a notebook):
     >>> run.frame.groupby("group")["ssim"].mean()  # doctest: +SKIP
     >>> pipeline.compare("runs/yesterday", "runs/today").passed  # doctest: +SKIP
     True
+
+Folders and run directories may be URLs (`s3://bucket/runs/today`, see `pipeline.locations`); the
+`storage_options` argument of each function passes options to their file systems.
 """
 
 from __future__ import annotations
@@ -41,23 +44,25 @@ class Run:
     """A scored run: where it is, what its manifest says, its rows and statistics.
 
     Attributes:
-        run_dir: the run directory.
+        run_dir: the run directory (its URL for a run in object storage).
         config: the configuration it was scored with.
         manifest: the content of manifest.json.
         notices: what the run said the user must know (e.g. LPIPS left out).
-        report_path: the HTML report, when one was written.
+        report_path: the HTML report (its URL in object storage), when one was written.
+        storage_options: options of the file system of a URL run directory.
     """
 
-    run_dir: Path
+    run_dir: Path | str
     config: ScoreConfig
     manifest: dict[str, Any]
     notices: list[str] = field(default_factory=list)
-    report_path: Path | None = None
+    report_path: Path | str | None = None
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)
 
     @cached_property
     def frame(self) -> pd.DataFrame:
         """One row per pair (`pipeline.load_results`)."""
-        return load_results(self.run_dir)
+        return load_results(self.run_dir, storage_options=self.storage_options)
 
     @cached_property
     def summary(self) -> list[MetricSummary]:
@@ -85,17 +90,19 @@ def score(
     overwrite: bool = False,
     progress: bool = True,
     log_level: int = logging.WARNING,
+    storage_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> Run:
     """Score every reference/output pair of two folders into `run_dir`, as `iqa score` does.
 
     Args:
-        reference, output: the folders, paired by relative path without extension.
-        run_dir: where the Parquet parts, manifest.json and report.html go.
+        reference, output: the folders, paired by relative path without extension (paths or URLs).
+        run_dir: where the Parquet parts, manifest.json and report.html go (a path or a URL).
         config: a YAML config file; `options` win over it.
         resume, overwrite: continue or replace a run already in `run_dir`.
         progress: show a progress bar.
         log_level: the level of Dask's loggers in a cluster started here.
+        storage_options: options of the file systems of URLs, e.g. {'endpoint_url': 'http://...'}.
         **options: any `pipeline.config.ScoreConfig` field: metrics ('psnr,ssim' or a list), convention,
             scale, crop_border, size_mismatch, workers, scheduler, report, ...
 
@@ -108,10 +115,12 @@ def score(
     chosen = build_config(load_config_file(config) if config else None, **options)
     result = score_folders(
         reference, output, run_dir, chosen, resume=resume, overwrite=overwrite, progress=progress,
-        log_level=log_level,
+        log_level=log_level, storage_options=storage_options,
     )  # fmt: skip
-    report_path = render_run_report(run_dir) if chosen.report else None
-    return Run(Path(run_dir), chosen, result.manifest, result.notices, report_path)
+    report_path = None
+    if chosen.report:
+        report_path = render_run_report(result.run_dir, storage_options=storage_options)
+    return Run(result.run_dir, chosen, result.manifest, result.notices, report_path, storage_options)
 
 
 def compare(
@@ -121,6 +130,7 @@ def compare(
     tolerances: dict[str, float] | None = None,
     require_significant: bool = False,
     force: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> Comparison:
     """Compare two runs pair by pair, as `iqa compare` does; `.passed` is False on a regression.
 
@@ -135,8 +145,9 @@ def compare(
             difference), unless `force` is given.
     """
     return compare_runs(
-        baseline, candidate, tolerances=tolerances, require_significant=require_significant, force=force
-    )
+        baseline, candidate, tolerances=tolerances, require_significant=require_significant, force=force,
+        storage_options=storage_options,
+    )  # fmt: skip
 
 
 def report(
@@ -146,12 +157,15 @@ def report(
     output: str | Path | None = None,
     worst: int | None = None,
     force: bool = False,
-) -> Path:
+    storage_options: dict[str, Any] | None = None,
+) -> Path | str:
     """Write the HTML report of a run (with a baseline section when given), as `iqa report` does.
 
     `force` compares with a baseline that is not comparable anyway (the section is then marked FORCED).
     """
-    return render_run_report(run_dir, baseline=baseline, output=output, worst=worst, force=force)
+    return render_run_report(
+        run_dir, baseline=baseline, output=output, worst=worst, force=force, storage_options=storage_options
+    )
 
 
 def explain(
@@ -198,9 +212,15 @@ def explain(
     return explain_folders(reference, output, config, given, progress=progress, log_level=log_level)
 
 
-def pairs(reference: str | Path, output: str | Path, **mapping: Any) -> Pairing:
+def pairs(
+    reference: str | Path,
+    output: str | Path,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    **mapping: Any,
+) -> Pairing:
     """How two folders pair up, as `iqa pairs` shows it (`output_suffix`, `output_template`, ...)."""
-    return discover_pairs(reference, output, **mapping)
+    return discover_pairs(reference, output, storage_options=storage_options, **mapping)
 
 
 def similar(folder: str | Path, run_dir: str | Path, *, report: bool = True, **options: Any) -> SimilarResult:

@@ -35,6 +35,7 @@ from pipeline.conventions import SPECS, convention_named
 from pipeline.discover import format_pairing
 from pipeline.errors import IQAError
 from pipeline.explanation import Explanation
+from pipeline.locations import parse_storage_options
 from pipeline.nightly import format_nightly
 from pipeline.pairing_hints import pairing_hints
 from pipeline.similarity import format_nearest
@@ -76,6 +77,15 @@ Threads = Annotated[
 ]
 DeviceOption = Annotated[Device | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
 Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+StorageOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--storage-option",
+        help="KEY=VALUE for the file system of URL arguments (s3://, gs://, az://, ...), repeatable, e.g. "
+        "endpoint_url=http://127.0.0.1:9000. Credentials come the standard way (AWS_*, ...).",
+    ),
+]
+Folder = str  # a path or a URL (`s3://bucket/ref`): typer's Path would fold the URL's '//'
 COLOURS = {logging.WARNING: typer.colors.YELLOW, logging.ERROR: typer.colors.RED}
 
 
@@ -137,12 +147,14 @@ def _config_options(values: dict[str, Any]) -> dict[str, Any]:
 @app.command()
 @user_errors
 def score(
-    reference: Annotated[Path, typer.Argument(help="Folder of reference (ground-truth) images.")],
+    reference: Annotated[Folder, typer.Argument(help="Folder of reference (ground-truth) images, or a URL.")],
     output: Annotated[
-        Path, typer.Argument(help="Folder of model outputs, paired with references by relative path.")
+        Folder,
+        typer.Argument(help="Folder of model outputs (or a URL), paired with references by relative path."),
     ],
     run_dir: Annotated[
-        Path, typer.Option("-o", "--out", "--run-dir", help="Run directory to write results into.")
+        Folder,
+        typer.Option("-o", "--out", "--run-dir", help="Run directory to write results into (or a URL)."),
     ],
     metrics: Annotated[
         str | None,
@@ -205,6 +217,7 @@ def score(
         bool | None, typer.Option("--report/--no-report", help="Write RUN_DIR/report.html.")
     ] = None,
     progress: Progress = True,
+    storage_option: StorageOption = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -219,6 +232,7 @@ def score(
         overwrite=overwrite,
         progress=progress,
         log_level=dask_level,
+        storage_options=parse_storage_options(storage_option),
         **_config_options(locals()),
     )
     _print_run(run)
@@ -228,7 +242,7 @@ def score(
         typer.secho(
             f"Some references have no ok row ({counts['error']} failed, {counts['missing']} missing "
             f"output(s), {counts.get('unscored_duplicates', 0)} key(s) claimed by two files): see above, "
-            f"{run_dir / 'manifest.json'} and the `error` column. Exit 1 (--allow-failures: 0).",
+            f"{run.run_dir}/manifest.json and the `error` column. Exit 1 (--allow-failures: 0).",
             fg=typer.colors.RED,
             err=True,
         )
@@ -250,13 +264,14 @@ def _print_run(run: api.Run) -> None:
 @app.command()
 @user_errors
 def pairs(
-    reference: Annotated[Path, typer.Argument(help="Folder of reference images.")],
-    output: Annotated[Path, typer.Argument(help="Folder of model outputs.")],
+    reference: Annotated[Folder, typer.Argument(help="Folder of reference images, or a URL.")],
+    output: Annotated[Folder, typer.Argument(help="Folder of model outputs, or a URL.")],
     output_suffix: OutputSuffix = None,
     output_template: OutputTemplate = None,
     output_regex: OutputRegex = None,
     group_depth: Annotated[int, typer.Option(help="Key path components that form the group.")] = 1,
     limit: Annotated[int, typer.Option(help="Entries to list per section.")] = 20,
+    storage_option: StorageOption = None,
 ) -> None:
     """Print how the two folders pair up (counts and lists) without scoring; exit 1 when a reference would get
     no ok row (no output, or a key two files claim)."""
@@ -267,6 +282,7 @@ def pairs(
         output_template=output_template,
         output_regex=output_regex,
         group_depth=group_depth,
+        storage_options=parse_storage_options(storage_option),
     )
     typer.echo(format_pairing(pairing, limit=limit))
     for hint in pairing_hints(pairing):
@@ -356,8 +372,8 @@ def _explain_incomplete(explanation: Explanation) -> None:
 @app.command()
 @user_errors
 def compare(
-    baseline: Annotated[Path, typer.Argument(help="Baseline run directory (written by `iqa score`).")],
-    candidate: Annotated[Path, typer.Argument(help="Candidate run directory, compared pair by pair.")],
+    baseline: Annotated[Folder, typer.Argument(help="Baseline run directory (written by `iqa score`).")],
+    candidate: Annotated[Folder, typer.Argument(help="Candidate run directory, compared pair by pair.")],
     tolerance: Annotated[
         list[str] | None,
         typer.Option(
@@ -383,6 +399,7 @@ def compare(
             "(otherwise exit 2); the verdict is marked FORCED."
         ),
     ] = False,
+    storage_option: StorageOption = None,
 ) -> None:
     """Compare two runs by key: exit 1 when a metric's mean got worse than its tolerance, 0 otherwise."""
     comparison = api.compare(
@@ -391,6 +408,7 @@ def compare(
         tolerances=parse_tolerances(tolerance or []),
         require_significant=require_significant,
         force=force,
+        storage_options=parse_storage_options(storage_option),
     )
     if json_path:
         json_path.write_text(comparison.to_json(), encoding="utf-8")
@@ -427,12 +445,13 @@ def run_nightly(
 @app.command()
 @user_errors
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `iqa score`.")],
+    run_dir: Annotated[Folder, typer.Argument(help="Run directory written by `iqa score`, or a URL.")],
     baseline: Annotated[
-        Path | None, typer.Option(help="Baseline run directory: adds deltas and the largest regressions.")
+        Folder | None, typer.Option(help="Baseline run directory: adds deltas and the largest regressions.")
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="HTML file to write (default RUN_DIR/report.html).")
+        Folder | None,
+        typer.Option("-o", "--output", help="HTML file to write (default RUN_DIR/report.html)."),
     ] = None,
     worst: Annotated[
         int | None, typer.Option(min=0, help="Worst pairs per metric shown with pictures (default 8).")
@@ -440,9 +459,13 @@ def report(
     force: Annotated[
         bool, typer.Option(help="Compare with a baseline that is not comparable anyway (marked FORCED).")
     ] = False,
+    storage_option: StorageOption = None,
 ) -> None:
     """Write the self-contained HTML report of a run (statistics, plots, worst cases, failures)."""
-    path = api.report(run_dir, baseline=baseline, output=output, worst=worst, force=force)
+    path = api.report(
+        run_dir, baseline=baseline, output=output, worst=worst, force=force,
+        storage_options=parse_storage_options(storage_option),
+    )  # fmt: skip
     typer.echo(f"report: {path}")
 
 

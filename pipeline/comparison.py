@@ -44,10 +44,11 @@ from pipeline.config import ScoreConfig
 from pipeline.console import format_number, format_table
 from pipeline.conventions import ConventionSpec, flat_spec
 from pipeline.errors import NotComparableError, RunDirError, UsageError
+from pipeline.locations import StorageOptions
 from pipeline.manifest import read_manifest
 from pipeline.metrics.structural import StructuralSpec
 from pipeline.results import load_results
-from pipeline.run_dirs import require_run_dir
+from pipeline.run_dirs import RunDir, require_run_dir
 from pipeline.summary import bootstrap_mean_ci, metric_columns
 
 DEFAULT_TOLERANCES: dict[str, float] = {name: spec.tolerance for name, spec in METRICS.items()}
@@ -521,14 +522,14 @@ def run_differences(baseline: dict[str, Any], candidate: dict[str, Any], metrics
     return [f"{label} {_shown(base)} vs {_shown(cand)}" for label, base, cand in values if base != cand]
 
 
-def _read_manifest_or_none(run_dir: Path) -> dict[str, Any] | None:
+def _read_manifest_or_none(run_dir: RunDir) -> dict[str, Any] | None:
     try:
         return read_manifest(run_dir)
     except RunDirError:
         return None
 
 
-def run_dir_differences(baseline_dir: Path, candidate_dir: Path, metrics: Iterable[str]) -> list[str]:
+def run_dir_differences(baseline_dir: RunDir, candidate_dir: RunDir, metrics: Iterable[str]) -> list[str]:
     """`run_differences` of two run directories; a run without a readable manifest.json is a difference too
     (how it was scored is unknown)."""
     manifests = {
@@ -552,21 +553,23 @@ def compare_runs(
     tolerances: dict[str, float] | None = None,
     require_significant: bool = False,
     force: bool = False,
+    storage_options: StorageOptions | None = None,
 ) -> Comparison:
-    """Compare two run directories written by `iqa score`.
+    """Compare two run directories written by `iqa score` (paths or URLs).
 
     Args:
         tolerances: per-metric absolute tolerances (else `DEFAULT_TOLERANCES`).
         require_significant: a metric regresses only when its paired bootstrap 95% CI also lies below 0.
         force: compare runs that are not comparable anyway; the result is marked `forced`.
+        storage_options: options of the file system of URLs.
 
     Raises:
         UsageError: when a folder does not exist or is not a run directory.
         NotComparableError: the runs' values follow different definitions (`run_differences`) and `force`
             is not given.
     """
-    baseline_dir = require_run_dir(Path(baseline_dir), "baseline")
-    candidate_dir = require_run_dir(Path(candidate_dir), "candidate")
+    baseline_dir = require_run_dir(baseline_dir, "baseline", storage_options)
+    candidate_dir = require_run_dir(candidate_dir, "candidate", storage_options)
     baseline, candidate = load_results(baseline_dir), load_results(candidate_dir)
     differences = run_dir_differences(baseline_dir, candidate_dir, shared_metrics(baseline, candidate))
     if differences and not force:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import ConfigError, UsageError
 from pipeline.images import image_extension
+from pipeline.locations import StorageOptions, is_url, locate
 
 KeyMapper = Callable[[str], "str | None"]
 
@@ -89,28 +90,45 @@ def discover_pairs(
     output_template: str | None = None,
     output_regex: str | None = None,
     group_depth: int = 1,
+    storage_options: StorageOptions | None = None,
 ) -> Pairing:
     """Pair the images under `ref_dir` with those under `out_dir` by key.
 
     Both folders are walked recursively (symlinks followed, loops detected); hidden entries and files
-    without an image extension are ignored.
+    without an image extension are ignored. A folder may be a URL (`s3://bucket/ref`): it is listed through
+    fsspec, and its pairs carry URLs instead of paths.
 
     Args:
-        ref_dir: Folder of reference images.
-        out_dir: Folder of output images.
+        ref_dir: Folder of reference images, a path or a URL.
+        out_dir: Folder of output images, a path or a URL.
         output_suffix: Output stem = reference stem + suffix (`_x4_SR`).
         output_template: Output stem as a template with one `{stem}` placeholder (`{stem}_x4_SR`).
         output_regex: Regex that must match an output's whole relative path without extension; its group
             `key` (or its first group) is the key.
         group_depth: Number of leading directory components of a key that form its group.
+        storage_options: options of the file system of a URL folder.
 
     Returns:
         The pairing, every list sorted.
 
     Raises:
         UsageError: A folder is missing or not a directory, or both are the same folder.
+        StorageError: a store refuses the listing (bucket, credentials, access), naming the URL.
         ConfigError: More than one mapping, a bad template or regex, or a negative `group_depth`.
     """
+    naming = {
+        "output_suffix": output_suffix, "output_template": output_template, "output_regex": output_regex,
+        "group_depth": group_depth,
+    }  # fmt: skip
+    if is_url(ref_dir) or is_url(out_dir):
+        ref_files = list_url_images(ref_dir, "Reference", storage_options)
+        out_files = list_url_images(out_dir, "Output", storage_options)
+        if locate(ref_dir, storage_options).url == locate(out_dir, storage_options).url:
+            raise UsageError(
+                f"Reference folder {ref_dir} and output folder {out_dir} are the same folder; "
+                "pass the folder of model outputs as the second argument."
+            )
+        return pair_files(ref_files, out_files, [], **naming)
     ref_root = _check_folder(ref_dir, "Reference")
     out_root = _check_folder(out_dir, "Output")
     ref_real, out_real = os.path.realpath(ref_root), os.path.realpath(out_root)
@@ -119,14 +137,27 @@ def discover_pairs(
             f"Reference folder {ref_root} and output folder {out_root} are the same folder ({ref_real}); "
             "pass the folder of model outputs as the second argument."
         )
-    if not isinstance(group_depth, int) or group_depth < 0:
-        raise ConfigError(f"group_depth must be a non-negative integer, got {group_depth!r}.")
-    mapper = _output_mapper(output_suffix, output_template, output_regex)
-
     skipped: list[dict] = []
     ref_files = _walk(ref_root, ref_real, out_real, skipped)
     out_files = _walk(out_root, out_real, ref_real, skipped)
+    return pair_files(ref_files, out_files, skipped, **naming)
 
+
+def pair_files(
+    ref_files: list[tuple[str, str]],
+    out_files: list[tuple[str, str]],
+    skipped: list[dict],
+    *,
+    output_suffix: str | None = None,
+    output_template: str | None = None,
+    output_regex: str | None = None,
+    group_depth: int = 1,
+) -> Pairing:
+    """Pair two listings of `(relative POSIX path, path or URL)` by key; `skipped` holds what the listing
+    could not use (more is appended)."""
+    if not isinstance(group_depth, int) or group_depth < 0:
+        raise ConfigError(f"group_depth must be a non-negative integer, got {group_depth!r}.")
+    mapper = _output_mapper(output_suffix, output_template, output_regex)
     refs, _ = _index(ref_files, None, skipped)
     outs, unmatched = _index(out_files, mapper, skipped)
 
@@ -233,6 +264,28 @@ def walk_images(
     skipped: list[dict] = []
     files = _walk(root, os.path.realpath(root), "", skipped)
     return sorted(files), skipped
+
+
+def list_url_images(
+    folder: str, what: str, storage_options: StorageOptions | None = None
+) -> list[tuple[str, str]]:
+    """Every image file below a folder URL (or a plain path, listed through fsspec the same way), as
+    `(relative POSIX path, URL)` sorted by relative path; entries with a hidden component are ignored.
+
+    Raises:
+        UsageError: the folder does not exist (`what` names it: 'Reference', ...).
+        StorageError: the store refuses the listing.
+    """
+    root = locate(folder, storage_options)
+    if not root.is_dir():
+        raise UsageError(
+            f"{what} folder {root} does not exist or holds no files; pass an existing folder of images."
+        )
+    return [
+        (relative, url)
+        for relative, url in root.find()
+        if image_extension(relative) and not any(part.startswith(".") for part in relative.split("/"))
+    ]
 
 
 def _check_folder(path: str | os.PathLike[str], what: str) -> str:

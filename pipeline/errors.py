@@ -42,6 +42,11 @@ class WriteError(IQAError):
     """A file cannot be written while a command runs (disk full, I/O error): the command stops (exit 1)."""
 
 
+class StorageError(UsageError):
+    """Object storage refuses a command: a missing bucket, missing credentials, denied access, an endpoint
+    that does not answer. Found before any pair is scored where the run can check it."""
+
+
 class ClusterError(UsageError):
     """The Dask scheduler cannot be reached or the cluster cannot be started."""
 

@@ -29,7 +29,8 @@ import numpy as np
 import tifffile
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.errors import ImageError, UsageError
+from pipeline.errors import ImageError, IQAError, UsageError
+from pipeline.locations import StorageOptions, is_url, locate
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".npy", ".nii", ".nii.gz"}
@@ -116,13 +117,19 @@ class ImageFile:
     sha256: str
 
 
-def read_image_file(path: str | os.PathLike[str]) -> ImageFile:
+def read_image_file(
+    path: str | os.PathLike[str], storage_options: StorageOptions | None = None
+) -> ImageFile:
     """Read one file's bytes and hash them (no decoding).
+
+    Args:
+        path: a local path, or a URL read through fsspec (`s3://bucket/ref/0001.png`).
+        storage_options: options of the file system of a URL.
 
     Raises:
         ImageError: The file is missing, a directory, unreadable or empty.
     """
-    data = _read_bytes(Path(path))
+    data = _read_url_bytes(str(path), storage_options) if is_url(path) else _read_bytes(Path(path))
     return ImageFile(str(path), data, hashlib.sha256(data).hexdigest())
 
 
@@ -205,6 +212,18 @@ def _check_arguments(data_range: float | None, max_pixels: int) -> None:
         raise UsageError(f"data_range must be a positive finite number, got {data_range!r}")
     if max_pixels < 1:
         raise UsageError(f"max_pixels must be a positive number of pixels, got {max_pixels!r}")
+
+
+def _read_url_bytes(url: str, storage_options: StorageOptions | None) -> bytes:
+    try:
+        data = locate(url, storage_options).read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{url} does not exist") from None
+    except (OSError, IQAError) as exc:
+        raise ImageError(f"{url} cannot be read: {exc}") from None
+    if not data:
+        raise ImageError(f"{url} is empty (0 bytes)")
+    return data
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -14,10 +14,10 @@ from pipeline.config import ScoreConfig
 from pipeline.conventions import resolve_convention
 from pipeline.discover import Pairing
 from pipeline.errors import RunDirError
+from pipeline.locations import Location, StorageOptions, locate
 from pipeline.metrics.lpips_weights import BackboneFile
 from pipeline.pairing_hints import pairing_hints
-from pipeline.run_dirs import MANIFEST_NAME
-from pipeline.storage import write_text_atomic
+from pipeline.run_dirs import MANIFEST_NAME, RunDir
 
 RECORDED_PACKAGES = (
     "iqa-pipeline", "torch", "lpips", "dask", "distributed", "numpy", "pillow", "imagecodecs", "pyarrow",
@@ -46,8 +46,8 @@ def build_manifest(
     *,
     run_id: str,
     created: str,
-    ref_dir: Path,
-    out_dir: Path,
+    ref_dir: RunDir,
+    out_dir: RunDir,
     config: ScoreConfig,
     value_hash: str,
     metrics: tuple[str, ...],
@@ -77,8 +77,8 @@ def build_manifest(
     return {
         "run_id": run_id,
         "created": created,
-        "reference_dir": str(ref_dir.resolve()),
-        "output_dir": str(out_dir.resolve()),
+        "reference_dir": resolved_url(ref_dir),
+        "output_dir": resolved_url(out_dir),
         "metrics": list(metrics),
         "convention": {
             "name": convention.name.value,
@@ -118,6 +118,13 @@ def build_manifest(
     }
 
 
+def resolved_url(folder: RunDir) -> str:
+    """How the manifest names an input folder: its real path on a local disk (symlinks resolved), else its
+    URL."""
+    folder = locate(folder)
+    return str(Path(folder.path).resolve()) if folder.local else folder.url
+
+
 def run_complete(manifest: dict[str, Any]) -> bool:
     """Whether every reference of a run has an ok row: no failed pair, no missing output, and no reference
     whose key two or more files claim (reference or output side).
@@ -133,25 +140,25 @@ def run_complete(manifest: dict[str, Any]) -> bool:
     return counts["error"] == 0 and counts["missing"] == 0 and unscored == 0
 
 
-def write_manifest(run_dir: str | Path, manifest: dict[str, Any]) -> Path:
-    """Write RUN_DIR/manifest.json atomically; returns its path."""
-    path = Path(run_dir) / MANIFEST_NAME
-    write_text_atomic(path, json.dumps(manifest, indent=2, default=str))
-    return path
+def write_manifest(run_dir: RunDir, manifest: dict[str, Any]) -> Location:
+    """Write RUN_DIR/manifest.json whole (atomically on a local disk, one upload to a store); its location."""
+    target = locate(run_dir).child(MANIFEST_NAME)
+    target.write_text(json.dumps(manifest, indent=2, default=str))
+    return target
 
 
-def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+def read_manifest(run_dir: RunDir, storage_options: StorageOptions | None = None) -> dict[str, Any]:
     """RUN_DIR/manifest.json as a dict.
 
     Raises:
         RunDirError: the file is missing or unreadable, naming it and what to do.
     """
-    path = Path(run_dir) / MANIFEST_NAME
+    path = locate(run_dir, storage_options).child(MANIFEST_NAME)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise RunDirError(
             f"{run_dir} is not a run directory: {MANIFEST_NAME} is missing. Run `iqa score` first."
         ) from exc
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"Cannot read {path}: {exc}. The run directory may be damaged.") from exc

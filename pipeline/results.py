@@ -14,6 +14,7 @@ reference (depth: slices of a volume, null for 2-D images).
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,8 +26,8 @@ import pyarrow.parquet as pq
 
 from pipeline.choices import METRICS, Status
 from pipeline.errors import RunDirError
-from pipeline.run_dirs import SCORES_DIR
-from pipeline.storage import write_atomic
+from pipeline.locations import Location, StorageOptions, locate
+from pipeline.run_dirs import SCORES_DIR, RunDir
 
 PART_PATTERN = re.compile(r"^part-(\d{5,})\.parquet$")
 METADATA_KEY = b"iqa_pipeline"
@@ -111,50 +112,62 @@ def rows_to_table(rows: list[ResultRow], metadata: dict[str, Any] | None = None)
     return table
 
 
-def part_paths(run_dir: str | Path) -> list[Path]:
+def part_paths(run_dir: RunDir, storage_options: StorageOptions | None = None) -> list[Location]:
     """Finished part files of a run, in part order (temp files are never listed)."""
-    scores = Path(run_dir) / SCORES_DIR
-    if not scores.is_dir():
-        return []
-    parts = [p for p in scores.iterdir() if PART_PATTERN.match(p.name)]
-    return sorted(parts, key=lambda p: int(PART_PATTERN.match(p.name).group(1)))
+    scores = locate(run_dir, storage_options).child(SCORES_DIR)
+    parts = [name for name in scores.names() if PART_PATTERN.match(name)]
+    parts.sort(key=lambda name: int(PART_PATTERN.match(name).group(1)))
+    return [scores.child(name) for name in parts]
 
 
 class PartWriter:
-    """Writes numbered part files into RUN_DIR/scores, continuing after the parts already there."""
+    """Writes numbered part files into RUN_DIR/scores, continuing after the parts already there; each name is
+    written once (a local file through a temp file and a rename, an object by one upload)."""
 
-    def __init__(self, run_dir: str | Path, metadata: dict[str, Any]) -> None:
-        self.scores_dir = Path(run_dir) / SCORES_DIR
-        self.scores_dir.mkdir(parents=True, exist_ok=True)
-        existing = part_paths(run_dir)
+    def __init__(self, run_dir: RunDir, metadata: dict[str, Any]) -> None:
+        run = locate(run_dir)
+        self.scores_dir = run.child(SCORES_DIR)
+        self.scores_dir.make_dirs()
+        existing = part_paths(run)
         self.next_index = int(PART_PATTERN.match(existing[-1].name).group(1)) + 1 if existing else 0
         self.metadata = metadata
-        self.written: list[Path] = []
+        self.written: list[Location] = []
 
-    def write(self, rows: list[ResultRow]) -> Path:
-        """Write one shard's rows as the next part; returns its path."""
+    def write(self, rows: list[ResultRow]) -> Location:
+        """Write one shard's rows as the next part; returns its location."""
         table = rows_to_table(rows, self.metadata)
-        path = self.scores_dir / f"part-{self.next_index:05d}.parquet"
-        write_atomic(path, lambda temp: pq.write_table(table, temp))
+        part = self.scores_dir.child(f"part-{self.next_index:05d}.parquet")
+        part.write(lambda handle: pq.write_table(table, handle))
         self.next_index += 1
-        self.written.append(path)
-        return path
+        self.written.append(part)
+        return part
 
 
-def part_metadata(path: str | Path) -> dict[str, Any]:
+def part_metadata(
+    part: str | Path | Location, storage_options: StorageOptions | None = None
+) -> dict[str, Any]:
     """The run metadata stored in one part file's Parquet key-value metadata."""
-    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+    with locate(part, storage_options).open() as handle:
+        raw = (pq.read_schema(handle).metadata or {}).get(METADATA_KEY)
     return json.loads(raw) if raw else {}
 
 
-def load_results(path: str | Path, *, latest_only: bool = True) -> pd.DataFrame:
+def _read_part(part: Location, columns: list[str] | None = None) -> pa.Table:
+    with part.open() as handle:
+        return pq.read_table(handle, columns=columns, schema=SCHEMA)
+
+
+def load_results(
+    path: RunDir, *, latest_only: bool = True, storage_options: StorageOptions | None = None
+) -> pd.DataFrame:
     """Read a run directory (or its scores folder, or one part file) into a DataFrame, one row per key.
 
     A key rescored by `--resume` appears in several parts; by default only its latest row is kept.
 
     Args:
-        path: RUN_DIR, RUN_DIR/scores, or a single part file.
+        path: RUN_DIR, RUN_DIR/scores, or a single part file; a local path or a URL (`s3://bucket/run`).
         latest_only: drop superseded rows (same key, earlier part).
+        storage_options: options of the file system of a URL (e.g. {'endpoint_url': ...}).
 
     Returns:
         DataFrame with the columns of `SCHEMA`, sorted by key.
@@ -166,32 +179,35 @@ def load_results(path: str | Path, *, latest_only: bool = True) -> pd.DataFrame:
         >>> frame = load_results("RUN_DIR")  # doctest: +SKIP
         >>> frame.groupby("group")[["psnr", "ssim"]].mean()  # doctest: +SKIP
     """
-    path = Path(path)
-    if path.is_file():
-        files = [path]
+    where = locate(path, storage_options)
+    if where.is_file():
+        files = [where]
     else:
-        run_dir = path.parent if path.name == SCORES_DIR else path
+        run_dir = where.parent if where.name == SCORES_DIR else where
         if not run_dir.is_dir():
             raise RunDirError(f"{path} does not exist. Pass a run directory written by `iqa score`.")
         files = part_paths(run_dir)
     if not files:
         return rows_to_table([]).to_pandas()
-    frame = pa.concat_tables([pq.read_table(f, schema=SCHEMA) for f in files]).to_pandas()
+    frame = pa.concat_tables([_read_part(f) for f in files]).to_pandas()
     if latest_only:
         frame = frame.drop_duplicates(subset="key", keep="last")
     return frame.sort_values("key", kind="stable").reset_index(drop=True)
 
 
-def remove_stale_temp_files(run_dir: str | Path) -> int:
-    """Delete half-written part files left by a killed run; returns how many were removed."""
-    scores = Path(run_dir) / SCORES_DIR
-    stale = list(scores.glob(".part-*.tmp")) if scores.is_dir() else []
+def remove_stale_temp_files(run_dir: RunDir) -> int:
+    """Delete half-written part files a killed run left on a local disk; returns how many were removed
+    (an object store keeps no half-written objects: an upload appears only when complete)."""
+    scores = locate(run_dir).child(SCORES_DIR)
+    if not scores.local or not os.path.isdir(scores.path):
+        return 0
+    stale = list(Path(scores.path).glob(".part-*.tmp"))
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
 
 
-def latest_rows(run_dir: str | Path, columns: list[str], *, config_hash: str | None = None) -> pd.DataFrame:
+def latest_rows(run_dir: RunDir, columns: list[str], *, config_hash: str | None = None) -> pd.DataFrame:
     """The latest row per key over the finished parts, reading only `columns` (plus key).
 
     Args:
@@ -201,9 +217,9 @@ def latest_rows(run_dir: str | Path, columns: list[str], *, config_hash: str | N
     """
     wanted = list(dict.fromkeys(["key", *columns]))
     tables = [
-        pq.read_table(path, columns=wanted, schema=SCHEMA)
-        for path in part_paths(run_dir)
-        if config_hash is None or part_metadata(path).get("config_hash") == config_hash
+        _read_part(part, wanted)
+        for part in part_paths(run_dir)
+        if config_hash is None or part_metadata(part).get("config_hash") == config_hash
     ]
     if not tables:
         return pd.DataFrame({name: pd.Series(dtype=object) for name in wanted})
@@ -211,7 +227,7 @@ def latest_rows(run_dir: str | Path, columns: list[str], *, config_hash: str | N
     return frame.drop_duplicates(subset="key", keep="last").reset_index(drop=True)
 
 
-def resume_index(run_dir: str | Path, config_hash: str) -> dict[str, tuple[str, str]]:
+def resume_index(run_dir: RunDir, config_hash: str) -> dict[str, tuple[str, str]]:
     """{key: (ref_sha256, out_sha256)} of keys whose latest row under `config_hash` is ok (`--resume`)."""
     rows = latest_rows(run_dir, ["status", "ref_sha256", "out_sha256"], config_hash=config_hash)
     ok = rows[rows["status"] == Status.OK.value]

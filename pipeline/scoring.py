@@ -21,6 +21,7 @@ from pipeline.config import ScoreConfig
 from pipeline.conventions import SPECS
 from pipeline.discover import Pair, discover_pairs
 from pipeline.errors import WeightsError, WriteError
+from pipeline.locations import Location, StorageOptions, locate
 from pipeline.manifest import build_manifest, run_complete, write_manifest
 from pipeline.metrics.lpips_weights import BackboneFile, resolve_backbone, verify_backbone
 from pipeline.progress import progress_bar
@@ -38,7 +39,7 @@ RUN_OUTPUTS = (MANIFEST_NAME, SCORES_DIR, REPORT_NAME)  # what a run writes into
 class RunResult:
     """What a finished scoring run reports back."""
 
-    run_dir: Path
+    run_dir: Path | str  # a path, or the URL of a run in object storage
     manifest: dict[str, Any]
     notices: list[str] = field(default_factory=list)
 
@@ -90,25 +91,27 @@ def score_folders(
     overwrite: bool = False,
     progress: bool = True,
     log_level: int = logging.WARNING,
+    storage_options: StorageOptions | None = None,
 ) -> RunResult:
     """Score every pair of two folders into RUN_DIR (Parquet parts and manifest.json; no report).
 
     Args:
-        ref_dir, out_dir: the folders of references and outputs, paired by key.
-        run_dir: the run directory.
+        ref_dir, out_dir: the folders of references and outputs, paired by key; paths or URLs.
+        run_dir: the run directory, a path or a URL (`s3://bucket/runs/today`).
         config: the run configuration.
         resume: continue the run in `run_dir`, scoring only pairs without an ok row for the same config.
         overwrite: replace a run already in `run_dir`.
         progress: show a progress bar on stderr.
         log_level: the level of Dask's loggers in a cluster started here.
+        storage_options: options of the file systems of URLs (client and workers); never recorded.
 
     Raises:
-        UsageError, RunDirError, WeightsError, ClusterError: systemic problems, before any pair is scored
-            (a WeightsError also before the run directory is created or an earlier run in it is replaced).
+        UsageError, RunDirError, WeightsError, ClusterError, StorageError: systemic problems, before any
+            pair is scored (a WeightsError also before the run directory is created or an earlier run in it
+            is replaced).
     """
     started = time.perf_counter()
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    ref_dir, out_dir, run_dir = Path(ref_dir), Path(out_dir), Path(run_dir)
     pairing = discover_pairs(
         ref_dir,
         out_dir,
@@ -116,27 +119,31 @@ def score_folders(
         output_template=config.output_template,
         output_regex=config.output_regex,
         group_depth=config.group_depth,
+        storage_options=storage_options,
     )
     metrics, backbone, notices = resolve_metrics(config)  # before the run directory is touched
-    inputs = {"reference": ref_dir, "output": out_dir}
-    claim_run_dir(run_dir, RUN_OUTPUTS, resume=resume, overwrite=overwrite, inputs=inputs)
+    run = claim_run_dir(
+        run_dir, RUN_OUTPUTS, resume=resume, overwrite=overwrite,
+        inputs={"reference": ref_dir, "output": out_dir}, storage_options=storage_options,
+    )  # fmt: skip
     for notice in notices:
         log.warning(notice)
     value_hash = config.value_hash(backbone.sha256 if backbone else None)
-    known = resume_index(run_dir, value_hash) if resume else {}
+    known = resume_index(run, value_hash) if resume else {}
     if resume:
-        remove_stale_temp_files(run_dir)
+        remove_stale_temp_files(run)
     discovered = time.perf_counter()
-    settings = shard_settings(config, metrics, backbone, new_run_id())
-    scoring = score_pairs(pairing.pairs, run_dir, settings, config, value_hash, known, progress, log_level)
+    settings = shard_settings(config, metrics, backbone, new_run_id(), storage_options)
+    scoring = score_pairs(pairing.pairs, run, settings, config, value_hash, known, progress, log_level)
     scored = time.perf_counter()
     statuses = scoring.statuses
     if resume:  # the rows of earlier runs count too
-        latest = latest_rows(run_dir, ["status"])
+        latest = latest_rows(run, ["status"])
         keys = {p.key for p in pairing.pairs}
         statuses = {k: s for k, s in zip(latest["key"], latest["status"], strict=True) if k in keys}
     manifest = build_manifest(
-        run_id=settings.run_id, created=created, ref_dir=ref_dir, out_dir=out_dir, config=config,
+        run_id=settings.run_id, created=created, ref_dir=locate(ref_dir, storage_options),
+        out_dir=locate(out_dir, storage_options), config=config,
         value_hash=value_hash, metrics=metrics, backbone=backbone, pairing=pairing, statuses=statuses,
         notices=notices,
         execution=scoring.execution,
@@ -148,19 +155,25 @@ def score_folders(
         },
         resumed={"reused": scoring.reused, "scored": len(pairing.pairs) - scoring.reused} if resume else None,
     )  # fmt: skip
-    write_manifest(run_dir, manifest)
-    return RunResult(run_dir, manifest, notices)
+    write_manifest(run, manifest)
+    return RunResult(Path(run.path) if run.local else run.url, manifest, notices)
 
 
 def shard_settings(
-    config: ScoreConfig, metrics: tuple[str, ...], backbone: BackboneFile | None, run_id: str
+    config: ScoreConfig,
+    metrics: tuple[str, ...],
+    backbone: BackboneFile | None,
+    run_id: str,
+    storage_options: StorageOptions | None = None,
 ) -> ShardSettings:
-    """What the workers need of the config, the metrics that will run and the verified LPIPS backbone."""
+    """What the workers need of the config, the metrics that will run, the verified LPIPS backbone and the
+    options of the file systems their pairs are read from."""
     return ShardSettings(
         metrics=metrics, run_id=run_id, convention=config.convention.value, crop=config.effective_crop,
         size_mismatch=config.size_mismatch.value, ms_ssim_scales=config.ms_ssim_scales,
         data_range=config.data_range, volumes=config.volumes, lpips_net=config.lpips_net.value,
         lpips_weights=backbone, device=config.device.value,
+        storage_options=dict(storage_options) if storage_options else None,
     )  # fmt: skip
 
 
@@ -176,7 +189,7 @@ class Scoring:
 
 def score_pairs(
     pairs: list[Pair],
-    run_dir: Path,
+    run_dir: Location,
     settings: ShardSettings,
     config: ScoreConfig,
     value_hash: str,

@@ -83,6 +83,7 @@ class ShardSettings:
     lpips_weights: BackboneFile | str | None = None
     device: str = Device.AUTO.value
     torch_threads: int | None = None
+    storage_options: dict[str, Any] | None = None  # for pairs named by URLs (`pipeline.locations`)
 
 
 @dataclass
@@ -318,9 +319,9 @@ def load_pair(task: PairTask, settings: ShardSettings, state: WorkerState | None
     loaded = LoadedPair(ResultRow(task.key, task.group, task.ref_path, task.out_path, settings.run_id))
     row = loaded.row
     try:
-        ref_file = read_image_file(task.ref_path)
+        ref_file = read_image_file(task.ref_path, settings.storage_options)
         row.ref_sha256 = ref_file.sha256
-        out_file = read_image_file(task.out_path)
+        out_file = read_image_file(task.out_path, settings.storage_options)
         row.out_sha256 = out_file.sha256
         if task.known_hashes == (ref_file.sha256, out_file.sha256):
             loaded.reused = True

@@ -290,3 +290,14 @@ def reference_input(batch: torch.Tensor) -> torch.Tensor:
 @pytest.fixture
 def squeeze_network(torch_home: Path, checkpoint_store: Path) -> torch.nn.Module:
     return build_lpips_network("squeeze", checkpoint_store / "squeeze-seed0.pth", allow_download=False)
+
+
+def one_line_error(result, exit_code: int, *needles: str) -> str:
+    """Check a CLI result: `exit_code`, no traceback, one line `error: ...` holding every needle; the line."""
+    assert result.exit_code == exit_code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

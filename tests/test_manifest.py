@@ -107,7 +107,7 @@ def test_versions_and_device():
 
 def test_write_then_read(tmp_path):
     path = write_manifest(tmp_path, {"run_id": "r", "where": tmp_path, "counts": {"ok": 1}})
-    assert path == tmp_path / "manifest.json"
+    assert path.path == str(tmp_path / "manifest.json")
     assert read_manifest(tmp_path) == {"run_id": "r", "where": str(tmp_path), "counts": {"ok": 1}}
     assert json.loads(path.read_text())["counts"] == {"ok": 1}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -10,7 +10,7 @@ import hashlib
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import degrade, real_image
+from conftest import degrade, one_line_error, real_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -35,16 +35,6 @@ def folders(tmp_path):
             root.mkdir(exist_ok=True)
             Image.fromarray(array).save(root / name)
     return ref, out
-
-
-def one_line_error(result, exit_code: int, *needles: str) -> str:
-    assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def snapshot(run_dir) -> dict[str, str]:
@@ -85,8 +75,7 @@ def test_full_disk_stops_the_run_and_keeps_written_parts(folders, tmp_path, monk
     def write_table(table, where, *args, **kwargs):
         calls.append(where)
         if len(calls) == 2:
-            with open(where, "wb") as handle:
-                handle.write(b"PAR1 half a part")
+            where.write(b"PAR1 half a part")  # the open temp file of the part
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(table, where, *args, **kwargs)
 

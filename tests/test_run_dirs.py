@@ -126,7 +126,7 @@ def test_require_run_dir_accepts_a_manifest_or_score_parts(tmp_path):
     (with_manifest / MANIFEST_NAME).write_text("{}")
     (with_parts / SCORES_DIR).mkdir(parents=True)
     (with_parts / SCORES_DIR / "part-00000.parquet").write_bytes(b"parquet")
-    assert require_run_dir(with_manifest, "baseline") == with_manifest
-    assert require_run_dir(with_parts, "candidate") == with_parts
+    assert require_run_dir(with_manifest, "baseline").path == str(with_manifest)
+    assert require_run_dir(with_parts, "candidate").path == str(with_parts)
     with pytest.raises(UsageError, match=r"Pass a folder written by `iqa score`\.$"):
         require_run_dir(with_manifest / MANIFEST_NAME, "baseline")

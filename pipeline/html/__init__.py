@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.html.model import build_nightly, build_report
 from pipeline.html.render import render_nightly_data, render_report_data, write_html
+from pipeline.locations import StorageOptions, locate
 from pipeline.run_dirs import REPORT_NAME
 
 __all__ = ["render_nightly_report", "render_run_report"]
@@ -23,7 +24,8 @@ def render_run_report(
     output: str | Path | None = None,
     worst: int | None = None,
     force: bool = False,
-) -> Path:
+    storage_options: StorageOptions | None = None,
+) -> Path | str:
     """Write the self-contained HTML report of a run.
 
     Args:
@@ -33,9 +35,10 @@ def render_run_report(
         worst: Worst pairs per metric shown with pictures (and largest regressions with a baseline);
             default: the run's configured `worst` (8).
         force: compare with a baseline that is not comparable anyway; the section is marked FORCED.
+        storage_options: options of the file system of URLs (run, baseline, output, the images).
 
     Returns:
-        The path of the written file.
+        The path of the written file (its URL in object storage).
 
     Raises:
         RunDirError: `run_dir` (or `baseline`) is not a readable run directory.
@@ -46,9 +49,9 @@ def render_run_report(
         >>> render_run_report("runs/today", baseline="runs/yesterday")  # doctest: +SKIP
         PosixPath('runs/today/report.html')
     """
-    run_dir = Path(run_dir)
-    target = Path(output) if output is not None else run_dir / REPORT_NAME
-    report = build_report(run_dir, baseline=baseline, worst=worst, force=force)
+    run = locate(run_dir, storage_options)
+    target = locate(output, storage_options) if output is not None else run.child(REPORT_NAME)
+    report = build_report(run, baseline=baseline, worst=worst, force=force, storage_options=storage_options)
     return write_html(render_report_data(report), target)
 
 

@@ -20,8 +20,10 @@ from pipeline.discover import duplicate_message
 from pipeline.html.filters import relative_href
 from pipeline.html.plots import distribution_plot
 from pipeline.html.thumbnails import ReadOptions, Thumbnail, pair_thumbnails, regression_thumbnails
+from pipeline.locations import StorageOptions, locate
 from pipeline.manifest import read_manifest
 from pipeline.results import load_results
+from pipeline.run_dirs import RunDir
 from pipeline.summary import MetricSummary, metric_columns, summarize, summarize_groups
 
 log = logging.getLogger("pipeline.html")
@@ -484,22 +486,28 @@ def build_regressions(
 
 
 def build_baseline(
-    baseline_dir: Path, run_dir: Path, frame: pd.DataFrame, metrics: list[str], k: int, force: bool = False
+    baseline_dir: RunDir,
+    run_dir: RunDir,
+    frame: pd.DataFrame,
+    metrics: list[str],
+    k: int,
+    force: bool = False,
+    storage_options: StorageOptions | None = None,
 ) -> BaselineData:
     """Run `pipeline.comparison.compare_runs(baseline, run)` and pick the largest per-pair regressions.
 
     Raises:
         NotComparableError: the runs are not comparable and `force` is not given.
     """
-    comparison = compare_runs(baseline_dir, run_dir, force=force)
-    options = ReadOptions.from_manifest(read_manifest(run_dir))
+    comparison = compare_runs(baseline_dir, run_dir, force=force, storage_options=storage_options)
+    options = ReadOptions.from_manifest(read_manifest(run_dir, storage_options), storage_options)
     try:
-        baseline_run_id = _text(read_manifest(baseline_dir).get("run_id"))
+        baseline_run_id = _text(read_manifest(baseline_dir, storage_options).get("run_id"))
     except Exception:
         baseline_run_id = ""
     compared = [m.metric for m in comparison.metrics]
     order = [m for m in metrics if m in compared] + [m for m in compared if m not in metrics]
-    files = _files_by_key(load_results(baseline_dir)), _files_by_key(frame)
+    files = _files_by_key(load_results(baseline_dir, storage_options=storage_options)), _files_by_key(frame)
     sections = [build_regressions(comparison.per_pair, metric, k, files, options) for metric in order]
     added = sorted(comparison.added_keys)
     removed = sorted(comparison.removed_keys)
@@ -522,7 +530,12 @@ def build_baseline(
 
 
 def build_report(
-    run_dir: str | Path, *, baseline: str | Path | None = None, worst: int | None = None, force: bool = False
+    run_dir: RunDir,
+    *,
+    baseline: RunDir | None = None,
+    worst: int | None = None,
+    force: bool = False,
+    storage_options: StorageOptions | None = None,
 ) -> ReportData:
     """Read a run directory and compute everything its report shows.
 
@@ -532,11 +545,12 @@ def build_report(
         worst: Worst pairs per metric (and largest regressions per metric) shown with pictures;
             default: the run's `worst` config value, else `DEFAULT_WORST`.
         force: compare with a baseline that is not comparable anyway (the section is marked FORCED).
+        storage_options: options of the file system of URLs (run, baseline and the images).
 
     Returns:
         The report's data, ready for the template.
     """
-    run_dir = Path(run_dir)
+    run_dir = locate(run_dir, storage_options)
     manifest = read_manifest(run_dir)
     frame = load_results(run_dir)
     if worst is None:
@@ -552,13 +566,15 @@ def build_report(
         groups=[MetricGroups(m, s) for m, s in _by_metric(group_summaries, metrics)],
         group_count=int(ok_rows["group"].nunique()),
         plots=[DistributionPlot(m, distribution_plot(ok_rows, m)) for m in metrics],
-        worst=build_worst(ok_rows, metrics, worst, ThumbnailCache(ReadOptions.from_manifest(manifest))),
+        worst=build_worst(
+            ok_rows, metrics, worst, ThumbnailCache(ReadOptions.from_manifest(manifest, storage_options))
+        ),
         worst_k=worst,
         failures=failures,
         failures_total=failures_total,
         files=build_file_lists(manifest),
         baseline=(
-            build_baseline(Path(baseline), run_dir, frame, metrics, worst, force)
+            build_baseline(baseline, run_dir, frame, metrics, worst, force, storage_options)
             if baseline is not None
             else None
         ),

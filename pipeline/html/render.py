@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 from pipeline.html.filters import FILTERS
 from pipeline.html.model import NightlyData, ReportData
-from pipeline.storage import write_text_atomic
+from pipeline.locations import Location, locate
 
 if TYPE_CHECKING:
     import jinja2
@@ -69,11 +69,12 @@ def render_html(template: str, **context: object) -> str:
     )
 
 
-def write_html(html: str, output: Path) -> Path:
-    """Write the page atomically (temp file, then rename)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(output, html)
-    return output
+def write_html(html: str, output: Path | Location) -> Path | str:
+    """Write the page whole (atomically on a local disk, one upload to a store); its path, or its URL."""
+    target = locate(output)
+    target.parent.make_dirs()
+    target.write_text(html)
+    return Path(target.path) if target.local else target.url
 
 
 def render_report_data(report: ReportData) -> str:

@@ -20,8 +20,9 @@ import torch
 from PIL import Image
 
 from pipeline.align import AlignedPair, align_pair
-from pipeline.errors import ImageError
+from pipeline.errors import ImageError, IQAError
 from pipeline.images import DecodedImage, decode_image, read_image_file
+from pipeline.locations import is_url, locate
 from pipeline.metrics.ssim import WINDOW_SIZE, ssim_map
 
 THUMBNAIL_SIDE = 160
@@ -148,11 +149,19 @@ class ReadOptions:
 
     data_range: float | None = None
     volume: bool = False
+    storage_options: dict | None = None  # for files named by URLs; never read from or written to a run
 
     @classmethod
-    def from_manifest(cls, manifest: dict) -> ReadOptions:
+    def from_manifest(cls, manifest: dict, storage_options: dict | None = None) -> ReadOptions:
         config = manifest.get("config") or {}
-        return cls(config.get("data_range"), bool(config.get("volumes")))
+        return cls(config.get("data_range"), bool(config.get("volumes")), storage_options)
+
+
+def _exists(path: str, storage_options: dict | None) -> bool:
+    try:
+        return locate(path, storage_options).exists() if is_url(path) else os.path.exists(path)
+    except IQAError:
+        return False
 
 
 def read_for_display(path: str, options: ReadOptions, sha256: str | None = None) -> DecodedImage:
@@ -166,9 +175,9 @@ def read_for_display(path: str, options: ReadOptions, sha256: str | None = None)
         ImageError: `GONE_NOTE` or `CHANGED_NOTE` when the file is not the one the run scored; else what
             `pipeline.images` says about an unreadable file.
     """
-    if sha256 is not None and not os.path.exists(path):
+    if sha256 is not None and not _exists(path, options.storage_options):
         raise ImageError(GONE_NOTE)
-    image_file = read_image_file(path)
+    image_file = read_image_file(path, options.storage_options)
     if sha256 is not None and image_file.sha256 != sha256:
         raise ImageError(CHANGED_NOTE)
     image = decode_image(image_file, data_range=options.data_range, volume=options.volume)
