@@ -178,6 +178,7 @@ def explain(
     scale: int | None = None,
     progress: bool = True,
     log_level: int = logging.WARNING,
+    storage_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> Explanation:
     """Which convention reproduces reported numbers on these folders, as `iqa explain` tells.
@@ -186,12 +187,13 @@ def explain(
     scale is given); the variants are ranked by the distance of their dataset means to the given values.
 
     Args:
-        reference, output: the folders, paired by relative path without extension.
+        reference, output: the folders, paired by relative path without extension (paths or URLs).
         psnr, ssim, ms_ssim: the reported dataset means, best as text as printed ('0.9123'): the digits
             given decide what reproduces them (a float is read as Python prints it).
         scale: the super-resolution scale: every convention is also measured with this border crop.
         progress: show a progress bar.
         log_level: the level of Dask's loggers in a cluster started here.
+        storage_options: options of the file systems of URLs.
         **options: output_suffix, output_template, output_regex, size_mismatch, data_range, volumes,
             ms_ssim_scales, scheduler, scheduler_file, workers, threads, device, shard_pairs, max_in_flight.
 
@@ -209,7 +211,15 @@ def explain(
     """
     given = parse_given({"psnr": psnr, "ssim": ssim, "ms_ssim": ms_ssim})
     config = explain_config(scale=scale, **options)
-    return explain_folders(reference, output, config, given, progress=progress, log_level=log_level)
+    return explain_folders(
+        reference,
+        output,
+        config,
+        given,
+        progress=progress,
+        log_level=log_level,
+        storage_options=storage_options,
+    )
 
 
 def pairs(

@@ -313,8 +313,10 @@ GIVEN_HELP = "as it was reported (e.g. {}): the digits given set the rounding th
 @app.command()
 @user_errors
 def explain(
-    reference: Annotated[Path, typer.Argument(help="Folder of reference (ground-truth) images.")],
-    output: Annotated[Path, typer.Argument(help="Folder of model outputs, paired by relative path.")],
+    reference: Annotated[Folder, typer.Argument(help="Folder of reference (ground-truth) images, or a URL.")],
+    output: Annotated[
+        Folder, typer.Argument(help="Folder of model outputs (or a URL), paired by relative path.")
+    ],
     psnr: Annotated[str | None, typer.Option(help="Dataset mean PSNR " + GIVEN_HELP.format("31.27"))] = None,
     ssim: Annotated[str | None, typer.Option(help="Dataset mean SSIM " + GIVEN_HELP.format("0.9123"))] = None,
     ms_ssim: Annotated[
@@ -339,6 +341,7 @@ def explain(
     threads: Threads = None,
     device: DeviceOption = None,
     progress: Progress = True,
+    storage_option: StorageOption = None,
     verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
@@ -347,7 +350,7 @@ def explain(
     dask_level = configure_logging(verbose, quiet)
     explanation = api.explain(
         reference, output, psnr=psnr, ssim=ssim, ms_ssim=ms_ssim, progress=progress, log_level=dask_level,
-        **_config_options(locals()),
+        storage_options=parse_storage_options(storage_option), **_config_options(locals()),
     )  # fmt: skip
     if json_path:
         write_text_atomic(json_path, explanation.to_json())

@@ -39,6 +39,7 @@ from pipeline.config import ScoreConfig, build_config
 from pipeline.conventions import SPECS, ResolvedConvention, resolve_convention
 from pipeline.discover import Pair, Pairing, discover_pairs
 from pipeline.errors import ConfigError, ImageError, UsageError
+from pipeline.locations import StorageOptions
 from pipeline.measure import measure
 from pipeline.progress import progress_bar
 from pipeline.shards import BALANCE_WINDOW_SHARDS, iter_shards, shard_size
@@ -349,15 +350,17 @@ def explain_folders(
     *,
     progress: bool = True,
     log_level: int = logging.WARNING,
+    storage_options: StorageOptions | None = None,
 ) -> Explanation:
-    """Score the folders' pairs under every variant (one decode per pair) and rank the variants.
+    """Score the folders' pairs (paths or URLs) under every variant (one decode per pair) and rank them.
 
     Raises:
         UsageError, ClusterError: a missing folder, no pair at all, a cluster that cannot be reached.
+        StorageError: a store refuses the listing (a folder given as a URL).
     """
     pairing = discover_pairs(
         reference, output, output_suffix=config.output_suffix, output_template=config.output_template,
-        output_regex=config.output_regex, group_depth=config.group_depth,
+        output_regex=config.output_regex, group_depth=config.group_depth, storage_options=storage_options,
     )  # fmt: skip
     if not pairing.pairs:
         raise UsageError(
@@ -368,6 +371,7 @@ def explain_folders(
     shard = ShardSettings(
         metrics=EXPLAINED_METRICS, size_mismatch=config.size_mismatch.value, data_range=config.data_range,
         ms_ssim_scales=config.ms_ssim_scales, volumes=config.volumes, device=config.device.value,
+        storage_options=dict(storage_options) if storage_options else None,
     )  # fmt: skip
     pairs = run_explain(pairing.pairs, ExplainSettings(shard, variants), config, progress, log_level)
     frame = values_frame(pairs, variants)

@@ -272,3 +272,12 @@ def test_urls_and_plain_paths_are_told_apart():
     assert parse_storage_options(["anon=false", "max_concurrency=4", "endpoint_url=http://h:1"]) == {
         "anon": False, "max_concurrency": 4, "endpoint_url": "http://h:1",
     }  # fmt: skip
+
+
+def test_explain_reads_folders_in_the_store(dataset, tmp_path):
+    ref, out, ref_url, out_url = dataset
+    given = ("--ssim", "0.5", "--scheduler", "sync", "--no-progress")
+    remote = runner.invoke(app, ["explain", ref_url, out_url, *given, "--json", str(tmp_path / "r.json")])
+    local = runner.invoke(app, ["explain", str(ref), str(out), *given, "--json", str(tmp_path / "l.json")])
+    assert remote.exit_code == 0 and local.exit_code == 0, remote.output
+    assert (tmp_path / "r.json").read_text() == (tmp_path / "l.json").read_text()
