@@ -118,9 +118,8 @@ def _check_writable(run_dir: Location) -> None:
             probe_location.write_text("")
             probe_location.remove()
     except OSError as exc:
-        raise RunDirError(
-            f"Cannot write into {run_dir}: {exc.strerror or exc}. Check permissions and free space."
-        ) from exc
+        check = "Check permissions and free space." if run_dir.local else "Check the bucket and your access."
+        raise RunDirError(f"Cannot write into {run_dir}: {exc.strerror or exc}. {check}") from exc
 
 
 def require_run_dir(path: RunDir, role: str, storage_options: StorageOptions | None = None) -> Location:
