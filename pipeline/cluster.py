@@ -132,6 +132,11 @@ class Execution:
     plugins: list[str] = field(default_factory=list)
 
     @property
+    def has_workers(self) -> bool:
+        """Tasks run on Dask workers (which get per-run state through worker plugins), not in this thread."""
+        return isinstance(self.executor, Client)
+
+    @property
     def task_threads(self) -> int:
         """Tasks that run at once: the sum of the workers' threads (1 for the sync executor)."""
         if isinstance(self.executor, SyncExecutor):
