@@ -69,7 +69,12 @@ MsSsimScales = Annotated[
     int | None, typer.Option(help="MS-SSIM scales (5 standard; fewer for small images).")
 ]
 Scheduler = Annotated[
-    str | None, typer.Option(help="Dask scheduler address (tcp://host:8786), or 'threads' / 'sync' to debug.")
+    str | None,
+    typer.Option(
+        help="Dask scheduler address (tcp://host:8786), or 'threads' / 'sync' to debug. Without it or "
+        "--scheduler-file, the address in DASK_SCHEDULER_ADDRESS (Dask's scheduler-address config) is used "
+        "when set, else an embedded local cluster starts. See docs/clusters.md."
+    ),
 ]
 SchedulerFile = Annotated[str | None, typer.Option(help="Dask scheduler file of an existing cluster.")]
 Threads = Annotated[

@@ -1,8 +1,10 @@
 """Dask cluster lifetime and bounded submission of tasks.
 
 `open_cluster` owns the client: an embedded cluster by default, an existing scheduler by address or
-scheduler file, `threads` (one in-process worker with threads) or `sync` (no Dask: tasks run one after
-another in this process) for debugging.
+scheduler file (or the address Dask is configured with, e.g. by `DASK_SCHEDULER_ADDRESS`, when neither is
+given), `threads` (one in-process worker with threads) or `sync` (no Dask: tasks run one after another in
+this process) for debugging. Warnings of workers in other processes are shown on this process's console
+(`pipeline.worker_warnings`).
 
 The embedded cluster on CPU runs one task thread per core, each with one torch thread: torch, Pillow and
 hashlib release the GIL during their work, so up to `THREADS_PER_PROCESS` task threads share one worker, and
@@ -22,15 +24,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dask
+import dask.system
 import torch
 from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster, WorkerPlugin, as_completed
 
+from pipeline import __version__
 from pipeline.choices import Device
 from pipeline.errors import ClusterError, UsageError
+from pipeline.worker_warnings import forward_worker_warnings
 
 log = logging.getLogger("pipeline.cluster")
 
 CONNECT_TIMEOUT_S = 10
+ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"  # sets Dask's `scheduler-address` config
 THREADS_PER_PROCESS = 4
 LOCAL = (None, "threads", "sync")  # scheduler values that start no connection
 # Dask settings for the clusters started here: no sampling profiler (its 10 ms samples take the GIL from
@@ -70,11 +76,8 @@ class ClusterPlan:
 
 
 def available_cores() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    """Cores this process may run on: its CPU affinity, and a container's CPU limit (cgroup quota)."""
+    return dask.system.cpu_count()
 
 
 def cuda_device_count() -> int:
@@ -132,6 +135,11 @@ class Execution:
     plugins: list[str] = field(default_factory=list)
 
     @property
+    def has_workers(self) -> bool:
+        """Tasks run on Dask workers (which get per-run state through worker plugins), not in this thread."""
+        return isinstance(self.executor, Client)
+
+    @property
     def task_threads(self) -> int:
         """Tasks that run at once: the sum of the workers' threads (1 for the sync executor)."""
         if isinstance(self.executor, SyncExecutor):
@@ -141,10 +149,22 @@ class Execution:
 
     def register(self, plugin: WorkerPlugin) -> None:
         """Install a worker plugin on every worker, now and joining later, until the run ends (nothing for
-        the sync executor)."""
-        if isinstance(self.executor, Client):
+        the sync executor).
+
+        Raises:
+            ClusterError: a worker cannot set the plugin up (e.g. iqa-pipeline is not installed there).
+        """
+        if not isinstance(self.executor, Client):
+            return
+        try:
             self.executor.register_plugin(plugin)
-            self.plugins.append(plugin.name)
+        except Exception as exc:
+            raise ClusterError(
+                f"The Dask workers cannot set up iqa-pipeline's worker plugin {plugin.name!r} "
+                f"({type(exc).__name__}: {exc}); install iqa-pipeline {__version__} (the version of this "
+                "machine) on every worker, with the same Python, Dask and torch (docs/clusters.md)."
+            ) from exc
+        self.plugins.append(plugin.name)
 
     def unregister(self) -> None:
         """Remove the plugins this run installed (their teardown runs on each worker)."""
@@ -177,20 +197,25 @@ def open_cluster(
         UsageError: local sizes given for an existing cluster, or CUDA asked for and absent.
         ClusterError: the cluster cannot be started or reached.
     """
+    source = None
+    if scheduler is None and scheduler_file is None and (configured := configured_scheduler()):
+        scheduler, source = configured
     remote = scheduler_file is not None or scheduler not in LOCAL
     if remote and (workers is not None or threads is not None):
-        raise UsageError(
-            "--workers and --threads size the embedded local cluster; they cannot be used with "
-            "--scheduler ADDRESS or --scheduler-file (size that cluster where it is started)."
-        )
+        raise UsageError(_local_sizes_message(scheduler, source))
     if scheduler == "sync":
         yield Execution(SyncExecutor(), None, "in-process (sync)")
         return
     if remote:
+        if source:
+            log.warning(
+                "Using the Dask scheduler %s from %s (unset it to start a local cluster).", scheduler, source
+            )
         client = _connect(scheduler, scheduler_file)
-        description = f"Dask cluster {scheduler_file or scheduler}"
+        description = f"Dask cluster {scheduler_file or scheduler}" + (f" (from {source})" if source else "")
         execution = Execution(client, remote_torch_threads(client), description, client.dashboard_link)
         try:
+            execution.register(forward_worker_warnings(client, scheduler_events=True, quiet_stderr=False))
             yield execution
         finally:
             execution.unregister()
@@ -201,12 +226,47 @@ def open_cluster(
     )
     client = Client(cluster)
     try:
-        yield Execution(
+        execution = Execution(
             client, torch_threads, description, local_dashboard_link(client), own_processes=processes
         )
+        if processes:  # an in-process worker logs here itself
+            execution.register(forward_worker_warnings(client, scheduler_events=False, quiet_stderr=True))
+        yield execution
     finally:
         client.close()
         cluster.close()
+
+
+def configured_scheduler() -> tuple[str, str] | None:
+    """The scheduler address Dask is configured with (`scheduler-address`, which `DASK_SCHEDULER_ADDRESS`
+    sets) and where it was set; None when it is not.
+
+    Example:
+        >>> with dask.config.set({"scheduler-address": "tcp://10.0.0.5:8786"}):
+        ...     configured_scheduler()
+        ('tcp://10.0.0.5:8786', "Dask's config (scheduler-address)")
+    """
+    address = dask.config.get("scheduler-address", None)
+    if not address:
+        return None
+    address = str(address)
+    if os.environ.get(ADDRESS_VARIABLE) == address:
+        return address, ADDRESS_VARIABLE
+    return address, "Dask's config (scheduler-address)"
+
+
+def _local_sizes_message(scheduler: str | None, source: str | None) -> str:
+    """Why --workers/--threads cannot be used with an existing cluster, and what to do instead."""
+    if source:
+        return (
+            f"--workers and --threads size the embedded local cluster, but {source} names the Dask scheduler "
+            f"{scheduler}: unset it to start a local cluster, or leave out --workers and --threads to use "
+            "that cluster (size it where it is started)."
+        )
+    return (
+        "--workers and --threads size the embedded local cluster; they cannot be used with "
+        "--scheduler ADDRESS or --scheduler-file (size that cluster where it is started)."
+    )
 
 
 def _start_local(

@@ -28,7 +28,7 @@ from pipeline.progress import progress_bar
 from pipeline.results import PartWriter, ResultRow, latest_rows, remove_stale_temp_files, resume_index
 from pipeline.run_dirs import MANIFEST_NAME, REPORT_NAME, SCORES_DIR, claim_run_dir
 from pipeline.shards import BALANCE_WINDOW_SHARDS, iter_shards, shard_size
-from pipeline.worker import PairTask, ScoringPlugin, ShardResult, ShardSettings, score_shard
+from pipeline.worker import PairTask, ShardResult, ShardSettings, score_shard, scoring_plugin
 
 log = logging.getLogger("pipeline.scoring")
 
@@ -210,7 +210,7 @@ def score_pairs(
     with cluster as execution:
         if execution.dashboard_link:
             log.info("Dask dashboard: %s", execution.dashboard_link)
-        execution.register(ScoringPlugin(execution.torch_threads, own_processes=execution.own_processes))
+        execution.register(scoring_plugin(execution, settings.lpips_net, settings.lpips_weights))
         size = shard_size(len(pairs), execution.task_threads, config.shard_pairs)
         shards = iter_shards(pairs, size, known, window=BALANCE_WINDOW_SHARDS)
         in_flight = config.max_in_flight or execution.task_threads * 2 + 1

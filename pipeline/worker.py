@@ -5,7 +5,8 @@ Worker mechanics live here; what is measured on a batch is `pipeline.measure`. P
 * `WorkerState` (the LPIPS network and Gaussian windows, built once and shared by the task threads, and a
   budget of image values in scoring at once) comes from `ScoringPlugin`, a Dask WorkerPlugin registered on
   the cluster, which also sets torch's thread count for the worker (and puts the previous one back when the
-  worker closes, for an in-process worker).
+  worker closes, for an in-process worker). The plugin carries the LPIPS backbone's tensors from the client
+  (`scoring_plugin`), so workers need neither a shared disk nor weights of their own.
 * Pairs of the same shape and data range are stacked into one batch (the large win on a GPU); on a GPU,
   and on a CPU task with several torch threads, the next pairs are decoded in background threads while a
   batch is scored.
@@ -32,11 +33,18 @@ from distributed import WorkerPlugin, get_worker
 from pipeline.align import AlignedPair, align_pair
 from pipeline.allocator import keep_freed_memory, return_freed_memory
 from pipeline.choices import Device
+from pipeline.cluster import Execution
 from pipeline.conventions import ResolvedConvention, resolve_convention
 from pipeline.errors import ImageError, UsageError, WeightsError
 from pipeline.images import DecodedImage, ImageFile, decode_image, header_values, read_image_file
 from pipeline.measure import Cache, measure
-from pipeline.metrics.lpips_weights import BackboneFile, build_lpips_network
+from pipeline.metrics.lpips_network import LpipsNetwork
+from pipeline.metrics.lpips_weights import (
+    BackboneFile,
+    BackboneWeights,
+    build_lpips_network,
+    load_backbone_weights,
+)
 from pipeline.results import ResultRow
 
 PLUGIN_NAME = "iqa-scoring"
@@ -127,20 +135,54 @@ class ValueBudget:
 
 @dataclass
 class WorkerState:
-    """Per-process state shared by the task threads: metric resources per LPIPS setting, and the budget."""
+    """Per-process state shared by the task threads: metric resources per LPIPS setting, the budget, and the
+    LPIPS backbone's tensors shipped from the client (`shipped`, None outside a Dask run)."""
 
     budget: ValueBudget = field(default_factory=lambda: ValueBudget(SCORING_BUDGET_VALUES))
     caches: dict[tuple[str, BackboneFile | str | None], Cache] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    shipped: BackboneWeights | None = None
 
     def resources(self, lpips_net: str, lpips_weights: BackboneFile | str | None) -> Cache:
-        """The windows and the LPIPS network (built on first use, strictly loaded) for this LPIPS setting."""
+        """The windows and the LPIPS network (built on first use, strictly loaded) for this LPIPS setting:
+        from the shipped tensors when they are those of `lpips_weights`, else from the file."""
         key = (lpips_net, lpips_weights)
         with self.lock:
             if key not in self.caches:
-                build = partial(build_lpips_network, lpips_net, lpips_weights, allow_download=False)
-                self.caches[key] = Cache(build_network=lambda device: build(device=device))
+                source = self.weights_source(lpips_net, lpips_weights)
+                self.caches[key] = Cache(build_network=partial(build_network, lpips_net, source))
             return self.caches[key]
+
+    def weights_source(
+        self, lpips_net: str, lpips_weights: BackboneFile | str | None
+    ) -> BackboneWeights | BackboneFile | str | None:
+        """The shipped tensors when they came from the backbone file `lpips_weights` for `lpips_net`, else
+        `lpips_weights` itself."""
+        shipped = self.shipped
+        if shipped is not None and (shipped.net, shipped.file) == (lpips_net, lpips_weights):
+            return shipped
+        return lpips_weights
+
+
+def build_network(
+    lpips_net: str, source: BackboneWeights | BackboneFile | str | None, device: torch.device
+) -> LpipsNetwork:
+    """`build_lpips_network` without downloads; on a Dask worker its WeightsError names the worker."""
+    try:
+        return build_lpips_network(lpips_net, source, device=device, allow_download=False)
+    except WeightsError as exc:
+        address = worker_address()
+        if address is None:
+            raise
+        raise WeightsError(f"On Dask worker {address}: {exc}") from exc
+
+
+def worker_address() -> str | None:
+    """The address of the Dask worker running this task; None outside a worker."""
+    try:
+        return get_worker().address
+    except ValueError:
+        return None
 
 
 class ScoringPlugin(WorkerPlugin):
@@ -148,18 +190,26 @@ class ScoringPlugin(WorkerPlugin):
 
     `own_processes`: the workers are processes this run started, whose allocator may be tuned
     (`pipeline.allocator`); never set for an in-process worker or a cluster someone else started.
+    `backbone`: the LPIPS backbone's tensors, pickled with the plugin and sent to every worker (also to one
+    that joins later), which builds the network from them instead of opening the client's file.
     """
 
     name = PLUGIN_NAME
 
-    def __init__(self, torch_threads: int | None = None, own_processes: bool = False) -> None:
+    def __init__(
+        self,
+        torch_threads: int | None = None,
+        own_processes: bool = False,
+        backbone: BackboneWeights | None = None,
+    ) -> None:
         self.torch_threads = torch_threads
         self.own_processes = own_processes
+        self.backbone = backbone
         self.state: WorkerState | None = None  # made in `setup`, on the worker
         self._previous_threads: int | None = None
 
     def setup(self, worker: Any) -> None:
-        self.state = WorkerState()
+        self.state = WorkerState(shipped=self.backbone)
         if self.own_processes:
             keep_freed_memory()
         if self.torch_threads:
@@ -169,6 +219,17 @@ class ScoringPlugin(WorkerPlugin):
     def teardown(self, worker: Any) -> None:
         if self._previous_threads:
             torch.set_num_threads(self._previous_threads)
+
+
+def scoring_plugin(execution: Execution, lpips_net: str, backbone: BackboneFile | None) -> ScoringPlugin:
+    """The `ScoringPlugin` of a run on `execution`, carrying the verified LPIPS backbone's tensors when the
+    run has Dask workers (loaded here once; without workers the file is read where the network is built).
+
+    Raises:
+        WeightsError: the backbone file changed since it was verified, or cannot be loaded.
+    """
+    weights = load_backbone_weights(lpips_net, backbone) if backbone and execution.has_workers else None
+    return ScoringPlugin(execution.torch_threads, own_processes=execution.own_processes, backbone=weights)
 
 
 _LOCAL_STATE = WorkerState()  # for shards scored outside a Dask worker (`--scheduler sync`, direct calls)

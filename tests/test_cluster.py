@@ -3,19 +3,23 @@ one, and bounded submission."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 import urllib.request
 
+import dask
 import pytest
 from conftest import free_port
-from distributed import Client
+from distributed import Client, WorkerPlugin
 
 from pipeline import cluster as cluster_module
 from pipeline.cluster import (
     CONNECT_TIMEOUT_S,
     SyncExecutor,
     available_cores,
+    configured_scheduler,
     open_cluster,
     plan_local_cluster,
     run_bounded,
@@ -24,6 +28,7 @@ from pipeline.cluster import (
 from pipeline.config import ScoreConfig
 from pipeline.errors import ClusterError, UsageError
 from pipeline.scoring import score_folders
+from pipeline.worker_warnings import WorkerWarnings
 
 # Sizing the embedded cluster
 
@@ -143,6 +148,39 @@ def test_local_sizes_with_an_existing_cluster_are_a_usage_error(given):
         cluster.__enter__()
 
 
+def test_configured_scheduler_gives_way_to_sync_threads_and_an_address():
+    with dask.config.set({"scheduler-address": f"tcp://127.0.0.1:{free_port()}"}):
+        assert configured_scheduler()[1] == "Dask's config (scheduler-address)"
+        with open_cluster("sync") as execution:
+            assert isinstance(execution.executor, SyncExecutor)
+        with open_cluster("threads", workers=1) as execution:
+            assert execution.description == "local threads (1)"
+        with pytest.raises(UsageError) as raised:
+            open_cluster(workers=2).__enter__()
+    assert "Dask's config (scheduler-address) names the Dask scheduler tcp://127.0.0.1:" in str(raised.value)
+    assert "unset it to start a local cluster" in str(raised.value)
+    assert configured_scheduler() is None
+
+
+class MissingOnTheWorkers(WorkerPlugin):
+    """A plugin whose setup fails as it does on a worker without iqa-pipeline."""
+
+    name = "missing-on-the-workers"
+
+    def setup(self, worker: object) -> None:
+        raise ModuleNotFoundError("No module named 'pipeline'")
+
+
+def test_workers_that_cannot_set_up_a_plugin_are_a_cluster_error():
+    with open_cluster("threads", workers=1) as execution:
+        with pytest.raises(ClusterError) as raised:
+            execution.register(MissingOnTheWorkers())
+        assert execution.plugins == []
+    message = str(raised.value)
+    assert "cannot set up iqa-pipeline's worker plugin 'missing-on-the-workers'" in message
+    assert "ModuleNotFoundError: No module named 'pipeline'" in message and "install iqa-pipeline" in message
+
+
 @pytest.mark.slow  # waits out the connect timeout
 @pytest.mark.timeout(120)  # a guard against retrying forever, not a measurement
 def test_unreachable_scheduler_fails_fast_naming_the_address(photo_folders, tmp_path):
@@ -204,3 +242,50 @@ def test_run_bounded_keeps_at_most_max_in_flight_outstanding():
     assert sorted(seen) == list(range(12))
     assert isinstance(seen.pop(5), RuntimeError)
     assert seen == {item: item * item + 10 for item in seen}
+
+
+# Warnings of workers
+
+
+def test_worker_warnings_are_shown_once_per_worker_and_kind(caplog):
+    warnings = WorkerWarnings()
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        for percent in (85, 86, 85):
+            warnings.on_record(
+                (0.0, {"worker": "tcp://a:1", "levelno": 30, "msg": f"Worker is at {percent}%"})
+            )
+        warnings.on_record((0.0, {"worker": "tcp://b:1", "levelno": 30, "msg": "Worker is at 85%"}))
+        warnings.on_memory_restart((0.0, {"worker": "tcp://a:1", "pid": 7, "rss": 3 * 2**30}))
+        warnings.on_cluster_event((0.0, {"action": "remove-worker", "worker": "tcp://b:1", "expected": True}))
+        warnings.on_cluster_event((0.0, {"action": "add-worker", "worker": "tcp://c:1"}))
+        warnings.on_cluster_event(
+            (0.0, {"action": "remove-worker", "worker": "tcp://c:1", "processing-tasks": {"x", "y"}})
+        )
+    shown = [record.getMessage() for record in caplog.records]
+    assert shown[:2] == ["Dask worker tcp://a:1: Worker is at 85%", "Dask worker tcp://b:1: Worker is at 85%"]
+    assert shown[2].startswith(
+        "Dask worker tcp://a:1: its process (pid 7) used 3.00 GiB, more than its memory"
+    )
+    assert "dask worker --memory-limit" in shown[2]
+    assert shown[3].startswith("Dask worker tcp://c:1: left the cluster unexpectedly with 2 task(s) running")
+    assert len(shown) == 4
+
+
+def warn_on_the_worker(message: str) -> None:
+    """A task: log `message` as a warning of the worker running it, as distributed's memory monitor does."""
+    logging.getLogger("distributed.worker.memory").warning(message)
+
+
+@pytest.mark.slow
+def test_warnings_of_worker_processes_reach_the_client_once(caplog):
+    logged = caplog.at_level(logging.WARNING, logger="pipeline")
+    with logged, open_cluster(None, workers=2, device="cpu") as execution:
+        client = execution.executor
+        worker = next(iter(client.scheduler_info()["workers"]))
+        for message in ("Worker is at 85% memory usage.", "Worker is at 85% memory usage.", "last"):
+            client.submit(warn_on_the_worker, message, workers=[worker], pure=False).result()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("last" in r.getMessage() for r in caplog.records):
+            time.sleep(0.1)
+    shown = [r.getMessage() for r in caplog.records if r.name == "pipeline.cluster"]
+    assert shown == [f"Dask worker {worker}: Worker is at 85% memory usage.", f"Dask worker {worker}: last"]

@@ -1,10 +1,11 @@
-"""End to end on real Dask processes: an existing cluster by address and scheduler file, a worker killed
-while scoring, a scoring process killed and resumed. (Tests of `pipeline/cluster.py` itself are in
-test_cluster.py.)"""
+"""End to end on real Dask processes: an existing cluster by address, scheduler file and
+DASK_SCHEDULER_ADDRESS, a worker that cannot see the client's LPIPS weights, a worker killed while scoring, a
+scoring process killed and resumed. (Tests of `pipeline/cluster.py` itself are in test_cluster.py.)"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,13 +14,18 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 import pandas as pd
 import pytest
-from conftest import free_port, make_dataset
+from conftest import LPIPS_TOL, free_port, install, make_dataset, sha256_of
+from distributed import Client
 from typer.testing import CliRunner
 
+import pipeline
 from pipeline.cli import app
+from pipeline.cluster import ADDRESS_VARIABLE
 from pipeline.config import ScoreConfig
+from pipeline.metrics.lpips_weights import backbone_cache_path
 from pipeline.results import load_results, part_paths
 from pipeline.scoring import score_folders
 
@@ -39,10 +45,34 @@ def wait_for(condition, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-class DaskCluster:
-    """A `dask scheduler` and N `dask worker` processes on 127.0.0.1, stopped by `close()`."""
+def can_hide_folders() -> bool:
+    """Whether a process can start in a mount namespace of its own and mount a tmpfs (root on Linux)."""
+    probe = ["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+    except OSError:
+        return False
 
-    def __init__(self, tmp_path: Path, workers: int = 2) -> None:
+
+def hiding(folder: Path, command: list[str]) -> list[str]:
+    """`command` run in a mount namespace of its own where `folder` is an empty tmpfs."""
+    script = 'mount -t tmpfs tmpfs "$1" && shift && exec "$@"'
+    return ["unshare", "-m", "sh", "-c", script, "sh", str(folder), *command]
+
+
+class DaskCluster:
+    """A `dask scheduler` and N `dask worker` processes on 127.0.0.1, stopped by `close()`.
+
+    `worker_env`: variables added to the workers' environment; `hidden`: a folder the workers see empty.
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        workers: int = 2,
+        worker_env: dict[str, str] | None = None,
+        hidden: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.scheduler_file = tmp_path / "scheduler.json"
@@ -53,29 +83,16 @@ class DaskCluster:
             **common,
         )  # fmt: skip
         wait_for(self.scheduler_file.exists, 60, "the scheduler file")
+        command = [DASK, "worker", self.address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
+                   "--dashboard-address", ":0", "--death-timeout", "60"]  # fmt: skip
         self.workers = [
             subprocess.Popen(
-                [
-                    DASK,
-                    "worker",
-                    self.address,
-                    "--nthreads",
-                    "1",
-                    "--no-nanny",
-                    "--host",
-                    "127.0.0.1",
-                    "--dashboard-address",
-                    ":0",
-                    "--death-timeout",
-                    "60",
-                ],
-                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                command if hidden is None else hiding(hidden, command),
+                env={**os.environ, "OMP_NUM_THREADS": "1", **(worker_env or {})},
                 **common,
             )
             for _ in range(workers)
         ]
-        from distributed import Client
-
         with Client(self.address, timeout=30) as client:
             client.wait_for_workers(workers, timeout=60)
 
@@ -116,7 +133,65 @@ def test_existing_cluster_rows_equal_a_local_run(tmp_path, cluster):
     assert cluster.address in manifest["execution"]
 
 
-def test_killed_worker_loses_nothing(tmp_path, cluster):
+@pytest.fixture
+def scheduler_variable(monkeypatch):
+    """Sets DASK_SCHEDULER_ADDRESS as a shell would (Dask's config is read again); unset after the test."""
+
+    def set_to(address: str) -> None:
+        monkeypatch.setenv(ADDRESS_VARIABLE, address)
+        dask.config.refresh()
+
+    yield set_to
+    monkeypatch.delenv(ADDRESS_VARIABLE, raising=False)
+    dask.config.refresh()
+
+
+def test_scheduler_address_from_the_environment_is_used_and_said(tmp_path, cluster, scheduler_variable):
+    ref, out = make_dataset(tmp_path, 4, size=64)
+    scheduler_variable(cluster.address)
+    base = ["score", str(ref), str(out), "--metrics", "psnr", "--no-report", "--no-progress"]
+    from_variable = runner.invoke(app, [*base, "-o", str(tmp_path / "variable")])
+    assert from_variable.exit_code == 0, from_variable.output
+    assert f"Using the Dask scheduler {cluster.address} from DASK_SCHEDULER_ADDRESS" in from_variable.output
+    manifest = json.loads((tmp_path / "variable" / "manifest.json").read_text())
+    assert manifest["execution"] == f"Dask cluster {cluster.address} (from DASK_SCHEDULER_ADDRESS)"
+    sync = runner.invoke(app, [*base, "-o", str(tmp_path / "sync"), "--scheduler", "sync"])
+    assert sync.exit_code == 0, sync.output
+    assert "Using the Dask scheduler" not in sync.output
+    assert json.loads((tmp_path / "sync" / "manifest.json").read_text())["execution"] == "in-process (sync)"
+
+
+@pytest.mark.skipif(not can_hide_folders(), reason="needs `unshare -m` and tmpfs mounts (root on Linux)")
+def test_a_worker_without_the_weights_scores_lpips_as_a_local_run(tmp_path, alex_weights):
+    weights = install(alex_weights, tmp_path / "weights" / "alexnet-seeded.pth")
+    torch_home = tmp_path / "worker-torch-home"
+    torch_home.mkdir()
+    ref, out = make_dataset(tmp_path, 6, size=96)
+    options = {
+        "metrics": ("psnr", "lpips"),
+        "lpips_weights": str(weights),
+        "report": False,
+        "progress": False,
+    }
+    cluster = DaskCluster(
+        tmp_path, workers=1, worker_env={"TORCH_HOME": str(torch_home)}, hidden=weights.parent
+    )
+    try:
+        with Client(cluster.address, timeout=30) as client:
+            seen = client.run(lambda: (weights.exists(), backbone_cache_path("alex").exists()))
+        assert list(seen.values()) == [(False, False)]  # the worker has no weights to read
+        remote = pipeline.score(ref, out, tmp_path / "remote", scheduler=cluster.address, **options)
+    finally:
+        cluster.close()
+    local = pipeline.score(ref, out, tmp_path / "local", scheduler="sync", **options)
+    columns = ["key", "status", "psnr", "lpips"]
+    assert (remote.frame["status"] == "ok").all() and len(remote.frame) == 6
+    pd.testing.assert_frame_equal(remote.frame[columns], local.frame[columns], rtol=0, atol=LPIPS_TOL)
+    assert remote.manifest["lpips_backbone"] == str(weights)
+    assert remote.manifest["lpips_backbone_sha256"] == sha256_of(weights)
+
+
+def test_killed_worker_loses_nothing(tmp_path, cluster, caplog):
     ref, out = make_dataset(tmp_path, 30, size=240)
     config = ScoreConfig(
         metrics=METRICS, scheduler=cluster.address, shard_pairs=1, max_in_flight=6, report=False
@@ -130,11 +205,14 @@ def test_killed_worker_loses_nothing(tmp_path, cluster):
             outcome["error"] = exc
 
     thread = threading.Thread(target=run)
-    thread.start()
-    wait_for(lambda: len(part_paths(tmp_path / "run")) >= 3, 120, "the first parts")
-    os.kill(cluster.workers[0].pid, signal.SIGKILL)
-    thread.join(timeout=300)
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        thread.start()
+        wait_for(lambda: len(part_paths(tmp_path / "run")) >= 3, 120, "the first parts")
+        os.kill(cluster.workers[0].pid, signal.SIGKILL)
+        thread.join(timeout=300)
     assert "error" not in outcome, outcome.get("error")
+    lost = [r.getMessage() for r in caplog.records if "left the cluster unexpectedly" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].startswith("Dask worker tcp://127.0.0.1:"), lost
     rows = load_results(tmp_path / "run", latest_only=False)
     assert len(rows) == 30 and rows["key"].is_unique
     assert (rows["status"] == "ok").all()

@@ -4,6 +4,7 @@ one-line errors offline."""
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 import urllib.error
@@ -20,6 +21,7 @@ from pipeline.metrics.lpips_weights import (
     backbone_cache_path,
     backbone_filename,
     backbone_url,
+    load_backbone_weights,
     name_hash_prefix,
     resolve_backbone,
     verify_backbone,
@@ -258,6 +260,53 @@ def test_a_verified_file_that_changed_is_refused(checkpoint_store: Path, tmp_pat
     with pytest.raises(WeightsError) as info:
         build_lpips_network("squeeze", backbone)
     assert_one_line(info, str(file), "cannot be read")
+
+
+# Weights shipped to workers: the backbone's features, checked by their digest
+
+
+def test_shipped_weights_build_the_same_network_without_the_file(
+    checkpoint_store: Path, tmp_path: Path
+) -> None:
+    file = Path(shutil.copyfile(checkpoint_store / "squeeze-seed0.pth", tmp_path / "squeeze-copy.pth"))
+    backbone = verify_backbone("squeeze", file)
+    weights = load_backbone_weights("squeeze", backbone)
+    from_file = build_lpips_network("squeeze", backbone)
+    file.unlink()
+    received = pickle.loads(pickle.dumps(weights))  # as a worker receives the plugin
+    shipped = build_lpips_network("squeeze", received)
+    assert received.file == backbone
+    for (name, expected), (_, built) in zip(
+        from_file.state_dict().items(), shipped.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(built, expected, rtol=0, atol=0, msg=name)
+
+
+def test_only_the_alexnet_features_are_shipped(alex_weights: Path) -> None:
+    weights = load_backbone_weights("alex", verify_backbone("alex", alex_weights))
+    features = {k: v for k, v in seeded_state_dict("alex", 0).items() if k.startswith("features.")}
+    assert sorted(weights.features) == sorted(key.removeprefix("features.") for key in features)
+    assert weights.nbytes == sum(tensor.nbytes for tensor in features.values())
+    assert len(pickle.dumps(weights)) < alex_weights.stat().st_size / 20
+
+
+def test_damaged_shipped_weights_are_refused(checkpoint_store: Path) -> None:
+    weights = load_backbone_weights(
+        "squeeze", verify_backbone("squeeze", checkpoint_store / "squeeze-seed0.pth")
+    )
+    weights.features["0.weight"][0, 0, 0, 0] += 1
+    with pytest.raises(WeightsError) as info:
+        build_lpips_network("squeeze", weights)
+    assert_one_line(info, str(checkpoint_store / "squeeze-seed0.pth"), "damaged on the way", "Run again")
+
+
+def test_a_verified_file_that_changed_is_not_shipped(checkpoint_store: Path, tmp_path: Path) -> None:
+    file = Path(shutil.copyfile(checkpoint_store / "squeeze-seed0.pth", tmp_path / "squeeze-copy.pth"))
+    backbone = verify_backbone("squeeze", file)
+    os.utime(file, ns=(backbone.mtime_ns + 10**9, backbone.mtime_ns + 10**9))
+    with pytest.raises(WeightsError) as info:
+        load_backbone_weights("squeeze", backbone)
+    assert_one_line(info, str(file), "changed after it was checked")
 
 
 # Bad files fail loudly

@@ -17,14 +17,19 @@ from scipy.signal import convolve2d
 from skimage.metrics import peak_signal_noise_ratio
 
 from pipeline import worker
+from pipeline.cluster import open_cluster
+from pipeline.errors import WeightsError
+from pipeline.metrics.lpips_weights import load_backbone_weights, verify_backbone
 from pipeline.worker import (
     PairTask,
     ScoringPlugin,
     ShardSettings,
     WorkerState,
+    current_state,
     decode_threads,
     prefetch,
     score_shard,
+    scoring_plugin,
 )
 
 PIXEL_METRICS = ("psnr", "ssim", "ms_ssim", "mse")
@@ -156,6 +161,41 @@ def test_plugin_sets_the_workers_torch_threads_and_puts_them_back():
 
 def test_tasks_outside_a_worker_use_the_process_state():
     assert worker.current_state() is worker._LOCAL_STATE
+
+
+def test_shipped_weights_are_used_only_for_the_backbone_they_came_from(checkpoint_store, tmp_path):
+    backbone = verify_backbone("squeeze", checkpoint_store / "squeeze-seed0.pth")
+    other = verify_backbone("alex", checkpoint_store / "alex-seed0.pth")
+    state = WorkerState(shipped=load_backbone_weights("squeeze", backbone))
+    assert state.weights_source("squeeze", backbone) is state.shipped
+    assert state.weights_source("alex", other) is other
+    assert state.weights_source("squeeze", "squeeze.pth") == "squeeze.pth"
+
+
+def test_the_plugin_ships_the_backbone_to_dask_workers_only(checkpoint_store):
+    backbone = verify_backbone("squeeze", checkpoint_store / "squeeze-seed0.pth")
+    with open_cluster("sync") as execution:
+        assert scoring_plugin(execution, "squeeze", backbone).backbone is None
+    with open_cluster("threads", workers=1) as execution:
+        execution.register(scoring_plugin(execution, "squeeze", backbone))
+        shipped = execution.executor.submit(lambda: current_state().shipped).result()
+        assert shipped.file == backbone and shipped.net == "squeeze"
+
+
+def test_a_worker_that_cannot_build_the_network_says_which_worker(tmp_path):
+    missing = str(tmp_path / "missing-alexnet.pth")
+
+    def build() -> None:
+        WorkerState().resources("alex", missing).lpips_network(torch.device("cpu"))
+
+    with open_cluster("threads", workers=1) as execution:
+        address = next(iter(execution.executor.scheduler_info()["workers"]))
+        with pytest.raises(WeightsError) as info:
+            execution.executor.submit(build).result()
+    message = str(info.value)
+    assert message.startswith(f"On Dask worker {address}: LPIPS weights path") and missing in message
+    with pytest.raises(WeightsError, match=r"^LPIPS weights path"):
+        build()
 
 
 def test_decode_threads_per_device(monkeypatch):

@@ -7,9 +7,11 @@ explicit path (`--lpips-weights`), torchvision's cache (`$TORCH_HOME/hub/checkpo
 A backbone file whose name carries a hash prefix (torchvision's `<name>-<hex>.pth`) must hash to it; a file
 under any other name is taken as the user's own weights. `verify_backbone` checks this and loads the file
 strictly, once, on the client before a run starts; it returns a `BackboneFile` (path, sha256, size,
-modification time) that workers build the network from, checking only that the file kept its size and time.
-The network is built on the meta device and every tensor must come from a file, so a missing, partial or wrong
-file stops the run instead of scoring with random weights.
+modification time), which the manifest records. A run on Dask workers ships `BackboneWeights` to them (the
+backbone's `features` tensors, the only part LPIPS uses, with their digest), so workers never open the
+client's file; a direct call builds from the `BackboneFile`, checking only that the file kept its size and
+time. The network is built on the meta device and every tensor must come from a file or the shipped tensors,
+so a missing, partial or wrong file stops the run instead of scoring with random weights.
 """
 
 from __future__ import annotations
@@ -50,6 +52,27 @@ class BackboneFile:
     sha256: str
     size: int
     mtime_ns: int
+
+
+@dataclass(frozen=True, eq=False)
+class BackboneWeights:
+    """The tensors of a verified backbone that the LPIPS network uses, for a worker that cannot read the file.
+
+    `features`: the backbone's `features.*` tensors as torchvision names them, without the prefix (the trunk
+    of LPIPS is cut from them). `file`: the checked file they were loaded from (path and sha256, as the
+    manifest records them). `digest`: `tensors_sha256(features)` on the client, computed again by the worker
+    before it builds the network.
+    """
+
+    net: str
+    file: BackboneFile
+    features: dict[str, Tensor]
+    digest: str
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of tensor data shipped."""
+        return sum(tensor.nbytes for tensor in self.features.values())
 
 
 def backbone_filename(net: str) -> str:
@@ -179,14 +202,65 @@ def verify_backbone(net: str, path: Path) -> BackboneFile:
     return backbone
 
 
+def load_backbone_weights(net: str, backbone: BackboneFile) -> BackboneWeights:
+    """The `features` tensors of a verified backbone file, loaded strictly again, to ship to Dask workers.
+
+    Raises:
+        WeightsError: the file changed since it was verified, or cannot be loaded.
+
+    Example (a stand-in checkpoint under a name without a hash):
+        >>> import tempfile
+        >>> from pipeline.metrics.lpips_network import backbone_model
+        >>> checkpoint = Path(tempfile.mkdtemp()) / "squeezenet-seeded.pth"
+        >>> torch.save(backbone_model("squeeze").state_dict(), checkpoint)
+        >>> weights = load_backbone_weights("squeeze", verify_backbone("squeeze", checkpoint))
+        >>> sorted(weights.features)[:2], weights.digest == tensors_sha256(weights.features)
+        (['0.bias', '0.weight'], True)
+    """
+    features = _backbone_features(net, _unchanged(backbone).path)
+    compact = {name: tensor.detach().clone() for name, tensor in features.items()}  # no shared storage
+    return BackboneWeights(net, backbone, compact, tensors_sha256(compact))
+
+
+def tensors_sha256(tensors: Mapping[str, Tensor]) -> str:
+    """sha256 (hex) of named tensors: each name, dtype, shape and bytes, in name order.
+
+    Example:
+        >>> tensors_sha256({"b": torch.ones(2)}) == tensors_sha256({"b": torch.ones(2)})
+        True
+        >>> tensors_sha256({"b": torch.ones(2)}) == tensors_sha256({"b": torch.ones(2, 1)})
+        False
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _received(weights: BackboneWeights) -> dict[str, Tensor]:
+    """The shipped `features` after checking they hash to the digest the client recorded with them."""
+    digest = tensors_sha256(weights.features)
+    if digest != weights.digest:
+        raise WeightsError(
+            f"LPIPS backbone weights received from the client for {weights.file.path} hash to "
+            f"{digest[:12]}, not to the {weights.digest[:12]} recorded with them: they were damaged on the "
+            "way to this worker. Run again; if it repeats, check the worker's memory and network."
+        )
+    return weights.features
+
+
 def _unchanged(backbone: BackboneFile) -> BackboneFile:
     """`backbone` after checking the file still has the size and modification time it had when verified."""
     try:
         stat = backbone.path.stat()
     except OSError as exc:
         raise WeightsError(
-            f"LPIPS backbone {backbone.path} cannot be read where the network is built ({_one_line(exc)}); "
-            "workers must see the same file as the machine that started the run."
+            f"LPIPS backbone {backbone.path} cannot be read where the network is built ({_one_line(exc)}). "
+            "Dask workers get the weights from the client, so this is a call outside a Dask run (or a worker "
+            "without the run's plugin), which needs the file at this path; pass a readable copy with "
+            "--lpips-weights FILE."
         ) from exc
     if (stat.st_size, stat.st_mtime_ns) != (backbone.size, backbone.mtime_ns):
         raise WeightsError(
@@ -330,9 +404,23 @@ def _check_every_tensor_loaded(network: torch.nn.Module, net: str, path: Path) -
         )
 
 
+def _features(
+    net: str, weights: str | Path | BackboneFile | BackboneWeights | None, allow_download: bool
+) -> tuple[dict[str, Tensor], Path]:
+    """The backbone's `features` tensors for `build_lpips_network`, and the file they come from."""
+    if isinstance(weights, BackboneWeights):
+        assert weights.net == net, f"weights of {weights.net!r} shipped for {net!r}"
+        return _received(weights), weights.file.path
+    if isinstance(weights, BackboneFile):
+        path = _unchanged(weights).path
+    else:
+        path = _hashed_backbone(net, resolve_backbone(net, weights, allow_download=allow_download)).path
+    return _backbone_features(net, path), path
+
+
 def build_lpips_network(
     net: str = "alex",
-    weights: str | Path | BackboneFile | None = None,
+    weights: str | Path | BackboneFile | BackboneWeights | None = None,
     *,
     device: str | torch.device = "cpu",
     allow_download: bool = True,
@@ -341,7 +429,8 @@ def build_lpips_network(
 
     Args:
         net: backbone, 'alex' (default), 'vgg' or 'squeeze'.
-        weights: a `BackboneFile` from `verify_backbone` (only its size and modification time are checked
+        weights: `BackboneWeights` shipped from the client (their digest is checked again; no file is
+            opened), a `BackboneFile` from `verify_backbone` (only its size and modification time are checked
             again), or a backbone checkpoint file or folder (`--lpips-weights`; found by `resolve_backbone`
             and held to the hash prefix in its name).
         device: where the network lives.
@@ -353,7 +442,8 @@ def build_lpips_network(
 
     Raises:
         WeightsError: the backbone or the linear layers are missing, unreadable, do not hash to the prefix in
-            their name, or do not match; a verified backbone file changed since.
+            their name, or do not match; a verified backbone file changed since; shipped tensors do not hash
+            to their digest.
 
     Example (a stand-in checkpoint; real runs use torchvision's file from the cache or `--lpips-weights`):
         >>> import tempfile
@@ -364,15 +454,12 @@ def build_lpips_network(
         >>> network.pnet_type, network.training
         ('squeeze', False)
     """
-    if isinstance(weights, BackboneFile):
-        backbone = _unchanged(weights)
-    else:
-        backbone = _hashed_backbone(net, resolve_backbone(net, weights, allow_download=allow_download))
+    features, path = _features(net, weights, allow_download)
     with torch.device("meta"):
         network = LpipsNetwork(net)
     network.scaling_layer = ScalingLayer()
     _load_linear_layers(network, net)
-    _load_backbone(network, _backbone_features(net, backbone.path))
-    _check_every_tensor_loaded(network, net, backbone.path)
+    _load_backbone(network, features)
+    _check_every_tensor_loaded(network, net, path)
     network.eval().requires_grad_(False)
     return network.to(device=device, memory_format=torch.channels_last)

@@ -39,7 +39,7 @@ from pipeline.similarity.tasks import (
     block_pairs,
     compare_blocks,
 )
-from pipeline.worker import ScoringPlugin
+from pipeline.worker import scoring_plugin
 
 
 @dataclass
@@ -137,7 +137,7 @@ def run_similar(
     claim_run_dir(run_path, OUTPUTS, overwrite=overwrite)
     timings = {"list_s": time.perf_counter() - started}
     with open_cluster(scheduler, workers=workers) as execution:
-        execution.register(ScoringPlugin(execution.torch_threads, own_processes=execution.own_processes))
+        execution.register(scoring_plugin(execution, lpips_net, backbone))
         matrix, failures = _compare_all(
             execution, set_a, set_b if against is not None else None, settings, block
         )
