@@ -7,8 +7,12 @@ import io
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import torch
@@ -17,6 +21,11 @@ from PIL import Image, ImageFilter
 from skimage.metrics import structural_similarity
 
 from pipeline.metrics.lpips_weights import backbone_filename, build_lpips_network
+
+# A scheduler address in the developer's shell would send the suite's local-cluster runs to that cluster; the
+# tests that use the variable set it themselves.
+os.environ.pop("DASK_SCHEDULER_ADDRESS", None)
+dask.config.set({"scheduler-address": None})
 
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 PSNR_TOL = 1e-4
@@ -301,3 +310,34 @@ def one_line_error(result, exit_code: int, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+# Object storage: moto's standalone S3 server (a real HTTP server speaking the S3 API), started by the tests.
+def start_s3_server(port: int, **env: str) -> subprocess.Popen:
+    """moto's S3 server on 127.0.0.1:`port`, ready to answer."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("moto's S3 server did not start")
+
+
+def s3_environment(endpoint: str) -> dict[str, str]:
+    """The variables that point botocore (and so s3fs) at the test server with its dummy credentials."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }

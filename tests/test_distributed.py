@@ -17,7 +17,7 @@ from pathlib import Path
 import dask
 import pandas as pd
 import pytest
-from conftest import LPIPS_TOL, free_port, install, make_dataset, sha256_of
+from conftest import LPIPS_TOL, free_port, install, make_dataset, s3_environment, sha256_of, start_s3_server
 from distributed import Client
 from typer.testing import CliRunner
 
@@ -189,6 +189,45 @@ def test_a_worker_without_the_weights_scores_lpips_as_a_local_run(tmp_path, alex
     pd.testing.assert_frame_equal(remote.frame[columns], local.frame[columns], rtol=0, atol=LPIPS_TOL)
     assert remote.manifest["lpips_backbone"] == str(weights)
     assert remote.manifest["lpips_backbone_sha256"] == sha256_of(weights)
+
+
+@pytest.mark.skipif(not can_hide_folders(), reason="needs a mount namespace (unshare -m) to hide folders")
+def test_workers_without_a_shared_disk_score_a_run_in_object_storage(tmp_path, alex_weights, monkeypatch):
+    """The images and the run directory in S3, the weights shipped: the worker sees none of the client's files
+    (its view of tmp_path is an empty tmpfs) and still gives the values of a local run."""
+    s3fs = pytest.importorskip("s3fs")
+    port = free_port()
+    server = start_s3_server(port)
+    environment = s3_environment(f"http://127.0.0.1:{port}")
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    data = tmp_path / "client"
+    weights = install(alex_weights, data / "weights" / "alexnet-seeded.pth")
+    ref, out = make_dataset(data, 6, size=96)
+    store = s3fs.S3FileSystem()
+    store.mkdir("shared-nothing")
+    store.put(f"{ref}/", "shared-nothing/ref/", recursive=True)
+    store.put(f"{out}/", "shared-nothing/out/", recursive=True)
+    options = {"metrics": ("psnr", "ssim", "lpips"), "lpips_weights": str(weights), "progress": False}
+    cluster = DaskCluster(tmp_path, workers=1, worker_env=environment, hidden=data)
+    try:
+        with Client(cluster.address, timeout=30) as client:
+            assert list(client.run(lambda: any(data.iterdir())).values()) == [False]
+        remote = pipeline.score(
+            "s3://shared-nothing/ref", "s3://shared-nothing/out", "s3://shared-nothing/run",
+            scheduler=cluster.address, **options,
+        )  # fmt: skip
+        remote_rows = remote.frame
+    finally:
+        cluster.close()
+        server.terminate()
+        server.wait(10)
+    local = pipeline.score(ref, out, tmp_path / "local", scheduler="sync", **options)
+    columns = ["key", "status", "psnr", "ssim", "lpips", "ref_sha256", "out_sha256"]
+    assert (remote_rows["status"] == "ok").all() and len(remote_rows) == 6
+    pd.testing.assert_frame_equal(remote_rows[columns], local.frame[columns], rtol=0, atol=LPIPS_TOL)
+    assert remote.report_path == "s3://shared-nothing/run/report.html"
 
 
 def test_killed_worker_loses_nothing(tmp_path, cluster, caplog):

@@ -7,16 +7,11 @@ Credentials and the endpoint reach s3fs the standard way (`AWS_*` variables, `AW
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 
 import pandas as pd
 import pytest
-from conftest import free_port, make_dataset, one_line_error
+from conftest import free_port, make_dataset, one_line_error, s3_environment, start_s3_server
 from typer.testing import CliRunner
 
 import pipeline
@@ -36,29 +31,10 @@ VALUE_COLUMNS = ["key", "group", "height", "width", "channels", "bit_depth", "ps
 HASH_COLUMNS = ["ref_sha256", "out_sha256", "status"]
 
 
-def start_server(port: int, **env: str) -> subprocess.Popen:
-    """moto's S3 server on 127.0.0.1:`port`, ready to answer."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("moto's S3 server did not start")
-
-
 @pytest.fixture(scope="module")
 def endpoint():
     port = free_port()
-    server = start_server(port)
+    server = start_s3_server(port)
     yield f"http://127.0.0.1:{port}"
     server.terminate()
     server.wait(10)
@@ -67,13 +43,7 @@ def endpoint():
 @pytest.fixture
 def s3(endpoint, monkeypatch):
     """The S3 file system, credentials and endpoint in the environment; clean instance caches around."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
+    for name, value in s3_environment(endpoint).items():
         monkeypatch.setenv(name, value)
     s3fs.S3FileSystem.clear_instance_cache()
     yield s3fs.S3FileSystem()
@@ -209,7 +179,7 @@ def test_missing_credentials_are_one_line_exit_2(dataset, monkeypatch, tmp_path)
 
 def test_denied_access_is_one_line_exit_2(monkeypatch, tmp_path):
     port = free_port()
-    server = start_server(port, INITIAL_NO_AUTH_ACTION_COUNT="0")  # every request checked against IAM
+    server = start_s3_server(port, INITIAL_NO_AUTH_ACTION_COUNT="0")  # every request checked against IAM
     try:
         for name, value in {
             "AWS_ACCESS_KEY_ID": "AKIAUNKNOWN000000000", "AWS_SECRET_ACCESS_KEY": "wrong",
