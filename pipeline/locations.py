@@ -85,6 +85,11 @@ class Location:
         return isinstance(self.fs, LocalFileSystem)
 
     @property
+    def read_only(self) -> bool:
+        """Whether this file system cannot be written (http and https)."""
+        return url_protocol(self.url) in READ_ONLY_PROTOCOLS
+
+    @property
     def name(self) -> str:
         return posixpath.basename(self.path.rstrip("/"))
 
@@ -174,7 +179,7 @@ class Location:
             return call(self.path)
 
     def _refuse_read_only(self) -> None:
-        if url_protocol(self.url) in READ_ONLY_PROTOCOLS:
+        if self.read_only:
             raise UsageError(f"{self.url} is read-only (http/https); write runs to a folder or a bucket.")
 
     @contextmanager

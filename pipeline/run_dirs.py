@@ -68,6 +68,8 @@ def claim_run_dir(
     if resume and overwrite:
         raise UsageError("--resume and --overwrite contradict each other: pick one.")
     target = locate(run_dir, storage_options)
+    if target.read_only:
+        raise UsageError(f"{target} is read-only (http/https); write the run to a folder or a bucket.")
     for role, folder in (inputs or {}).items():
         if _inside(target, locate(folder, storage_options)):
             raise UsageError(

@@ -321,15 +321,24 @@ def start_s3_server(port: int, **env: str) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
+    try:
+        wait_for_port(port)
+    except RuntimeError:
+        server.kill()
+        raise
+    return server
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    """Return once something accepts connections on 127.0.0.1:`port`; RuntimeError after `timeout` s."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
+            return
         except OSError:
             time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("moto's S3 server did not start")
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 def s3_environment(endpoint: str) -> dict[str, str]:

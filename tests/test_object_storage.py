@@ -7,11 +7,13 @@ Credentials and the endpoint reach s3fs the standard way (`AWS_*` variables, `AW
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import pandas as pd
 import pytest
-from conftest import free_port, make_dataset, one_line_error, s3_environment, start_s3_server
+from conftest import free_port, make_dataset, one_line_error, s3_environment, start_s3_server, wait_for_port
 from typer.testing import CliRunner
 
 import pipeline
@@ -251,3 +253,31 @@ def test_explain_reads_folders_in_the_store(dataset, tmp_path):
     local = runner.invoke(app, ["explain", str(ref), str(out), *given, "--json", str(tmp_path / "l.json")])
     assert remote.exit_code == 0 and local.exit_code == 0, remote.output
     assert (tmp_path / "r.json").read_text() == (tmp_path / "l.json").read_text()
+
+
+@pytest.fixture
+def http_folders(tmp_path):
+    """Nine real-photo pairs served read-only by Python's HTTP server (directory listings as index pages)."""
+    ref, out = make_dataset(tmp_path / "site", 9, size=96)
+    port = free_port()
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    server = subprocess.Popen(
+        command, cwd=tmp_path / "site", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_for_port(port)
+    yield ref, out, f"http://127.0.0.1:{port}/ref", f"http://127.0.0.1:{port}/out"
+    server.terminate()
+    server.wait(10)
+
+
+def test_inputs_over_http_give_the_values_of_local_folders_and_a_run_there_is_refused(http_folders, tmp_path):
+    ref, out, ref_url, out_url = http_folders
+    remote = runner.invoke(app, ["score", ref_url, out_url, "-o", str(tmp_path / "remote"), *FAST])
+    local = runner.invoke(app, ["score", str(ref), str(out), "-o", str(tmp_path / "local"), *FAST])
+    assert remote.exit_code == 0 and local.exit_code == 0, remote.output
+    pd.testing.assert_frame_equal(
+        load_results(tmp_path / "remote")[VALUE_COLUMNS + HASH_COLUMNS],
+        load_results(tmp_path / "local")[VALUE_COLUMNS + HASH_COLUMNS],
+    )
+    refused = runner.invoke(app, ["score", ref_url, out_url, "-o", f"{ref_url}/../run", *FAST])
+    one_line_error(refused, 2, "read-only")
