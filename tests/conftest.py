@@ -304,6 +304,7 @@ def squeeze_network(torch_home: Path, checkpoint_store: Path) -> torch.nn.Module
 def one_line_error(result, exit_code: int, *needles: str) -> str:
     """Check a CLI result: `exit_code`, no traceback, one line `error: ...` holding every needle; the line."""
     assert result.exit_code == exit_code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import degrade, hash_named, install, real_image, sha256_of
+from conftest import degrade, hash_named, install, one_line_error, real_image, sha256_of
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -30,14 +30,7 @@ def invoke(*args: str):
 
 
 def assert_one_error_line(result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return one_line_error(result, 2, *needles)
 
 
 def test_missing_reference_folder(folders, tmp_path):
