@@ -165,6 +165,13 @@ class Location:
         with self._storage_errors("delete"):
             self.fs.rm(self.path, recursive=True)
 
+    def move(self, target: Location) -> None:
+        """Move this file to `target` on the same file system (a rename on a local disk; copy and delete in
+        object storage)."""
+        target.parent.make_dirs()
+        with self._storage_errors("move"):
+            self.fs.mv(self.path, target.path)
+
     def find(self) -> Iterator[tuple[str, str]]:
         """Every file below this folder as (path relative to it with '/' separators, its URL), sorted."""
         root = self.path.rstrip("/")

@@ -22,12 +22,13 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.choices import METRICS, Status
 from pipeline.errors import RunDirError
 from pipeline.locations import Location, StorageOptions, locate
-from pipeline.run_dirs import SCORES_DIR, RunDir
+from pipeline.run_dirs import SCORES_DIR, SUPERSEDED_DIR, RunDir
 
 PART_PATTERN = re.compile(r"^part-(\d{5,})\.parquet$")
 METADATA_KEY = b"iqa_pipeline"
@@ -135,7 +136,10 @@ class PartWriter:
 
     def write(self, rows: list[ResultRow]) -> Location:
         """Write one shard's rows as the next part; returns its location."""
-        table = rows_to_table(rows, self.metadata)
+        return self.write_table(rows_to_table(rows, self.metadata))
+
+    def write_table(self, table: pa.Table) -> Location:
+        """Write an Arrow table (with its own schema metadata) as the next part; returns its location."""
         part = self.scores_dir.child(f"part-{self.next_index:05d}.parquet")
         part.write(lambda handle: pq.write_table(table, handle))
         self.next_index += 1
@@ -225,6 +229,45 @@ def latest_rows(run_dir: RunDir, columns: list[str], *, config_hash: str | None 
         return pd.DataFrame({name: pd.Series(dtype=object) for name in wanted})
     frame = pa.concat_tables(tables).to_pandas()
     return frame.drop_duplicates(subset="key", keep="last").reset_index(drop=True)
+
+
+def retire_superseded_rows(run_dir: RunDir) -> int:
+    """Leave every key in exactly one part of RUN_DIR/scores, so that any Parquet reader (pandas, DuckDB,
+    polars, Dask) sees each key once with its latest values; returns how many rows were retired.
+
+    A key rescored by `--resume` has rows in several parts; the latest part wins. Each part holding a row
+    that a later part supersedes is replaced: its other rows are written first as a new part (keeping its
+    metadata, so `--resume` still knows their configuration), then the part is moved to
+    RUN_DIR/superseded/. A crash between the two steps leaves identical copies of rows that are still
+    latest and stale rows that a later part supersedes, which `load_results` and `--resume` resolve as
+    before; the next `--resume` retires them.
+    """
+    run = locate(run_dir)
+    parts = part_paths(run)
+    if len(parts) < 2:
+        return 0
+    keys = pa.concat_tables([_keys_of(part, index) for index, part in enumerate(parts)])
+    latest = keys.group_by("key").aggregate([("part", "max")])
+    stale = keys.join(latest, "key").filter(pc.field("part") < pc.field("part_max"))
+    retired = 0
+    writer = PartWriter(run, {})
+    for index in sorted(set(stale.column("part").to_pylist())):
+        part = parts[index]
+        stale_keys = stale.filter(pc.field("part") == index).column("key")
+        with part.open() as handle:
+            table = pq.read_table(handle)
+        kept = table.filter(pc.invert(pc.is_in(table.column("key"), value_set=stale_keys)))
+        if kept.num_rows:
+            writer.write_table(kept)
+        part.move(run.child(SUPERSEDED_DIR, part.name))
+        retired += table.num_rows - kept.num_rows
+    return retired
+
+
+def _keys_of(part: Location, index: int) -> pa.Table:
+    """(key, part index) of every row of one part."""
+    keys = _read_part(part, ["key"]).column("key")
+    return pa.table({"key": keys, "part": pa.array([index] * len(keys), pa.int32())})
 
 
 def resume_index(run_dir: RunDir, config_hash: str) -> dict[str, tuple[str, str]]:

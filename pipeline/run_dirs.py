@@ -23,6 +23,7 @@ from pipeline.locations import Location, StorageOptions, locate
 
 MANIFEST_NAME = "manifest.json"
 SCORES_DIR = "scores"
+SUPERSEDED_DIR = "superseded"  # parts whose rows a later `--resume` replaced (`retire_superseded_rows`)
 REPORT_NAME = "report.html"
 
 RunDir = str | Path | Location  # a run directory as commands take it: a path, a URL or a Location

@@ -25,14 +25,21 @@ from pipeline.locations import Location, StorageOptions, locate
 from pipeline.manifest import build_manifest, run_complete, write_manifest
 from pipeline.metrics.lpips_weights import BackboneFile, resolve_backbone, verify_backbone
 from pipeline.progress import progress_bar
-from pipeline.results import PartWriter, ResultRow, latest_rows, remove_stale_temp_files, resume_index
-from pipeline.run_dirs import MANIFEST_NAME, REPORT_NAME, SCORES_DIR, claim_run_dir
+from pipeline.results import (
+    PartWriter,
+    ResultRow,
+    latest_rows,
+    remove_stale_temp_files,
+    resume_index,
+    retire_superseded_rows,
+)
+from pipeline.run_dirs import MANIFEST_NAME, REPORT_NAME, SCORES_DIR, SUPERSEDED_DIR, claim_run_dir
 from pipeline.shards import BALANCE_WINDOW_SHARDS, iter_shards, shard_size
 from pipeline.worker import PairTask, ShardResult, ShardSettings, score_shard, scoring_plugin
 
 log = logging.getLogger("pipeline.scoring")
 
-RUN_OUTPUTS = (MANIFEST_NAME, SCORES_DIR, REPORT_NAME)  # what a run writes into its directory
+RUN_OUTPUTS = (MANIFEST_NAME, SCORES_DIR, SUPERSEDED_DIR, REPORT_NAME)  # what a run writes into its directory
 
 
 @dataclass
@@ -138,6 +145,7 @@ def score_folders(
     scored = time.perf_counter()
     statuses = scoring.statuses
     if resume:  # the rows of earlier runs count too
+        retire_superseded_rows(run)  # each key in one part: every Parquet reader sees it once
         latest = latest_rows(run, ["status"])
         keys = {p.key for p in pairing.pairs}
         statuses = {k: s for k, s in zip(latest["key"], latest["status"], strict=True) if k in keys}
