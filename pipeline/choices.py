@@ -11,8 +11,13 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from importlib import metadata
+from typing import Any
 
 
 class Choice(str, Enum):
@@ -101,7 +106,7 @@ class MetricSpec:
     digits: int | None = 4
 
 
-METRICS: dict[str, MetricSpec] = {
+BUILTIN_METRICS: dict[str, MetricSpec] = {
     spec.name: spec
     for spec in (
         MetricSpec("psnr", True, "dB", "Peak signal-to-noise ratio, 10 log10(R^2 / MSE).", 0.05, digits=2),
@@ -112,6 +117,58 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("mse", False, "(data units)^2", "Mean squared error in data units.", 1.0, digits=None),
     )
 }
+PLUGIN_GROUP = "iqa_pipeline.metrics"  # the entry-point group other packages register metric plugins under
+log = logging.getLogger("pipeline.choices")
+
+
+@functools.cache
+def installed_plugins() -> dict[str, Any]:
+    """{column: plugin} of the metric plugins installed packages register under `PLUGIN_GROUP` (each entry
+    point names a `pipeline.metric_plugins.MetricPlugin`, or a list of them), loaded once. An entry point that
+    cannot be loaded, or names a built-in column, is left out with a warning; the other metrics still work.
+    """
+    plugins: dict[str, Any] = {}
+    for entry in metadata.entry_points(group=PLUGIN_GROUP):
+        try:
+            loaded = entry.load()
+        except Exception as exc:
+            log.warning(
+                "metric plugin %r (%s) cannot be loaded and is left out: %s", entry.name, entry.value, exc
+            )
+            continue
+        for plugin in loaded if isinstance(loaded, list | tuple) else [loaded]:
+            spec = getattr(plugin, "spec", None)
+            if not isinstance(spec, MetricSpec) or spec.name in BUILTIN_METRICS:
+                log.warning(
+                    "metric plugin %r (%s) does not declare a new metric column; left out",
+                    entry.name,
+                    entry.value,
+                )
+                continue
+            plugins[spec.name] = plugin
+    return plugins
+
+
+class MetricTable(Mapping[str, MetricSpec]):
+    """The built-in metrics, then those of installed plugins (`installed_plugins`), looked up by column."""
+
+    def _all(self) -> dict[str, MetricSpec]:
+        return {**BUILTIN_METRICS, **{name: plugin.spec for name, plugin in installed_plugins().items()}}
+
+    def __getitem__(self, name: str) -> MetricSpec:
+        return BUILTIN_METRICS[name] if name in BUILTIN_METRICS else self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __contains__(self, name: object) -> bool:
+        return name in BUILTIN_METRICS or name in self._all()
+
+
+METRICS = MetricTable()
 
 
 class SimilarMetric(Choice):

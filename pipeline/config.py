@@ -26,7 +26,15 @@ from typing import Annotated, Any, ClassVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.choices import METRICS, Convention, Device, LpipsNet, SizeMismatch, metric_names
+from pipeline.choices import (
+    BUILTIN_METRICS,
+    METRICS,
+    Convention,
+    Device,
+    LpipsNet,
+    SizeMismatch,
+    metric_names,
+)
 from pipeline.conventions import SPECS
 from pipeline.errors import ConfigError
 
@@ -113,7 +121,7 @@ class ScoreConfig(BaseModel):
     @property
     def chosen_metrics(self) -> tuple[str, ...]:
         """The metrics to score: the ones named, or every metric."""
-        return self.metrics if self.metrics is not None else tuple(METRICS)
+        return self.metrics if self.metrics is not None else tuple(BUILTIN_METRICS)
 
     @property
     def effective_crop(self) -> int:
@@ -125,18 +133,24 @@ class ScoreConfig(BaseModel):
             return self.scale
         return 0
 
-    def value_hash(self, lpips_backbone: str | None = None) -> str:
+    def value_hash(
+        self, lpips_backbone: str | None = None, plugins: dict[str, dict[str, Any]] | None = None
+    ) -> str:
         """Hash of what changes metric values (used by `--resume`).
 
         Args:
             lpips_backbone: the sha256 of the LPIPS backbone file the run uses, when it scores LPIPS
                 (`pipeline.metrics.lpips_weights.BackboneFile.sha256`).
+            plugins: {column: provenance} of the plugin metrics (`measure.plugin_provenance`): their
+                package versions and weights decide their values too.
         """
         payload = {name: _jsonable(getattr(self, name)) for name in self.VALUE_FIELDS}
         payload["metrics"] = list(self.chosen_metrics)
         payload["effective_crop"] = self.effective_crop
         if lpips_backbone is not None:
             payload["lpips_backbone"] = lpips_backbone
+        if plugins:
+            payload["plugins"] = plugins
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:

@@ -58,6 +58,7 @@ def build_manifest(
     timings: dict[str, float],
     notices: list[str],
     resumed: dict[str, int] | None = None,
+    plugins: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The manifest.json content.
 
@@ -70,6 +71,8 @@ def build_manifest(
         backbone: the verified LPIPS backbone file (None when LPIPS is not scored), recorded as
             `lpips_backbone` (path) and `lpips_backbone_sha256` (the hash that is also part of `value_hash`).
         statuses: {key: status} of the latest row of every pair of this run.
+        plugins: {column: spec and provenance} of the plugin metrics scored (`measure.plugin_provenance`),
+            recorded as `metric_plugins`.
         execution: {'description', 'dashboard', 'shard_pairs'} of the cluster that scored it.
     """
     convention = resolve_convention(config.convention, crop=config.effective_crop)
@@ -80,6 +83,7 @@ def build_manifest(
         "reference_dir": resolved_url(ref_dir),
         "output_dir": resolved_url(out_dir),
         "metrics": list(metrics),
+        "metric_plugins": plugins or {},
         "convention": {
             "name": convention.name.value,
             "crop": convention.crop,

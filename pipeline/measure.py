@@ -15,12 +15,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
+from pipeline.choices import BUILTIN_METRICS, installed_plugins
 from pipeline.conventions import ResolvedConvention, crop_border, prepare_pixels
 from pipeline.errors import ImageError
+from pipeline.metric_plugins import Batch, MetricPlugin
 from pipeline.metrics.lpips_network import LpipsNetwork
 from pipeline.metrics.perceptual import lpips_of_stored_values
 from pipeline.metrics.psnr import mse, psnr_from_mse
@@ -34,21 +36,37 @@ Values = dict[str, list[float | None]]
 
 
 class Resources(Protocol):
-    """What the metrics need built once per process: Gaussian windows and the LPIPS network."""
+    """What the metrics need built once per process: Gaussian windows, the LPIPS network and the states of
+    plugin metrics."""
 
     def window(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor: ...
 
     def lpips_network(self, device: torch.device) -> LpipsNetwork: ...
 
+    def plugin_state(self, plugin: MetricPlugin, device: torch.device) -> Any: ...
+
 
 @dataclass
 class Cache:
-    """`Resources` built on first use and kept; `build_network(device)` makes the LPIPS network."""
+    """`Resources` built on first use and kept; `build_network(device)` makes the LPIPS network, and each
+    plugin's state is `plugin.build_state(device, setups[plugin.name])` (the setup its `prepare` made on
+    the client)."""
 
     build_network: Callable[[torch.device], LpipsNetwork] | None = None
+    setups: dict[str, Any] = field(default_factory=dict)
     windows: dict[tuple, torch.Tensor] = field(default_factory=dict)
     networks: dict[str, LpipsNetwork] = field(default_factory=dict)
+    states: dict[tuple[str, str], Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def plugin_state(self, plugin: MetricPlugin, device: torch.device) -> Any:
+        if plugin.build_state is None:
+            return None
+        with self.lock:
+            key = (plugin.name, str(device))
+            if key not in self.states:
+                self.states[key] = plugin.build_state(device, self.setups.get(plugin.name))
+            return self.states[key]
 
     def window(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         key = (dtype, str(device))
@@ -69,6 +87,14 @@ def _floats(tensor: torch.Tensor) -> list[float | None]:
     return [float(v) for v in tensor.double().cpu().tolist()]
 
 
+@dataclass(frozen=True)
+class BuiltinState:
+    """What the built-in metrics get as their state: the shared resources and the MS-SSIM scales."""
+
+    resources: Resources
+    ms_ssim_scales: int = 5
+
+
 def measure(
     ref: torch.Tensor,
     out: torch.Tensor,
@@ -84,9 +110,9 @@ def measure(
     Args:
         ref, out: (N, C, H, W) or (N, C, D, H, W) stored values (integers or floats) in [0, data_range].
         data_range: the peak value of the stored values.
-        metrics: names from `pipeline.choices.METRICS`.
+        metrics: columns of `pipeline.choices.METRICS` (built-ins and installed plugins).
         convention: what the pixel metrics see (channels, crop, precision).
-        resources: the Gaussian window and the LPIPS network.
+        resources: the Gaussian window, the LPIPS network and the plugins' states.
         ms_ssim_scales: MS-SSIM scales.
 
     Returns:
@@ -101,79 +127,141 @@ def measure(
             f"the reference is {ref.shape[-1]}x{ref.shape[-2]}, too small to crop {crop} px from each "
             "border. Use a smaller --crop-border or --scale."
         )
+    batch = Batch(ref, out, data_range, convention, metrics=tuple(metrics))
+    builtin = BuiltinState(resources, ms_ssim_scales)
     values: Values = {}
-    warnings: list[str] = []
     # LPIPS first: its activations are the larger allocations, whose freed memory the pixel metrics reuse
-    if "lpips" in metrics:
-        values["lpips"] = _lpips(ref, out, data_range, crop, resources, warnings)
-    if set(metrics) - {"lpips"}:
-        values.update(
-            _pixel_metrics(ref, out, data_range, metrics, convention, resources, ms_ssim_scales, warnings)
-        )
-    return values, warnings
+    for name in sorted(metrics, key=lambda name: name != "lpips"):
+        plugin = metric_plugin(name)
+        state = builtin if name in BUILTIN_PLUGINS else resources.plugin_state(plugin, ref.device)
+        values[name] = plugin.compute(batch, state)
+    return values, batch.warnings
 
 
-def _lpips(
-    ref: torch.Tensor,
-    out: torch.Tensor,
-    data_range: float,
-    crop: int,
-    resources: Resources,
-    warnings: list[str],
-) -> list[float | None]:
+def prepare_plugins(metrics: tuple[str, ...]) -> dict[str, Any]:
+    """{column: setup} of the plugin metrics among `metrics`: what each plugin's `prepare` resolved and
+    verified on the client (e.g. weights), to ship to the workers; built-ins need none.
+
+    Raises:
+        WeightsError: a plugin's weights are missing or wrong (its own one-line message).
+    """
+    setups = {}
+    for name in metrics:
+        plugin = metric_plugin(name)
+        if name not in BUILTIN_PLUGINS and plugin.prepare is not None:
+            setups[name] = plugin.prepare()
+    return setups
+
+
+def plugin_provenance(metrics: tuple[str, ...], setups: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{column: its spec and provenance} of the plugin metrics among `metrics`, for the manifest, so that
+    readers without the plugin installed still know each column's direction and unit."""
+    described = {}
+    for name in metrics:
+        if name in BUILTIN_PLUGINS:
+            continue
+        plugin = metric_plugin(name)
+        spec = plugin.spec
+        described[name] = {
+            "higher_is_better": spec.higher_is_better, "unit": spec.unit, "description": spec.description,
+            **plugin.provenance(setups.get(name)),
+        }  # fmt: skip
+    return described
+
+
+def metric_plugin(name: str) -> MetricPlugin:
+    """The plugin of a metric column: a built-in, or one an installed package registers.
+
+    Raises:
+        KeyError: no such metric is installed.
+    """
+    return BUILTIN_PLUGINS[name] if name in BUILTIN_PLUGINS else installed_plugins()[name]
+
+
+def _lpips_of(batch: Batch, state: BuiltinState) -> list[float | None]:
+    ref, out = batch.ref, batch.out
     if ref.dim() == 5:
-        warnings.append("lpips left null: LPIPS is defined on 2-D images only, not on volumes")
-        return [None] * ref.shape[0]
+        batch.warnings.append("lpips left null: LPIPS is defined on 2-D images only, not on volumes")
+        return [None] * batch.size
+    crop = batch.convention.crop
     distance = lpips_of_stored_values(
         crop_border(ref, crop),
         crop_border(out, crop),
-        data_range=data_range,
-        network=resources.lpips_network(ref.device),
+        data_range=batch.data_range,
+        network=state.resources.lpips_network(ref.device),
     )
     return _floats(distance)
 
 
-def _pixel_metrics(
-    ref: torch.Tensor,
-    out: torch.Tensor,
-    data_range: float,
-    metrics: tuple[str, ...],
-    convention: ResolvedConvention,
-    resources: Resources,
-    scales: int,
-    warnings: list[str],
-) -> Values:
-    """MSE, PSNR, SSIM and MS-SSIM on the convention's channels; its float copies are freed on return."""
-    values: Values = {}
-    ref_pixels = prepare_pixels(ref, convention, data_range=data_range)
-    out_pixels = prepare_pixels(out, convention, data_range=data_range)
-    if {"mse", "psnr"} & set(metrics):
-        if convention.spec.psnr_channels is None:
-            error = mse(ref_pixels, out_pixels)
-        else:  # the convention's PSNR sees other channels than its SSIM
-            ref_psnr = prepare_pixels(ref, convention, data_range=data_range, for_psnr=True)
-            error = mse(ref_psnr, prepare_pixels(out, convention, data_range=data_range, for_psnr=True))
-        if "mse" in metrics:
-            values["mse"] = _floats(error)
-        if "psnr" in metrics:
-            epsilon = convention.spec.psnr_epsilon * data_range**2  # given for values scaled to [0, 1]
-            values["psnr"] = _floats(psnr_from_mse(error + epsilon, data_range=data_range))
-    if "ms_ssim" in metrics and convention.spec.no_ms_ssim:
-        values["ms_ssim"] = [None] * ref.shape[0]
-        warnings.append(
+def _pixels(batch: Batch, for_psnr: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ref, out) as the convention's pixel metrics see them, computed once per batch."""
+    convention, data_range = batch.convention, batch.data_range
+
+    def prepare() -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(
+            prepare_pixels(x, convention, data_range=data_range, for_psnr=for_psnr)
+            for x in (batch.ref, batch.out)
+        )
+
+    return batch.once(("pixels", for_psnr and convention.spec.psnr_channels is not None), prepare)
+
+
+def _error(batch: Batch) -> torch.Tensor:
+    """The per-pair MSE on the channels PSNR and MSE see under the convention, computed once per batch."""
+    return batch.once("mse", lambda: mse(*_pixels(batch, for_psnr=True)))
+
+
+def _mse_of(batch: Batch, state: BuiltinState) -> list[float | None]:
+    return _floats(_error(batch))
+
+
+def _psnr_of(batch: Batch, state: BuiltinState) -> list[float | None]:
+    epsilon = batch.convention.spec.psnr_epsilon * batch.data_range**2  # given for values scaled to [0, 1]
+    return _floats(psnr_from_mse(_error(batch) + epsilon, data_range=batch.data_range))
+
+
+def _ssim_of(batch: Batch, state: BuiltinState) -> list[float | None]:
+    return _structural_values(batch, state)["ssim"]
+
+
+def _ms_ssim_of(batch: Batch, state: BuiltinState) -> list[float | None]:
+    convention = batch.convention
+    if convention.spec.no_ms_ssim:
+        batch.warnings.append(
             f"ms_ssim left null: {convention.spec.no_ms_ssim} (convention {convention.name.value})"
         )
-        metrics = tuple(name for name in metrics if name != "ms_ssim")
-    if {"ssim", "ms_ssim"} & set(metrics):
-        structural = convention.spec.structural
-        if structural == FAST_STRUCTURAL:
-            window = resources.window(ref_pixels.dtype, ref_pixels.device)
-            values.update(_structural(ref_pixels, out_pixels, data_range, metrics, window, scales, warnings))
-        else:
-            values.update(
-                _as_specified(ref_pixels, out_pixels, data_range, metrics, structural, scales, warnings)
-            )
-    return values
+        return [None] * batch.size
+    return _structural_values(batch, state)["ms_ssim"]
+
+
+def _structural_values(batch: Batch, state: BuiltinState) -> Values:
+    """SSIM and MS-SSIM of the batch (the ones its metrics ask for, sharing the full-resolution filtering),
+    computed once per batch."""
+
+    def compute() -> Values:
+        spec = batch.convention.spec
+        wanted = tuple(
+            name
+            for name in ("ssim", "ms_ssim")
+            if name in batch.metrics and not (name == "ms_ssim" and spec.no_ms_ssim)
+        )
+        ref, out = _pixels(batch)
+        scales, data_range = state.ms_ssim_scales, batch.data_range
+        if spec.structural == FAST_STRUCTURAL:
+            window = state.resources.window(ref.dtype, ref.device)
+            return _structural(ref, out, data_range, wanted, window, scales, batch.warnings)
+        return _as_specified(ref, out, data_range, wanted, spec.structural, scales, batch.warnings)
+
+    return batch.once("structural", compute)
+
+
+BUILTIN_PLUGINS: dict[str, MetricPlugin] = {
+    name: MetricPlugin(BUILTIN_METRICS[name], batch_function=function)
+    for name, function in (
+        ("psnr", _psnr_of), ("ssim", _ssim_of), ("ms_ssim", _ms_ssim_of), ("lpips", _lpips_of),
+        ("mse", _mse_of),
+    )
+}  # fmt: skip
 
 
 def _structural(
@@ -251,4 +339,4 @@ def _as_specified(
     return values
 
 
-__all__ = ["Cache", "Resources", "measure"]
+__all__ = ["BUILTIN_PLUGINS", "BuiltinState", "Cache", "Resources", "measure", "metric_plugin"]

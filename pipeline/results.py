@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.choices import METRICS, Status
+from pipeline.choices import BUILTIN_METRICS, METRICS, Status
 from pipeline.errors import RunDirError
 from pipeline.locations import Location, StorageOptions, locate
 from pipeline.run_dirs import SCORES_DIR, SUPERSEDED_DIR, RunDir
@@ -44,7 +44,7 @@ SCHEMA = pa.schema(
         pa.field("depth", pa.int32()),
         pa.field("channels", pa.int16()),
         pa.field("bit_depth", pa.int16()),
-        *(pa.field(name, pa.float64()) for name in METRICS),
+        *(pa.field(name, pa.float64()) for name in BUILTIN_METRICS),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
         pa.field("warnings", pa.list_(pa.string())),
@@ -82,6 +82,7 @@ class ResultRow:
     ref_sha256: str | None = None
     out_sha256: str | None = None
     seconds: float = 0.0
+    plugin_values: dict[str, float | None] = field(default_factory=dict)  # columns of plugin metrics
 
     def fail(self, message: str) -> None:
         """Mark the pair failed with `message` (which names the files and the problem)."""
@@ -93,21 +94,41 @@ class ResultRow:
         return self.status == Status.OK.value
 
     def set_metric(self, name: str, value: float | None) -> None:
-        """Set the column of metric `name` (one of `METRICS`)."""
-        if name not in METRICS:
+        """Set the column of metric `name` (one of `METRICS`: a built-in, or a plugin's column)."""
+        if name in BUILTIN_METRICS:
+            setattr(self, name, value)
+        elif name in METRICS:
+            self.plugin_values[name] = value
+        else:
             raise KeyError(f"{name!r} is not a metric column; columns: {', '.join(METRICS)}")
-        setattr(self, name, value)
 
 
-ROW_FIELDS = tuple(f.name for f in fields(ResultRow))
+ROW_FIELDS = tuple(f.name for f in fields(ResultRow) if f.name != "plugin_values")
 if set(ROW_FIELDS) != set(COLUMNS):  # the record and the schema are one declaration
     raise ImportError(f"ResultRow fields {sorted(ROW_FIELDS)} differ from the schema {sorted(COLUMNS)}")
 
 
-def rows_to_table(rows: list[ResultRow], metadata: dict[str, Any] | None = None) -> pa.Table:
-    """Rows -> Arrow table of `SCHEMA` (types checked by Arrow), with the run metadata when given."""
+def schema_with(plugin_columns: tuple[str, ...] | list[str] = ()) -> pa.Schema:
+    """`SCHEMA` grown by the float64 columns of plugin metrics, after the built-in metrics' columns.
+
+    Example:
+        >>> schema_with(["l1"]).names.index("l1") == SCHEMA.names.index("mse") + 1
+        True
+    """
+    after = SCHEMA.get_field_index(list(BUILTIN_METRICS)[-1]) + 1
+    extra = [pa.field(name, pa.float64()) for name in plugin_columns if name not in SCHEMA.names]
+    ordered = list(SCHEMA)
+    return pa.schema([*ordered[:after], *extra, *ordered[after:]])
+
+
+def rows_to_table(
+    rows: list[ResultRow], metadata: dict[str, Any] | None = None, plugin_columns: tuple[str, ...] = ()
+) -> pa.Table:
+    """Rows -> Arrow table of `SCHEMA` and the plugin columns (types checked by Arrow), with the run
+    metadata when given."""
     columns = {name: [getattr(row, name) for row in rows] for name in COLUMNS}
-    table = pa.Table.from_pydict(columns, schema=SCHEMA)
+    columns.update({name: [row.plugin_values.get(name) for row in rows] for name in plugin_columns})
+    table = pa.Table.from_pydict(columns, schema=schema_with(plugin_columns))
     if metadata:
         table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True).encode()})
     return table
@@ -125,8 +146,11 @@ class PartWriter:
     """Writes numbered part files into RUN_DIR/scores, continuing after the parts already there; each name is
     written once (a local file through a temp file and a rename, an object by one upload)."""
 
-    def __init__(self, run_dir: RunDir, metadata: dict[str, Any]) -> None:
+    def __init__(
+        self, run_dir: RunDir, metadata: dict[str, Any], plugin_columns: tuple[str, ...] = ()
+    ) -> None:
         run = locate(run_dir)
+        self.plugin_columns = tuple(plugin_columns)
         self.scores_dir = run.child(SCORES_DIR)
         self.scores_dir.make_dirs()
         existing = part_paths(run)
@@ -136,7 +160,7 @@ class PartWriter:
 
     def write(self, rows: list[ResultRow]) -> Location:
         """Write one shard's rows as the next part; returns its location."""
-        return self.write_table(rows_to_table(rows, self.metadata))
+        return self.write_table(rows_to_table(rows, self.metadata, self.plugin_columns))
 
     def write_table(self, table: pa.Table) -> Location:
         """Write an Arrow table (with its own schema metadata) as the next part; returns its location."""
@@ -157,8 +181,29 @@ def part_metadata(
 
 
 def _read_part(part: Location, columns: list[str] | None = None) -> pa.Table:
+    """A part's rows with the columns of `SCHEMA` (typed as there, null where an older part lacks one) and
+    then the plugin metric columns it holds."""
     with part.open() as handle:
-        return pq.read_table(handle, columns=columns, schema=SCHEMA)
+        table = pq.read_table(handle, columns=columns)
+    return conform(table, columns)
+
+
+def conform(table: pa.Table, columns: list[str] | None = None) -> pa.Table:
+    """`table` with every column of `SCHEMA` (or of `columns`) in order and type, null-filled where missing,
+    followed by its other (plugin metric) columns as they are; schema metadata dropped."""
+    wanted = [column for column in SCHEMA if columns is None or column.name in columns]
+    arrays, names = [], []
+    for column in wanted:
+        present = column.name in table.column_names
+        arrays.append(
+            table.column(column.name).cast(column.type) if present else pa.nulls(len(table), column.type)
+        )
+        names.append(column.name)
+    for name in table.column_names:
+        if name not in SCHEMA.names:
+            arrays.append(table.column(name))
+            names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def load_results(
@@ -193,7 +238,7 @@ def load_results(
         files = part_paths(run_dir)
     if not files:
         return rows_to_table([]).to_pandas()
-    frame = pa.concat_tables([_read_part(f) for f in files]).to_pandas()
+    frame = pa.concat_tables([_read_part(f) for f in files], promote_options="default").to_pandas()
     if latest_only:
         frame = frame.drop_duplicates(subset="key", keep="last")
     return frame.sort_values("key", kind="stable").reset_index(drop=True)
@@ -227,7 +272,7 @@ def latest_rows(run_dir: RunDir, columns: list[str], *, config_hash: str | None 
     ]
     if not tables:
         return pd.DataFrame({name: pd.Series(dtype=object) for name in wanted})
-    frame = pa.concat_tables(tables).to_pandas()
+    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
     return frame.drop_duplicates(subset="key", keep="last").reset_index(drop=True)
 
 

@@ -3,7 +3,8 @@
 Example:
     >>> import tempfile, pathlib
     >>> run = pathlib.Path(tempfile.mkdtemp()) / "run"
-    >>> claim_run_dir(run, ("manifest.json",))
+    >>> claim_run_dir(run, ("manifest.json",)).url == str(run)
+    True
     >>> (run / "manifest.json").write_text("{}")
     2
     >>> claim_run_dir(run, ("manifest.json",))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.choices import Convention
+from pipeline.choices import BUILTIN_METRICS, Convention
 from pipeline.cluster import Execution, open_cluster, run_bounded
 from pipeline.config import ScoreConfig
 from pipeline.conventions import SPECS
@@ -23,6 +23,7 @@ from pipeline.discover import Pair, discover_pairs
 from pipeline.errors import WeightsError, WriteError
 from pipeline.locations import Location, StorageOptions, locate
 from pipeline.manifest import build_manifest, run_complete, write_manifest
+from pipeline.measure import plugin_provenance, prepare_plugins
 from pipeline.metrics.lpips_weights import BackboneFile, resolve_backbone, verify_backbone
 from pipeline.progress import progress_bar
 from pipeline.results import (
@@ -129,18 +130,20 @@ def score_folders(
         storage_options=storage_options,
     )
     metrics, backbone, notices = resolve_metrics(config)  # before the run directory is touched
+    setups = prepare_plugins(metrics)
+    plugins = plugin_provenance(metrics, setups)
     run = claim_run_dir(
         run_dir, RUN_OUTPUTS, resume=resume, overwrite=overwrite,
         inputs={"reference": ref_dir, "output": out_dir}, storage_options=storage_options,
     )  # fmt: skip
     for notice in notices:
         log.warning(notice)
-    value_hash = config.value_hash(backbone.sha256 if backbone else None)
+    value_hash = config.value_hash(backbone.sha256 if backbone else None, plugins)
     known = resume_index(run, value_hash) if resume else {}
     if resume:
         remove_stale_temp_files(run)
     discovered = time.perf_counter()
-    settings = shard_settings(config, metrics, backbone, new_run_id(), storage_options)
+    settings = shard_settings(config, metrics, backbone, new_run_id(), storage_options, setups)
     scoring = score_pairs(pairing.pairs, run, settings, config, value_hash, known, progress, log_level)
     scored = time.perf_counter()
     statuses = scoring.statuses
@@ -153,7 +156,7 @@ def score_folders(
         run_id=settings.run_id, created=created, ref_dir=locate(ref_dir, storage_options),
         out_dir=locate(out_dir, storage_options), config=config,
         value_hash=value_hash, metrics=metrics, backbone=backbone, pairing=pairing, statuses=statuses,
-        notices=notices,
+        notices=notices, plugins=plugins,
         execution=scoring.execution,
         timings={
             "discover_s": discovered - started,
@@ -173,6 +176,7 @@ def shard_settings(
     backbone: BackboneFile | None,
     run_id: str,
     storage_options: StorageOptions | None = None,
+    plugin_setups: dict[str, Any] | None = None,
 ) -> ShardSettings:
     """What the workers need of the config, the metrics that will run, the verified LPIPS backbone and the
     options of the file systems their pairs are read from."""
@@ -182,6 +186,7 @@ def shard_settings(
         data_range=config.data_range, volumes=config.volumes, lpips_net=config.lpips_net.value,
         lpips_weights=backbone, device=config.device.value,
         storage_options=dict(storage_options) if storage_options else None,
+        plugin_setups=plugin_setups or {},
     )  # fmt: skip
 
 
@@ -210,7 +215,7 @@ def score_pairs(
         "run_id": settings.run_id, "config_hash": value_hash, "convention": settings.convention,
         "convention_spec": SPECS[Convention(settings.convention)].to_dict(), "crop": settings.crop,
         "metrics": list(settings.metrics),
-    })  # fmt: skip
+    }, plugin_columns=tuple(m for m in settings.metrics if m not in BUILTIN_METRICS))  # fmt: skip
     cluster = open_cluster(
         config.scheduler, scheduler_file=config.scheduler_file, workers=config.workers,
         threads=config.threads, device=config.device, log_level=log_level,

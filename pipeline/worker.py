@@ -92,6 +92,7 @@ class ShardSettings:
     device: str = Device.AUTO.value
     torch_threads: int | None = None
     storage_options: dict[str, Any] | None = None  # for pairs named by URLs (`pipeline.locations`)
+    plugin_setups: dict[str, Any] = field(default_factory=dict)  # `measure.prepare_plugins`, from the client
 
 
 @dataclass
@@ -139,18 +140,26 @@ class WorkerState:
     LPIPS backbone's tensors shipped from the client (`shipped`, None outside a Dask run)."""
 
     budget: ValueBudget = field(default_factory=lambda: ValueBudget(SCORING_BUDGET_VALUES))
-    caches: dict[tuple[str, BackboneFile | str | None], Cache] = field(default_factory=dict)
+    caches: dict[tuple[str, BackboneFile | str | None, str], Cache] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     shipped: BackboneWeights | None = None
 
-    def resources(self, lpips_net: str, lpips_weights: BackboneFile | str | None) -> Cache:
-        """The windows and the LPIPS network (built on first use, strictly loaded) for this LPIPS setting:
-        from the shipped tensors when they are those of `lpips_weights`, else from the file."""
-        key = (lpips_net, lpips_weights)
+    def resources(
+        self,
+        lpips_net: str,
+        lpips_weights: BackboneFile | str | None,
+        plugin_setups: dict[str, Any] | None = None,
+    ) -> Cache:
+        """The windows, the LPIPS network (built on first use, strictly loaded) and the plugin metrics'
+        states for this LPIPS setting and these plugin setups: the network from the shipped tensors when
+        they are those of `lpips_weights`, else from the file."""
+        setups = plugin_setups or {}
+        key = (lpips_net, lpips_weights, repr(sorted(setups.items())))
         with self.lock:
             if key not in self.caches:
                 source = self.weights_source(lpips_net, lpips_weights)
-                self.caches[key] = Cache(build_network=partial(build_network, lpips_net, source))
+                build = partial(build_network, lpips_net, source)
+                self.caches[key] = Cache(build_network=build, setups=dict(setups))
             return self.caches[key]
 
     def weights_source(
@@ -472,7 +481,7 @@ def _score_batch(
             loaded.aligned = None
         values, warnings = measure(
             ref, out, data_range, settings.metrics, convention,
-            state.resources(settings.lpips_net, settings.lpips_weights),
+            state.resources(settings.lpips_net, settings.lpips_weights, settings.plugin_setups),
             ms_ssim_scales=settings.ms_ssim_scales,
         )  # fmt: skip
     except WeightsError:
