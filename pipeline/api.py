@@ -8,6 +8,7 @@ Example (a notebook):
     >>> run.frame.groupby("group")["ssim"].mean()  # doctest: +SKIP
     >>> pipeline.compare("runs/yesterday", "runs/today").passed  # doctest: +SKIP
     True
+    >>> pipeline.table(["runs/bicubic", "runs/today"], by="group")  # doctest: +SKIP
 
 Folders and run directories may be URLs (`s3://bucket/runs/today`, see `pipeline.locations`); the
 `storage_options` argument of each function passes options to their file systems.
@@ -31,12 +32,16 @@ from pipeline.html import render_run_report
 from pipeline.html.similar_page import write_similar_page
 from pipeline.manifest import run_complete
 from pipeline.nightly import run_nightly  # `iqa run`
+from pipeline.paper_table import table  # `iqa table`
 from pipeline.results import load_results
 from pipeline.scoring import score_folders
 from pipeline.similarity import SimilarResult, run_similar
 from pipeline.summary import MetricSummary, summarize
 
-__all__ = ["Run", "compare", "explain", "load_results", "pairs", "report", "run_nightly", "score", "similar"]
+__all__ = [
+    "Run", "compare", "explain", "load_results", "pairs", "report", "run_nightly", "score", "similar",
+    "table",
+]  # fmt: skip
 
 
 @dataclass

@@ -114,6 +114,21 @@ METRICS: dict[str, MetricSpec] = {
 }
 
 
+class TableFormat(Choice):
+    """How `iqa table` prints a table."""
+
+    MD = "md"
+    LATEX = "latex"
+    CSV = "csv"
+    HTML = "html"
+
+
+class TableColumns(Choice):
+    """What `iqa table --by` splits the columns by (besides the metric)."""
+
+    GROUP = "group"
+
+
 class SimilarMetric(Choice):
     """The metrics `iqa similar` compares images with."""
 

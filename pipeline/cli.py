@@ -16,7 +16,16 @@ from typing import Annotated, Any
 import typer
 
 from pipeline import api
-from pipeline.choices import METRICS, Convention, Device, LpipsNet, SimilarMetric, SizeMismatch
+from pipeline.choices import (
+    METRICS,
+    Convention,
+    Device,
+    LpipsNet,
+    SimilarMetric,
+    SizeMismatch,
+    TableColumns,
+    TableFormat,
+)
 from pipeline.comparison import format_comparison, parse_tolerances
 from pipeline.config import FIELDS
 from pipeline.console import (
@@ -38,6 +47,8 @@ from pipeline.explanation import Explanation
 from pipeline.locations import parse_storage_options
 from pipeline.nightly import format_nightly
 from pipeline.pairing_hints import pairing_hints
+from pipeline.paper_table import collect_table
+from pipeline.paper_table_formats import render_table
 from pipeline.similarity import format_nearest
 from pipeline.storage import write_text_atomic
 
@@ -423,6 +434,41 @@ def compare(
     typer.echo(format_comparison(comparison))
     if not comparison.passed:
         raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def table(
+    runs: Annotated[
+        list[Folder], typer.Argument(help="Run directories written by `iqa score` (or URLs): one row each.")
+    ],
+    by: Annotated[
+        TableColumns | None,
+        typer.Option(help="group: one column per group and metric (default: per metric, over all pairs)."),
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help=f"Comma-separated metrics of {','.join(METRICS)} (default: all the runs hold)."),
+    ] = None,
+    table_format: Annotated[
+        TableFormat, typer.Option("--format", "-f", help="md (Markdown), latex, csv or html.")
+    ] = TableFormat.MD,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(help="Row name of each run, one per run in order (default: the run directory's name)."),
+    ] = None,
+    ci: Annotated[
+        bool, typer.Option("--ci", help="Add ± the half-width of each mean's bootstrap 95% CI.")
+    ] = False,
+    storage_option: StorageOption = None,
+) -> None:
+    """Print a paper table: one row per run, the mean of each metric (per group with --by group), the best of
+    each column bold and the second underlined, the convention in the caption. Runs scored under different
+    conventions, crops or metric settings are refused (exit 2)."""
+    paper = collect_table(
+        runs, by=by, metrics=metrics, labels=label, storage_options=parse_storage_options(storage_option)
+    )
+    typer.echo(render_table(paper, table_format, ci=ci))
 
 
 @app.command("run")
