@@ -482,6 +482,14 @@ def run_nightly(
         bool, typer.Option(help="After a run where every suite passed, make it the new baseline.")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace suite runs already under runs/NAME.")] = False,
+    junit: Annotated[
+        Path | None,
+        typer.Option(help="Also write JUnit XML here: a testcase per suite, a failure per suite not passed."),
+    ] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(help="Also write a Markdown summary here, for a CI job page ($GITHUB_STEP_SUMMARY)."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar per suite.")] = True,
     verbose: Verbose = False,
     quiet: Quiet = False,
@@ -489,8 +497,9 @@ def run_nightly(
     """Score every suite of a nightly config, compare each with its baseline; exit 1 if any suite failed."""
     configure_logging(verbose, quiet)
     result = api.run_nightly(
-        config, name=name, update_baseline=update_baseline, overwrite=overwrite, progress=progress
-    )
+        config, name=name, update_baseline=update_baseline, overwrite=overwrite, progress=progress,
+        junit=junit, markdown=markdown,
+    )  # fmt: skip
     typer.echo(format_nightly(result))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
