@@ -67,7 +67,8 @@ class PaperTable:
     def by_group(self) -> bool:
         return isinstance(self.means.columns, pd.MultiIndex)
 
-    def metric_of(self, column: str | tuple[str, str]) -> str:
+    @staticmethod
+    def metric_of(column: str | tuple[str, str]) -> str:
         """The metric of a column (its last level when the columns are (group, metric))."""
         return column[-1] if isinstance(column, tuple) else column
 
@@ -110,7 +111,8 @@ def load_table_runs(
 
 
 def table_metrics(runs: Sequence[TableRun], requested: str | Sequence[str] | None = None) -> list[str]:
-    """The metrics of the columns: those asked for (in `METRICS` order), else every metric a run holds.
+    """The metrics of the columns: those asked for, in that order, else every metric a run holds (`METRICS`
+    order).
 
     Raises:
         UsageError: an unknown metric, or one no run holds.
@@ -129,24 +131,42 @@ def table_metrics(runs: Sequence[TableRun], requested: str | Sequence[str] | Non
     return list(dict.fromkeys(names))
 
 
+def _pair_differences(first: TableRun, second: TableRun, metrics: Sequence[str]) -> list[str]:
+    """`run_differences` of two runs over the table's metrics that both hold, each phrase naming the rows."""
+    compared = [m for m in shared_metrics(first.frame, second.frame) if m in metrics]
+    found = run_differences(first.manifest, second.manifest, compared)
+    return [f"{first.label} vs {second.label}: {difference}" for difference in found]
+
+
 def check_comparable(runs: Sequence[TableRun], metrics: Sequence[str]) -> None:
-    """Refuse runs whose values of the table's metrics follow different definitions than the first run's.
+    """Refuse runs whose values of the table's metrics follow different definitions.
+
+    Each run is checked against every earlier run not already refused (a metric setting counts only between
+    runs that both hold the metric), and the first difference found for it is reported.
 
     Raises:
         NotComparableError: naming each pair of rows and each difference, e.g. 'a vs b: crop 0 vs 4'.
     """
-    first = runs[0]
-    differences = [
-        f"{first.label} vs {run.label}: {difference}"
-        for run in runs[1:]
-        for difference in run_differences(
-            first.manifest,
-            run.manifest,
-            [m for m in shared_metrics(first.frame, run.frame) if m in metrics],
-        )
-    ]
+    differences: list[str] = []
+    refused: set[int] = set()
+    for index, run in enumerate(runs):
+        for earlier in (i for i in range(index) if i not in refused):
+            found = _pair_differences(runs[earlier], run, metrics)
+            if found:
+                differences += found
+                refused.add(index)
+                break
     if differences:
         raise NotComparableError(differences, NOT_COMPARABLE_HINT)
+
+
+def _columns_by(by: TableColumns | str) -> TableColumns:
+    try:
+        return TableColumns(by)
+    except ValueError:
+        raise UsageError(
+            f"by={by!r}: choose {', '.join(map(repr, TableColumns.values()))} or None."
+        ) from None
 
 
 def _cells(frame: pd.DataFrame, metrics: list[str], by_group: bool) -> list[MetricSummary]:
@@ -163,13 +183,17 @@ def _half_width(summary: MetricSummary) -> float | None:
     return (summary.ci_high - summary.ci_low) / 2
 
 
-def _frame(values: dict[str, dict[Any, float | None]], labels: list[str], columns: list[Any]) -> pd.DataFrame:
+def _frame(
+    values: dict[str, dict[Any, float | None]], labels: list[str], columns: list[str] | pd.MultiIndex
+) -> pd.DataFrame:
     frame = pd.DataFrame.from_dict(values, orient="index", dtype=float).reindex(index=labels, columns=columns)
     frame.index.name = "run"
     return frame
 
 
-def _columns(summaries: list[list[MetricSummary]], metrics: list[str], by_group: bool) -> list[Any]:
+def _columns(
+    summaries: list[list[MetricSummary]], metrics: list[str], by_group: bool
+) -> list[str] | pd.MultiIndex:
     if not by_group:
         return list(metrics)
     groups = sorted({str(s.group) for run in summaries for s in run})
@@ -189,7 +213,7 @@ def collect_table(
     Args:
         runs: run directories written by `iqa score` (paths or URLs), one row each, in this order.
         by: 'group': one column per group and metric; None: one column per metric over all pairs.
-        metrics: 'psnr,ssim' or a list (default: every metric a run holds), in `METRICS` order.
+        metrics: 'psnr,ssim' or a list, in the columns' order (default: every metric a run holds).
         labels: the row names, one per run (default: each run directory's name).
         storage_options: options of the file systems of URLs.
 
@@ -201,7 +225,7 @@ def collect_table(
         UsageError: no run, a folder that is not a run, bad labels or metrics. NotComparableError: runs scored
             under different conventions, crops or metric settings (`run_differences`).
     """
-    by_group = by is not None and TableColumns(by) == TableColumns.GROUP
+    by_group = by is not None and _columns_by(by) == TableColumns.GROUP
     loaded = load_table_runs(runs, labels, storage_options)
     chosen = table_metrics(loaded, metrics)
     check_comparable(loaded, chosen)

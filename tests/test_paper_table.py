@@ -190,6 +190,7 @@ def test_the_dataframe_holds_the_means_and_the_ci_half_widths_of_the_summary(thr
     assert f"**32.50 ± {half_width:.2f}**" in format_markdown(overall_paper, ci=True)
     overall = pipeline.table(three_runs)
     assert list(overall.columns) == ["psnr", "lpips"] and overall.loc["a", "psnr"] == pytest.approx(30.5)
+    assert list(pipeline.table(three_runs, metrics="lpips,psnr").columns) == ["lpips", "psnr"]
     assert pipeline.table is pipeline.api.table
 
 
@@ -223,6 +224,18 @@ def test_a_metric_setting_is_a_difference_only_for_its_metric(tmp_path):
     b = write_run(tmp_path / "b", {"g": {"psnr": [31.0], "ms_ssim": [0.8]}}, ms_ssim_scales=3)
     one_line_error(runner.invoke(app, ["table", str(a), str(b)]), 2, "a vs b: ms_ssim_scales 5 vs 3")
     assert list(pipeline.table([a, b], metrics="psnr").columns) == ["psnr"]
+
+
+def test_a_setting_of_a_metric_the_first_run_lacks_is_still_compared(tmp_path):
+    a = write_run(tmp_path / "a", {"g": {"psnr": [30.0]}})
+    b = write_run(tmp_path / "b", {"g": {"psnr": [31.0], "lpips": [0.2]}}, lpips_net="alex")
+    c = write_run(tmp_path / "c", {"g": {"psnr": [32.0], "lpips": [0.1]}}, lpips_net="vgg")
+    with pytest.raises(
+        NotComparableError, match=r"^Runs are not comparable: b vs c: lpips_net alex vs vgg\. "
+    ):
+        pipeline.table([a, b, c])
+    with pytest.raises(UsageError, match="by='metric': choose 'group' or None"):
+        pipeline.table([a, b], by="metric")
 
 
 @pytest.mark.parametrize(
