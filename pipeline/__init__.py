@@ -1,8 +1,8 @@
 """iqa-pipeline: dataset-level image-quality evaluation (PSNR, SSIM, MS-SSIM, LPIPS) on Dask.
 
 The Python API mirrors the `iqa` command line (`pipeline.api`): `pipeline.score`, `pipeline.compare`,
-`pipeline.report`, `pipeline.pairs`, `pipeline.explain`, `pipeline.similar`, `pipeline.run_nightly`, and
-`pipeline.load_results`.
+`pipeline.report`, `pipeline.pairs`, `pipeline.explain`, `pipeline.similar`, `pipeline.run_nightly`,
+`pipeline.table`, and `pipeline.load_results`.
 (No submodule shares one of these names: an imported submodule would replace the function.)
 They are imported on first use, so `import pipeline` itself stays light.
 """
@@ -23,6 +23,7 @@ _API = {
     "pairs": "pipeline.api",
     "similar": "pipeline.api",
     "run_nightly": "pipeline.api",
+    "table": "pipeline.api",
     "load_results": "pipeline.results",
 }
 __all__ = ["__version__", *_API]

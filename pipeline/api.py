@@ -8,6 +8,7 @@ Example (a notebook):
     >>> run.frame.groupby("group")["ssim"].mean()  # doctest: +SKIP
     >>> pipeline.compare("runs/yesterday", "runs/today").passed  # doctest: +SKIP
     True
+    >>> pipeline.table(["runs/bicubic", "runs/today"], by="group")  # doctest: +SKIP
 
 Folders and run directories may be URLs (`s3://bucket/runs/today`, see `pipeline.locations`); the
 `storage_options` argument of each function passes options to their file systems.
@@ -30,13 +31,19 @@ from pipeline.explanation import Explanation, explain_config, explain_folders, p
 from pipeline.html import render_run_report
 from pipeline.html.similar_page import write_similar_page
 from pipeline.manifest import run_complete
-from pipeline.nightly import run_nightly  # `iqa run`
+from pipeline.nightly import NightlyResult
+from pipeline.nightly import run_nightly as run_nightly_job
+from pipeline.nightly_outputs import write_ci_outputs
+from pipeline.paper_table import table  # `iqa table`
 from pipeline.results import load_results
 from pipeline.scoring import score_folders
 from pipeline.similarity import SimilarResult, run_similar
 from pipeline.summary import MetricSummary, summarize
 
-__all__ = ["Run", "compare", "explain", "load_results", "pairs", "report", "run_nightly", "score", "similar"]
+__all__ = [
+    "Run", "compare", "explain", "load_results", "pairs", "report", "run_nightly", "score", "similar",
+    "table",
+]  # fmt: skip
 
 
 @dataclass
@@ -231,6 +238,47 @@ def pairs(
 ) -> Pairing:
     """How two folders pair up, as `iqa pairs` shows it (`output_suffix`, `output_template`, ...)."""
     return discover_pairs(reference, output, storage_options=storage_options, **mapping)
+
+
+def run_nightly(
+    config: str | Path,
+    *,
+    name: str | None = None,
+    update_baseline: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    junit: str | Path | None = None,
+    markdown: str | Path | None = None,
+) -> NightlyResult:
+    """Score every suite of a nightly config and compare each with its baseline, as `iqa run` does.
+
+    Args:
+        config: the nightly YAML file (see `pipeline.nightly`).
+        name: folder under `runs` for this night (default: UTC date and time).
+        update_baseline: after a night where every suite passed, make its runs the baseline.
+        overwrite: replace suite runs already in `runs/<name>`.
+        progress: show a progress bar per suite.
+        junit: also write the night as JUnit XML to this file (`pipeline.nightly_outputs`).
+        markdown: also write a Markdown summary for a CI job page to this file.
+
+    Returns:
+        The NightlyResult (`exit_code`, each suite's verdict and comparison, where everything was written).
+
+    Raises:
+        ConfigError: bad config (before anything is scored). WriteError: outputs cannot be written.
+
+    Example:
+        >>> night = pipeline.run_nightly("configs/nightly.yaml", junit="junit.xml")  # doctest: +SKIP
+        >>> [(suite.name, suite.verdict) for suite in night.suites]  # doctest: +SKIP
+        [('jpeg', 'passed'), ('denoise', 'passed'), ('sr_x4', 'passed')]
+    """
+    result = run_nightly_job(
+        config, name=name, update_baseline=update_baseline, overwrite=overwrite, progress=progress
+    )
+    write_ci_outputs(
+        result, junit=Path(junit) if junit else None, markdown=Path(markdown) if markdown else None
+    )
+    return result
 
 
 def similar(folder: str | Path, run_dir: str | Path, *, report: bool = True, **options: Any) -> SimilarResult:

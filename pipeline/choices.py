@@ -171,6 +171,21 @@ class MetricTable(Mapping[str, MetricSpec]):
 METRICS = MetricTable()
 
 
+class TableFormat(Choice):
+    """How `iqa table` prints a table."""
+
+    MD = "md"
+    LATEX = "latex"
+    CSV = "csv"
+    HTML = "html"
+
+
+class TableColumns(Choice):
+    """What `iqa table --by` splits the columns by (besides the metric)."""
+
+    GROUP = "group"
+
+
 class SimilarMetric(Choice):
     """The metrics `iqa similar` compares images with."""
 

@@ -16,7 +16,16 @@ from typing import Annotated, Any
 import typer
 
 from pipeline import api
-from pipeline.choices import METRICS, Convention, Device, LpipsNet, SimilarMetric, SizeMismatch
+from pipeline.choices import (
+    METRICS,
+    Convention,
+    Device,
+    LpipsNet,
+    SimilarMetric,
+    SizeMismatch,
+    TableColumns,
+    TableFormat,
+)
 from pipeline.comparison import format_comparison, parse_tolerances
 from pipeline.config import FIELDS
 from pipeline.console import (
@@ -38,6 +47,8 @@ from pipeline.explanation import Explanation
 from pipeline.locations import parse_storage_options
 from pipeline.nightly import format_nightly
 from pipeline.pairing_hints import pairing_hints
+from pipeline.paper_table import collect_table
+from pipeline.paper_table_formats import render_table
 from pipeline.similarity import format_nearest
 from pipeline.storage import write_text_atomic
 
@@ -425,6 +436,41 @@ def compare(
         raise typer.Exit(1)
 
 
+@app.command()
+@user_errors
+def table(
+    runs: Annotated[
+        list[Folder], typer.Argument(help="Run directories written by `iqa score` (or URLs): one row each.")
+    ],
+    by: Annotated[
+        TableColumns | None,
+        typer.Option(help="group: one column per group and metric (default: per metric, over all pairs)."),
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help=f"Comma-separated metrics of {','.join(METRICS)} (default: all the runs hold)."),
+    ] = None,
+    table_format: Annotated[
+        TableFormat, typer.Option("--format", "-f", help="md (Markdown), latex, csv or html.")
+    ] = TableFormat.MD,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(help="Row name of each run, one per run in order (default: the run directory's name)."),
+    ] = None,
+    ci: Annotated[
+        bool, typer.Option("--ci", help="Add ± the half-width of each mean's bootstrap 95% CI.")
+    ] = False,
+    storage_option: StorageOption = None,
+) -> None:
+    """Print a paper table: one row per run, the mean of each metric (per group with --by group), the best of
+    each column bold and the second underlined, the convention in the caption. Runs scored under different
+    conventions, crops or metric settings are refused (exit 2)."""
+    paper = collect_table(
+        runs, by=by, metrics=metrics, labels=label, storage_options=parse_storage_options(storage_option)
+    )
+    typer.echo(render_table(paper, table_format, ci=ci))
+
+
 @app.command("run")
 @user_errors
 def run_nightly(
@@ -436,6 +482,14 @@ def run_nightly(
         bool, typer.Option(help="After a run where every suite passed, make it the new baseline.")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace suite runs already under runs/NAME.")] = False,
+    junit: Annotated[
+        Path | None,
+        typer.Option(help="Also write JUnit XML here: a testcase per suite, a failure per suite not passed."),
+    ] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(help="Also write a Markdown summary here, for a CI job page ($GITHUB_STEP_SUMMARY)."),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar per suite.")] = True,
     verbose: Verbose = False,
     quiet: Quiet = False,
@@ -443,8 +497,9 @@ def run_nightly(
     """Score every suite of a nightly config, compare each with its baseline; exit 1 if any suite failed."""
     configure_logging(verbose, quiet)
     result = api.run_nightly(
-        config, name=name, update_baseline=update_baseline, overwrite=overwrite, progress=progress
-    )
+        config, name=name, update_baseline=update_baseline, overwrite=overwrite, progress=progress,
+        junit=junit, markdown=markdown,
+    )  # fmt: skip
     typer.echo(format_nightly(result))
     if result.exit_code:
         raise typer.Exit(result.exit_code)

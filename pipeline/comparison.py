@@ -431,7 +431,8 @@ def _quoted(value: Any) -> str | None:
     return None if value is None else f"'{value}'"
 
 
-def _convention_of(manifest: dict[str, Any]) -> dict[str, Any]:
+def recorded_convention(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The convention a manifest records ({'name', 'crop', 'description', 'spec'}; old runs: only a name)."""
     convention = manifest.get("convention") or {}
     return {"name": convention} if isinstance(convention, str) else convention
 
@@ -497,7 +498,7 @@ def run_differences(baseline: dict[str, Any], candidate: dict[str, Any], metrics
         ['convention default vs sr-paper', 'crop 0 vs 4']
     """
     metrics = set(metrics)
-    base_conv, cand_conv = _convention_of(baseline), _convention_of(candidate)
+    base_conv, cand_conv = recorded_convention(baseline), recorded_convention(candidate)
     values: list[tuple[str, Any, Any]] = [
         ("convention", base_conv.get("name"), cand_conv.get("name")),
         ("crop", base_conv.get("crop"), cand_conv.get("crop")),
@@ -596,7 +597,8 @@ def verdict_line(comparison: Comparison) -> str:
     return f"PASS{forced}: no metric worse than its tolerance"
 
 
-def _status(m: MetricComparison) -> str:
+def metric_status(m: MetricComparison) -> str:
+    """'REGRESSED', 'not significant' (beyond tolerance, CI reaching 0) or 'ok'."""
     if m.regressed:
         return "REGRESSED"
     return "not significant" if m.beyond_tolerance else "ok"
@@ -633,7 +635,7 @@ def format_comparison(comparison: Comparison, *, groups: bool = True) -> str:
                 "-" if m.wilcoxon_p is None else f"{m.wilcoxon_p:.3g}",
                 str(m.worse_count),
                 f"{m.tolerance:g}",
-                _status(m),
+                metric_status(m),
             ]
         )
     lines = []

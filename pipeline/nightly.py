@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ class SuiteResult:
     """What happened to one suite: its verdict, its run directory and its comparison with the baseline.
 
     `differences`: why the run is not comparable with its baseline (then the verdict is `failed`, exit 2).
+    `seconds`: the wall time of scoring and comparing the suite.
     """
 
     name: str
@@ -90,6 +92,7 @@ class SuiteResult:
     comparison: Comparison | None = None
     notes: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -116,12 +119,16 @@ class SuiteResult:
 
 @dataclass
 class NightlyResult:
-    """The whole job: one result per suite, where it was written, and the exit code (worst suite)."""
+    """The whole job: one result per suite, where it was written, and the exit code (worst suite).
+
+    `started`: when the job started (UTC).
+    """
 
     name: str
     run_root: Path
     suites: list[SuiteResult]
     summary_path: Path
+    started: dt.datetime | None = None
     report_path: Path | None = None
     baseline_updated: bool = False
     notes: list[str] = field(default_factory=list)
@@ -341,11 +348,12 @@ def run_nightly(
         raise UsageError(f"--name {name!r} must be a plain folder name.")
     run_root = config.runs / name
     _refuse_finished_night(run_root, [suite.name for suite in config.suites], overwrite)
+    started = dt.datetime.now(dt.timezone.utc)
     results = [
-        run_suite(suite, run_root / suite.name, config.baseline, overwrite=overwrite, progress=progress)
+        _timed_suite(suite, run_root / suite.name, config.baseline, overwrite=overwrite, progress=progress)
         for suite in config.suites
     ]
-    result = NightlyResult(name, run_root, results, run_root / SUMMARY_NAME)
+    result = NightlyResult(name, run_root, results, run_root / SUMMARY_NAME, started)
     result.report_path = _write_report(results, run_root / REPORT_NAME, result.notes)
     if update_baseline:
         if result.exit_code == 0:
@@ -354,6 +362,14 @@ def run_nightly(
         else:
             result.notes.append("baseline NOT updated: not every suite passed.")
     write_summary(result, config)
+    return result
+
+
+def _timed_suite(suite: Suite, run_dir: Path, baseline: Path, **options: Any) -> SuiteResult:
+    """`run_suite`, its wall time recorded in `seconds`."""
+    start = time.perf_counter()
+    result = run_suite(suite, run_dir, baseline, **options)
+    result.seconds = time.perf_counter() - start
     return result
 
 
@@ -443,10 +459,12 @@ def _suite_detail(s: SuiteResult) -> str:
     return "no metric worse than its tolerance"
 
 
-def format_nightly(result: NightlyResult) -> str:
-    """Five-second table: suite, verdict, regressed metrics, details; then notes and where the results are."""
-    headers = ["suite", "verdict", "regressed", "details"]
-    rows = [
+NIGHTLY_HEADERS = ("suite", "verdict", "regressed", "details")
+
+
+def nightly_rows(result: NightlyResult) -> list[list[str]]:
+    """One row per suite under `NIGHTLY_HEADERS`: name, VERDICT, regressed metrics ('-': none), details."""
+    return [
         [
             s.name,
             s.verdict.upper(),
@@ -457,6 +475,11 @@ def format_nightly(result: NightlyResult) -> str:
         ]
         for s in result.suites
     ]
+
+
+def format_nightly(result: NightlyResult) -> str:
+    """Five-second table: suite, verdict, regressed metrics, details; then notes and where the results are."""
+    headers, rows = list(NIGHTLY_HEADERS), nightly_rows(result)
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(3)]
     lines = [
         "  ".join([*(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3]]).rstrip()
@@ -471,6 +494,11 @@ def format_nightly(result: NightlyResult) -> str:
         lines.append(f"report: {result.report_path}")
     if result.baseline_updated:
         lines.append("baseline updated from this run")
-    failed = [f"{s.name} ({s.verdict})" for s in result.suites if not s.passed]
-    lines.append("PASS: every suite passed" if not failed else f"FAIL: {', '.join(failed)}")
+    lines.append(verdict_line(result))
     return "\n".join(lines)
+
+
+def verdict_line(result: NightlyResult) -> str:
+    """'PASS: every suite passed', or 'FAIL: ' and each suite that did not pass with its verdict."""
+    failed = [f"{s.name} ({s.verdict})" for s in result.suites if not s.passed]
+    return "PASS: every suite passed" if not failed else f"FAIL: {', '.join(failed)}"

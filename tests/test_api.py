@@ -102,7 +102,17 @@ def test_pairs_and_report(scored, tmp_path):
     assert written == tmp_path / "again.html" and "<html" in written.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("name", ["score", "pairs", "run_nightly", "Run"])
+def test_table_of_scored_runs_holds_their_group_means(scored, tmp_path):
+    again = tmp_path / "again"
+    shutil.copytree(scored.run_dir, again)
+    frame = pipeline.table([scored.run_dir, again], by="group", metrics=["ssim"], labels=["first", "second"])
+    expected = scored.frame.groupby("group")["ssim"].mean()
+    assert list(frame.columns) == [(group, "ssim") for group in expected.index]
+    assert frame.loc["first"].to_numpy() == pytest.approx(expected.to_numpy())
+    assert frame.loc["second"].to_numpy() == pytest.approx(expected.to_numpy())
+
+
+@pytest.mark.parametrize("name", ["score", "pairs", "run_nightly", "Run", "table"])
 def test_the_package_exports_the_api(name):
     assert getattr(pipeline, name) is getattr(api, name)
 
@@ -112,6 +122,7 @@ def test_the_package_exports_load_results():
 
     assert pipeline.load_results is load_results
     assert set(pipeline.__all__) >= {"score", "compare", "report", "pairs", "similar", "load_results"}
+    assert "table" in pipeline.__all__ and "table" in api.__all__
     with pytest.raises(AttributeError, match="module 'pipeline' has no attribute 'scores'"):
         pipeline.scores  # noqa: B018
 

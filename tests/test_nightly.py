@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,28 @@ def test_degraded_suite_fails_the_nightly_run_and_the_other_passes(nightly: Path
         return
     assert (tmp_path / "runs" / "day2" / "report.html").is_file()
     assert summary["report"] == str(tmp_path / "runs" / "day2" / "report.html")
+
+
+def test_junit_and_markdown_for_the_ci_job(nightly: Path, tmp_path: Path):
+    """A first night passes (no baseline yet), a second regresses on `jpeg`: both written for the CI job."""
+    ci = tmp_path / "ci"
+    first = invoke(str(nightly), "--name", "day1", "--update-baseline", "--junit", str(ci / "day1.xml"))
+    assert first.exit_code == 0, first.output
+    passed = ET.parse(ci / "day1.xml").getroot()
+    assert (passed.get("tests"), passed.get("failures")) == ("2", "0") and passed.find(".//failure") is None
+
+    save_jpeg_outputs(tmp_path / "data/jpeg/reference", tmp_path / "data/jpeg/output", quality=10)
+    outputs = ("--junit", str(ci / "day2.xml"), "--markdown", str(ci / "day2.md"))
+    second = invoke(str(nightly), "--name", "day2", *outputs)
+    assert second.exit_code == 1, second.output
+    suite = ET.parse(ci / "day2.xml").getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "1", "0")
+    failure = suite.find("testcase[@name='jpeg']/failure")
+    assert failure.get("type") == "regressed" and "psnr -" in failure.get("message")
+    assert "REGRESSED" in failure.get("message") and suite.find("testcase[@name='sr_x2']/failure") is None
+    summary = (ci / "day2.md").read_text(encoding="utf-8")
+    assert "FAIL: jpeg (regressed)" in summary.splitlines()[0] and "| jpeg | ❌ REGRESSED |" in summary
+    assert str(tmp_path / "runs" / "day2" / "report.html") in summary
 
 
 def test_a_reused_name_never_changes_a_finished_night(nightly: Path, tmp_path: Path):
