@@ -72,7 +72,8 @@ def encode_payload(data: dict[str, Any]) -> str:
         {'keys': ['a/1']}
     """
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    return base64.b64encode(gzip.compress(text.encode("ascii"), compresslevel=GZIP_LEVEL, mtime=0)).decode("ascii")
+    compressed = gzip.compress(text.encode("ascii"), compresslevel=GZIP_LEVEL, mtime=0)
+    return base64.b64encode(compressed).decode("ascii")
 
 
 def decode_payload(payload: str) -> dict[str, Any]:
@@ -112,9 +113,8 @@ def json_number(value: float | None, digits: int | None) -> JsonNumber:
         return None
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
-    if digits is None:
-        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
-    return round(value, digits)
+    rounded = float(f"{value:.{SIGNIFICANT_DIGITS}g}") if digits is None else round(value, digits)
+    return rounded if math.isfinite(rounded) else value
 
 
 def warning_text(value: Any) -> str:
