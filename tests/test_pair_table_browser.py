@@ -4,6 +4,7 @@ on demand, links to pictures, under the report's CSP; and at 100,000 pairs, its 
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 
@@ -167,3 +168,22 @@ def test_hundred_thousand_pairs(browser, tmp_path: Path, capsys: pytest.CaptureF
     size = report.stat().st_size
     with capsys.disabled():
         print(f"\n100,000 pairs: report {size / 1e6:.2f} MB, render {render_s:.1f} s; {figures.line()}")
+
+
+def test_bench_report_prints_size_render_load_and_heap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    bench = load_bench_report()
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if not bench.CHROMIUM.exists():
+        pytest.skip(f"{bench.CHROMIUM} is missing")
+    monkeypatch.setattr(
+        "sys.argv", ["bench_report.py", "--pairs", "300", "--groups", "4", "--workdir", str(tmp_path)]
+    )
+    bench.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("synthetic runs of 300 pairs in 4 groups")
+    assert [line.split(":")[0].strip() for line in lines[1::2]] == ["run", "run + baseline"]
+    assert all("MB (" in line and "table data" in line and "render" in line for line in lines[1::2])
+    assert all("table ready" in line and "JS heap" in line for line in lines[2::2])
+    assert all(re.search(r" (\d+)/\1 pictures", line) for line in lines[2::2]), "every picture decodes"
