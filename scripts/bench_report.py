@@ -240,35 +240,39 @@ def page_figures(page, sort_column: str = "psnr") -> PageFigures:
 
 
 @contextlib.contextmanager
-def chromium_page() -> Iterator[object | None]:
-    """A page of a headless Chromium (playwright, CHROMIUM); None when either is missing."""
+def chromium() -> Iterator[object | None]:
+    """A headless Chromium (playwright, CHROMIUM); None when either is missing."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
+        print("no Chromium figures: the playwright package is not installed")
         yield None
         return
     if not CHROMIUM.exists():
+        print(f"no Chromium figures: {CHROMIUM} is missing")
         yield None
         return
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page(viewport=VIEWPORT)
+            yield browser
         finally:
             browser.close()
 
 
-def measure_in_chromium(report: Path) -> PageFigures | None:
-    """Open a report in a fresh headless Chromium and measure it; None without Chromium or playwright."""
-    with chromium_page() as page:
-        if page is None:
-            return None
-        errors: list[str] = []
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
+def measure_in_chromium(browser, report: Path) -> PageFigures:
+    """Open a report in a new context (a fresh page) of a Chromium and measure it."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
         page.goto(report.resolve().as_uri(), wait_until="load", timeout=120_000)
         wait_for_table(page)
         figures = page_figures(page)
+    finally:
+        context.close()
     if errors:
         print(f"browser errors: {errors}")
     return figures
@@ -289,8 +293,9 @@ def table_bytes(report: Path) -> int:
     return len(match.group(1)) if match else 0
 
 
-def bench_size(folder: Path, pairs: int, groups: int, browser: bool) -> None:
-    """Write a run and a baseline of `pairs` pairs, render both reports, print their figures."""
+def bench_size(folder: Path, pairs: int, groups: int, browser=None) -> None:
+    """Write a run and a baseline of `pairs` pairs, render both reports, print their figures (in Chromium too
+    with a playwright `browser`)."""
     started = time.perf_counter()
     candidate, baseline = folder / "run", folder / "baseline"
     for run_dir, seed in ((candidate, 1), (baseline, 2)):
@@ -307,9 +312,8 @@ def bench_size(folder: Path, pairs: int, groups: int, browser: bool) -> None:
         size = report.stat().st_size
         megabytes, table = size / 1e6, table_bytes(report) / 1e6
         print(f"  {label}: {megabytes:.2f} MB ({size:,} B; table data {table:.2f} MB), render {render:.1f} s")
-        figures = measure_in_chromium(report) if browser else None
-        if figures:
-            print(f"    {figures.line()}")
+        if browser is not None:
+            print(f"    {measure_in_chromium(browser, report).line()}")
 
 
 def main() -> None:
@@ -323,8 +327,9 @@ def main() -> None:
     folder = args.workdir or Path(tempfile.mkdtemp(prefix="bench-report-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        for pairs in args.pairs:
-            bench_size(folder, pairs, args.groups, browser=not args.no_browser)
+        with contextlib.nullcontext() if args.no_browser else chromium() as browser:
+            for pairs in args.pairs:
+                bench_size(folder, pairs, args.groups, browser)
     finally:
         if args.workdir is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -171,16 +171,11 @@ def test_hundred_thousand_pairs(browser, tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_bench_report_prints_size_render_load_and_heap(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    browser,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
 ) -> None:
-    bench = load_bench_report()
-    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    if not bench.CHROMIUM.exists():
-        pytest.skip(f"{bench.CHROMIUM} is missing")
-    monkeypatch.setattr(
-        "sys.argv", ["bench_report.py", "--pairs", "300", "--groups", "4", "--workdir", str(tmp_path)]
-    )
-    bench.main()
+    load_bench_report().bench_size(tmp_path, 300, 4, browser)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("synthetic runs of 300 pairs in 4 groups")
     assert [line.split(":")[0].strip() for line in lines[1::2]] == ["run", "run + baseline"]
