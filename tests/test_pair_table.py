@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from test_html import parse_tags
 
 from pipeline.html import filters, render_run_report
+from pipeline.html.filters import metric_digits
 from pipeline.html.model import build_report, pictured_keys
 from pipeline.html.pair_table import (
     build_pair_table,
     decode_payload,
     encode_payload,
     json_number,
-    metric_digits,
     pair_anchor,
 )
 from pipeline.results import load_results

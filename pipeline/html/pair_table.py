@@ -29,11 +29,9 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.choices import METRICS
+from pipeline.html.filters import SIGNIFICANT_DIGITS, metric_digits
 
-SECTION_ID = "pairs"
 WARNING_SEPARATOR = "; "
-SIGNIFICANT_DIGITS = 4
 GZIP_LEVEL = 6
 
 JsonNumber = float | str | None
@@ -92,12 +90,6 @@ def pair_anchor(key: str) -> str:
         'pair-bf05dbc5adc3b0ae'
     """
     return "pair-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def metric_digits(metric: str) -> int | None:
-    """Decimals the report shows for a metric; None: four significant digits (unknown metrics too)."""
-    spec = METRICS.get(metric)
-    return spec.digits if spec is not None else None
 
 
 def json_number(value: float | None, digits: int | None) -> JsonNumber:
