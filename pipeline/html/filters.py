@@ -15,6 +15,16 @@ def _finite(value: float | None) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+SIGNIFICANT_DIGITS = 4
+
+
+def metric_digits(metric: str) -> int | None:
+    """Decimals the report shows for a metric; None: `SIGNIFICANT_DIGITS` significant digits (unknown metrics
+    too)."""
+    spec = METRICS.get(metric)
+    return spec.digits if spec is not None else None
+
+
 def metric_value(value: float | None, metric: str = "") -> str:
     """A metric value with the precision its scale needs (`28.41`, `0.8123`, `41.7`); `–` when absent.
 
@@ -27,10 +37,10 @@ def metric_value(value: float | None, metric: str = "") -> str:
     value = float(value)
     if math.isinf(value):
         return "∞" if value > 0 else "-∞"
-    digits = METRICS[metric].digits if metric in METRICS else None
+    digits = metric_digits(metric)
     if digits is not None:
         return f"{value:.{digits}f}"
-    return f"{value:.4g}"
+    return f"{value:.{SIGNIFICANT_DIGITS}g}"
 
 
 def signed(value: float | None, metric: str = "") -> str:

@@ -18,6 +18,7 @@ from pipeline.choices import METRICS
 from pipeline.comparison import compare_runs
 from pipeline.discover import duplicate_message
 from pipeline.html.filters import relative_href
+from pipeline.html.pair_table import PairTable, build_pair_table
 from pipeline.html.plots import distribution_plot
 from pipeline.html.thumbnails import ReadOptions, Thumbnail, pair_thumbnails, regression_thumbnails
 from pipeline.locations import StorageOptions, locate
@@ -193,6 +194,7 @@ class ReportData:
     failures_total: int
     files: list[FileList]
     baseline: BaselineData | None = None
+    pairs: PairTable | None = None
 
 
 @dataclass
@@ -560,7 +562,7 @@ def build_report(
     ok_rows = frame[frame["status"] == "ok"]
     group_summaries = summarize_groups(frame, metrics) if metrics else []
     failures, failures_total = build_failures(frame)
-    return ReportData(
+    report = ReportData(
         header=build_header(manifest, metrics),
         overall=summarize(frame, metrics) if metrics else [],
         groups=[MetricGroups(m, s) for m, s in _by_metric(group_summaries, metrics)],
@@ -579,6 +581,14 @@ def build_report(
             else None
         ),
     )
+    report.pairs = build_pair_table(frame, metrics, pictured_keys(report))
+    return report
+
+
+def pictured_keys(report: ReportData) -> set[str]:
+    """Keys whose pictures the report shows: its worst cases and, with a baseline, its largest regressions."""
+    sections = [*report.worst, *(report.baseline.worst if report.baseline else [])]
+    return {case.key for section in sections for case in section.cases}
 
 
 LABELS = ("FAILED", "REGRESSED", "pass", "no baseline")  # worst first

@@ -15,6 +15,7 @@ from markupsafe import Markup
 
 from pipeline.html.filters import FILTERS
 from pipeline.html.model import NightlyData, ReportData
+from pipeline.html.pair_table import pair_anchor
 from pipeline.locations import Location, locate
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 RUN_TEMPLATE = "template.html.j2"
 NIGHTLY_TEMPLATE = "nightly.html.j2"
-SCRIPT_TEMPLATE = "sortable.js.j2"
+SCRIPT_TEMPLATES = ("sortable.js.j2", "pairs_table.js.j2")
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,13 +41,13 @@ def environment() -> jinja2.Environment:
         trim_blocks=False,
         lstrip_blocks=False,
     )
-    env.filters.update(FILTERS)
+    env.filters.update(FILTERS, pair_anchor=pair_anchor)
     return env
 
 
 def _script() -> tuple[Markup, str]:
-    """The inline table-sorting script and the CSP source that allows exactly it."""
-    text = environment().get_template(SCRIPT_TEMPLATE).render()
+    """The inline script (sortable tables, the table of all pairs) and the CSP source allowing exactly it."""
+    text = "\n".join(environment().get_template(name).render() for name in SCRIPT_TEMPLATES)
     digest = base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
     return Markup(text), f"'sha256-{digest}'"
 
