@@ -24,6 +24,7 @@ from pipeline.html import filters, render_nightly_report, render_run_report
 from pipeline.html.display import CHANGED_NOTE, GONE_NOTE, ReadOptions
 from pipeline.html.model import PairCard, ReportData, build_report
 from pipeline.html.pictures import PICTURE_BUDGET, PairFiles, pair_pictures
+from pipeline.html.render import render_report_data
 from pipeline.results import load_results
 from pipeline.scoring import score_folders
 
@@ -222,6 +223,64 @@ def test_worst_cases_follow_each_metric_direction(report_run: ReportRun, report_
             assert all(
                 p.data_uri and p.data_uri.startswith("data:image/png;base64,") for p in card.pictures.wholes
             )
+
+
+def test_each_pair_is_shown_once_and_the_lists_link_to_it(report_data: ReportData) -> None:
+    cards = cards_by_anchor(report_data)
+    listed = {case.key for section in report_data.worst for case in section.cases}
+    assert sorted(card.key for card in cards.values()) == sorted(listed)
+    repeated = [card for card in cards.values() if len(card.listings) > 1]
+    assert repeated, "with 3 of 4 pairs per metric some pair is worst in several metrics"
+    for card in repeated:
+        for listing in card.listings:
+            (case,) = [
+                c
+                for c in next(s for s in report_data.worst if s.metric == listing.metric).cases
+                if c.key == card.key
+            ]
+            assert case.anchor == card.anchor and case.rank == listing.rank
+        regions = [metric for region in card.pictures.regions for metric in region.metrics]
+        assert sorted(regions) == sorted(listing.metric for listing in card.listings)
+
+    html = render_report_data(report_data)
+    targets = re.findall(r'href="#(pair-\d+)"', html)
+    assert set(targets) == set(cards)
+    for anchor, card in cards.items():
+        assert html.count(f'id="{anchor}"') == 1
+        for listing in card.listings:
+            assert f'href="#worst-{listing.metric}">{listing.metric} worst #{listing.rank}</a>' in html
+        for picture in card.pictures.wholes:
+            assert html.count(picture.data_uri) == 1, (card.key, picture.slot)
+
+
+def many_pairs_run(root: Path) -> Path:
+    """24 pairs of 160 px crops of six photos under four degradations, scored with PSNR, SSIM and MSE."""
+    photos = ("astronaut.png", "coffee.png", "chelsea.png", "camera.png", "motorcycle_left.png", "brick.png")
+    for photo in photos:
+        image = real_image(photo)
+        for kind in ("jpeg", "blur", "noise", "bicubic4"):
+            crop = image[100:260, 120:280]
+            _save(root / "ref" / kind / photo, crop)
+            _save(root / "out" / kind / photo, degrade(crop, kind))
+    config = ScoreConfig(metrics=("psnr", "ssim", "mse"), scheduler="sync", report=False)
+    score_folders(root / "ref", root / "out", root / "run", config, progress=False)
+    return root / "run"
+
+
+def test_the_pictures_of_a_page_stay_within_the_stated_budget(tmp_path: Path) -> None:
+    budget = 600_000
+    report = build_report(many_pairs_run(tmp_path), worst=10, picture_budget=budget)
+    html = render_report_data(report)
+    cards = report.cards
+    assert len(cards) >= 12
+    pictures = re.findall(
+        r'"(data:image/png;base64,[^"]+)"', "".join(html.split('<article class="pair"')[1:])
+    )
+    assert 0 < sum(map(len, pictures)) == report.pictures_size <= budget
+    assert f"take at most {filters.mebibytes(budget)} of this page" in html
+    assert len(html.encode("utf-8")) <= budget + 2**20  # pictures, then text and plots
+    downscaled = [p for card in cards for p in card.pictures.wholes if p.data_uri and p.downscaled]
+    assert downscaled and "160×160 px shown at" in html
 
 
 def test_report_statistics_and_plots(report_data: ReportData) -> None:

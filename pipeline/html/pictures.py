@@ -201,8 +201,8 @@ def scaled_size(height: int, width: int, side: int) -> tuple[int, int]:
 
 
 @dataclass
-class _Source:
-    """A whole picture at full resolution, before it is encoded at some size."""
+class Source:
+    """What a whole picture shows, at full resolution, before it is encoded at some size (or cropped)."""
 
     slot: str
     image: Image.Image  # 'L' or 'RGB' photo, or 'L' levels of a map
@@ -232,7 +232,7 @@ class _Source:
         )
 
 
-def fitting_side(sources: list[_Source], allowance: int, cap: int = FULL_SIDE) -> int:
+def fitting_side(sources: list[Source], allowance: int, cap: int = FULL_SIDE) -> int:
     """The largest long side <= `cap` at which the worst case of every source together fits `allowance`;
     0 when not even `MIN_WHOLE_SIDE` does."""
     if sum(source.bound(MIN_WHOLE_SIDE) for source in sources) > allowance:
@@ -256,7 +256,7 @@ def _size(pictures: list[Picture]) -> int:
     return sum(len(p.data_uri) for p in pictures if p.data_uri)
 
 
-def whole_pictures(sources: list[_Source], allowance: int) -> list[Picture]:
+def whole_pictures(sources: list[Source], allowance: int) -> list[Picture]:
     """Whole pictures at their own size (capped at `FULL_SIDE`) when they fit `allowance` characters, else
     at the largest side whose worst case fits; placeholders when none does."""
     pictures = [source.picture(FULL_SIDE) for source in sources]
@@ -293,15 +293,15 @@ class _Output:
         return kind if self.ssim is not None else RegionKind.ERROR
 
 
-def _photo(slot: str, pair: AlignedPair, pixels: np.ndarray) -> _Source:
-    return _Source(slot, Image.fromarray(to_uint8(pixels, pair.data_range)))
+def _photo(slot: str, pair: AlignedPair, pixels: np.ndarray) -> Source:
+    return Source(slot, Image.fromarray(to_uint8(pixels, pair.data_range)))
 
 
-def _map_source(slot: str, levels: np.ndarray, colormap: str, note: str) -> _Source:
-    return _Source(slot, Image.fromarray(levels), palette(colormap), note)
+def _map_source(slot: str, levels: np.ndarray, colormap: str, note: str) -> Source:
+    return Source(slot, Image.fromarray(levels), palette(colormap), note)
 
 
-def _map_sources(candidate: _Output, top: float) -> list[_Source]:
+def _map_sources(candidate: _Output, top: float) -> list[Source]:
     """|error| (0 to `top`, inferno) and SSIM map (0 to 1, viridis) of the candidate."""
     pair = candidate.pair
     sources = [
@@ -348,14 +348,14 @@ def _regions(
     ]
 
 
-def _crop(source: _Source, window: Window) -> Picture:
+def _crop(source: Source, window: Window) -> Picture:
     """A 1:1 crop of a whole picture's source (a map keeps its palette)."""
     box = (window.left, window.top, window.left + window.width, window.top + window.height)
-    cropped = _Source(source.slot, source.image.crop(box), source.colours, source.note)
+    cropped = Source(source.slot, source.image.crop(box), source.colours, source.note)
     return cropped.picture(max(window.height, window.width))
 
 
-def _region_crops(sources: dict[str, _Source], kind: RegionKind, window: Window) -> list[Picture]:
+def _region_crops(sources: dict[str, Source], kind: RegionKind, window: Window) -> list[Picture]:
     """Reference, baseline output, output and the map that chose the window, cropped to it."""
     slots = ["reference", "baseline", "output", "ssim" if kind == RegionKind.STRUCTURE else "error"]
     return [_crop(sources[slot], window) for slot in slots if slot in sources]
@@ -370,7 +370,7 @@ def _same_shape(baseline: AlignedPair | str | None, candidate: AlignedPair) -> A
 
 def _sources(
     candidate: _Output, baseline: AlignedPair | str | None
-) -> tuple[dict[str, _Source], list[Picture]]:
+) -> tuple[dict[str, Source], list[Picture]]:
     """The whole pictures to show by slot, and placeholders for those that cannot be made."""
     pair = candidate.pair
     errors = [error_map(pair)] + ([error_map(baseline)] if isinstance(baseline, AlignedPair) else [])
@@ -456,7 +456,7 @@ def pair_pictures(
             return _unavailable(files, reference)
         candidate = aligned_or_reason(reference, files.out_path, options, files.out_sha256)
         if isinstance(candidate, str):
-            source = _Source("reference", Image.fromarray(to_uint8(reference.pixels, reference.data_range)))
+            source = Source("reference", Image.fromarray(to_uint8(reference.pixels, reference.data_range)))
             return _unavailable(files, candidate, whole_pictures([source], allowance))
         baseline = (
             aligned_or_reason(reference, files.baseline_out, options, files.baseline_sha256)
