@@ -85,7 +85,9 @@ def test_crops_are_lossless_one_to_one_windows_of_the_files(damaged_pair) -> Non
     pictures = pair_pictures(
         PairFiles(ref_path, out_path), [ERROR_REGION, STRUCTURE_REGION], ReadOptions(), PICTURE_BUDGET
     )
-    assert [region.metrics for region in pictures.regions] == [["psnr"], ["ssim", "lpips"]]
+    (region,) = pictures.regions  # both maps find the blurred patch: one region
+    assert region.metrics == ["psnr", "ssim", "lpips"]
+    assert region.title == "highest local squared error · lowest local SSIM"
     for region in pictures.regions:
         assert inside(region.window, 390, 190), region.window
         crops = {crop.slot: crop for crop in region.crops}
@@ -130,11 +132,27 @@ def test_a_region_against_the_baseline_is_where_the_candidate_got_worse(tmp_path
     ]
 
 
-def test_requests_that_land_on_one_window_are_one_region(damaged_pair) -> None:
-    ref_path, out_path, _, _ = damaged_pair
-    twice = [STRUCTURE_REGION, RegionRequest(RegionKind.STRUCTURE, False, ("ms_ssim",))]
-    (region,) = pair_pictures(PairFiles(ref_path, out_path), twice, ReadOptions(), PICTURE_BUDGET).regions
-    assert region.metrics == ["ssim", "lpips", "ms_ssim"] and region.title == "lowest local SSIM"
+def test_requests_for_one_window_are_one_region_and_other_windows_are_not(tmp_path: Path) -> None:
+    """Blurred grass costs local SSIM, a smooth brightness bump in the sky squared error: two regions."""
+    photo = real_image("camera.png")
+    out = photo.astype(np.float64)
+    out[330:378, 420:468] = gaussian_filter(out, 2)[330:378, 420:468]
+    rows, cols = np.mgrid[:512, :512]
+    out += 30 * np.exp(-((rows - 30) ** 2 + (cols - 400) ** 2) / (2 * 12**2))
+    files = PairFiles(
+        save(tmp_path / "ref.png", photo), save(tmp_path / "out.png", out.round().astype(np.uint8))
+    )
+    again = RegionRequest(RegionKind.STRUCTURE, False, ("ms_ssim",))
+    regions = pair_pictures(
+        files, [STRUCTURE_REGION, ERROR_REGION, again], ReadOptions(), PICTURE_BUDGET
+    ).regions
+    assert [(r.title, r.metrics) for r in regions] == [
+        ("lowest local SSIM", ["ssim", "lpips", "ms_ssim"]),
+        ("highest local squared error", ["psnr"]),
+    ]
+    assert inside(regions[0].window, 354, 444) and inside(regions[1].window, 30, 400)
+    assert [crop.slot for crop in regions[0].crops] == ["reference", "output", "ssim"]
+    assert [crop.slot for crop in regions[1].crops] == ["reference", "output", "error"]
 
 
 def photo_source(side: int) -> Source:

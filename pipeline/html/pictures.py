@@ -54,6 +54,7 @@ MIN_WHOLE_SIDE = 32  # a whole picture smaller than this is left out rather than
 PNG_PREFIX = "data:image/png;base64,"
 PNG_OVERHEAD = 2048  # signature, header, palette, end chunk and slack, in bytes
 OVER_BUDGET = "over the page's picture budget"
+SAME_REGION = 0.5  # windows sharing at least this part of their area are shown as one region
 
 SLOTS = {
     "reference": "reference",
@@ -331,21 +332,34 @@ def _window(
     return kind, against, worst_window(badness, CROP_SIDE, border)
 
 
+@dataclass
+class _Found:
+    """A window found for one or more requests."""
+
+    window: Window
+    kind: RegionKind
+    titles: list[str]
+    metrics: list[str]
+
+    def add(self, title: str, metrics: tuple[str, ...]) -> None:
+        self.titles.extend([title] if title not in self.titles else [])
+        self.metrics.extend(m for m in metrics if m not in self.metrics)
+
+
 def _regions(
     requests: list[RegionRequest], candidate: _Output, baseline: _Output | None, border: int
-) -> list[tuple[str, list[str], RegionKind, Window]]:
-    """(title, metrics, map kind, window) of each requested region; requests that land on the same window
-    become one region."""
-    regions: dict[Window, tuple[list[str], list[str], RegionKind]] = {}
+) -> list[_Found]:
+    """The window of each requested region; a window that mostly overlaps one found before (`SAME_REGION`)
+    is shown as that one, its title and metrics added."""
+    found: list[_Found] = []
     for request in requests:
         kind, against, window = _window(request, candidate, baseline, border)
-        titles, metrics, _ = regions.setdefault(window, ([], [], kind))
-        title = REGION_TITLES[(kind, against)]
-        titles.extend([title] if title not in titles else [])
-        metrics.extend(m for m in request.metrics if m not in metrics)
-    return [
-        (" · ".join(titles), metrics, kind, window) for window, (titles, metrics, kind) in regions.items()
-    ]
+        same = next((f for f in found if f.window.overlap(window) >= SAME_REGION), None)
+        if same is None:
+            same = _Found(window, kind, [], [])
+            found.append(same)
+        same.add(REGION_TITLES[(kind, against)], request.metrics)
+    return found
 
 
 def _crop(source: Source, window: Window) -> Picture:
@@ -411,8 +425,8 @@ def _aligned_pictures(
     baseline = _Output.of(baseline_pair) if isinstance(baseline_pair, AlignedPair) else None
     sources, missing = _sources(candidate, baseline_pair)
     regions = [
-        Region(title, metrics, window, _region_crops(sources, kind, window))
-        for title, metrics, kind, window in _regions(requests, candidate, baseline, options.border)
+        Region(" · ".join(f.titles), f.metrics, f.window, _region_crops(sources, f.kind, f.window))
+        for f in _regions(requests, candidate, baseline, options.border)
     ]
     crop_size = sum(_size(region.crops) for region in regions)
     if crop_size > allowance:

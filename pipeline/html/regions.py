@@ -67,6 +67,18 @@ class Window:
         """(H, W, ...) -> (height, width, ...)."""
         return pixels[self.top : self.top + self.height, self.left : self.left + self.width]
 
+    def overlap(self, other: Window) -> float:
+        """The area both windows share over the smaller one's area, 0 to 1.
+
+        Example:
+            >>> Window(0, 0, 96, 96).overlap(Window(48, 0, 96, 96))
+            0.5
+        """
+        rows = min(self.top + self.height, other.top + other.height) - max(self.top, other.top)
+        cols = min(self.left + self.width, other.left + other.width) - max(self.left, other.left)
+        smaller = min(self.height * self.width, other.height * other.width)
+        return max(0, rows) * max(0, cols) / smaller
+
 
 def squared_error(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Squared error averaged over channels: (H, W, C) x2 -> (H, W), in squared data units."""
