@@ -14,6 +14,7 @@ says so, and so does any picture that cannot be made (an unreadable file, one ch
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass, field
 
@@ -277,11 +278,11 @@ class _Output:
     """An output aligned to the reference, with the maps its regions are chosen on."""
 
     pair: AlignedPair
-    ssim: np.ndarray | None  # the 'valid' SSIM map; None when a side is under 11 px
 
-    @classmethod
-    def of(cls, pair: AlignedPair) -> _Output:
-        return cls(pair, local_ssim(pair.ref, pair.out, pair.data_range))
+    @functools.cached_property
+    def ssim(self) -> np.ndarray | None:
+        """The 'valid' SSIM map; None when a side is under 11 px."""
+        return local_ssim(self.pair.ref, self.pair.out, self.pair.data_range)
 
     def badness(self, kind: RegionKind) -> np.ndarray:
         """Higher is worse: 1 - local SSIM (structure), or the squared error."""
@@ -291,7 +292,7 @@ class _Output:
 
     def kind(self, kind: RegionKind) -> RegionKind:
         """The kind of map `badness(kind)` really is."""
-        return kind if self.ssim is not None else RegionKind.ERROR
+        return kind if min(self.pair.ref.shape[:2]) >= WINDOW_SIZE else RegionKind.ERROR
 
 
 def _photo(slot: str, pair: AlignedPair, pixels: np.ndarray) -> Source:
@@ -421,8 +422,8 @@ def _aligned_pictures(
 ) -> PairPictures:
     """Crops and whole pictures of a pair whose output (and maybe baseline output) could be aligned."""
     baseline_pair = _same_shape(baseline_pair, candidate_pair)
-    candidate = _Output.of(candidate_pair)
-    baseline = _Output.of(baseline_pair) if isinstance(baseline_pair, AlignedPair) else None
+    candidate = _Output(candidate_pair)
+    baseline = _Output(baseline_pair) if isinstance(baseline_pair, AlignedPair) else None
     sources, missing = _sources(candidate, baseline_pair)
     regions = [
         Region(" · ".join(f.titles), f.metrics, f.window, _region_crops(sources, f.kind, f.window))

@@ -86,13 +86,16 @@ def squared_error(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def local_ssim(ref: np.ndarray, out: np.ndarray, data_range: float) -> np.ndarray | None:
-    """SSIM map on float64 at full resolution: (H, W, C) x2 -> (H - 10, W - 10); None when a side < 11."""
+    """SSIM map at full resolution: (H, W, C) x2 -> (H - 10, W - 10); None when a side < 11.
+
+    Computed in float32: it places a window and colours a map, it is not a score.
+    """
     if min(ref.shape[:2]) < WINDOW_SIZE:
         return None
-    x = torch.from_numpy(np.ascontiguousarray(ref.transpose(2, 0, 1)))[None].to(torch.float64)
-    y = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))[None].to(torch.float64)
+    x = torch.from_numpy(np.ascontiguousarray(ref.transpose(2, 0, 1)))[None].to(torch.float32)
+    y = torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))[None].to(torch.float32)
     with torch.inference_mode():
-        return ssim_map(x, y, data_range=data_range)[0].numpy()
+        return ssim_map(x, y, data_range=data_range)[0].numpy().astype(np.float64)
 
 
 def full_size(values: np.ndarray) -> np.ndarray:
