@@ -2,7 +2,7 @@
 
 The run directory is written directly (Parquet parts via `PartWriter`, manifest via `write_manifest`), with
 plausible metric values; every row points at one of a handful of real image files so the worst cases get
-real thumbnails. A second run with slightly different values serves as the baseline.
+real pictures. A second run with slightly different values serves as the baseline.
 
 Usage:
     python scripts/bench_report.py [--pairs 10000] [--groups 20] [--workdir DIR] [--no-browser]

@@ -187,7 +187,7 @@ def png_uri_bound(height: int, width: int, channels: int) -> int:
 
     Example:
         >>> png_uri_bound(96, 96, 3)
-        40538
+        39782
     """
     raw = height * (width * channels + 1)
     stored = raw + raw // 1000 + PNG_OVERHEAD
