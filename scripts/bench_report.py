@@ -2,7 +2,7 @@
 
 The run directory is written directly (Parquet parts via `PartWriter`, manifest via `write_manifest`), with
 plausible metric values; every row points at one of a handful of real image files so the worst cases get
-real thumbnails. A second run with slightly different values serves as the baseline. In Chromium: the load
+real pictures. A second run with slightly different values serves as the baseline. In Chromium: the load
 event, the table of all pairs ready, the JS heap after a garbage collection, DOM nodes, and the time a sort
 and a search of that table take.
 

@@ -21,8 +21,10 @@ from pipeline.config import ScoreConfig
 from pipeline.discover import duplicate_message
 from pipeline.errors import NotComparableError
 from pipeline.html import filters, render_nightly_report, render_run_report
-from pipeline.html.model import ReportData, build_report
-from pipeline.html.thumbnails import CHANGED_NOTE, GONE_NOTE, pair_thumbnails, regression_thumbnails
+from pipeline.html.display import CHANGED_NOTE, GONE_NOTE, ReadOptions
+from pipeline.html.model import PairCard, ReportData, build_report
+from pipeline.html.pictures import PICTURE_BUDGET, PairFiles, pair_pictures
+from pipeline.html.render import render_report_data
 from pipeline.results import load_results
 from pipeline.scoring import score_folders
 
@@ -197,10 +199,16 @@ def report_data(report_run: ReportRun) -> ReportData:
     return build_report(report_run.run_dir, worst=3)
 
 
+def cards_by_anchor(report: ReportData) -> dict[str, PairCard]:
+    cards = report.cards + (report.baseline.cards if report.baseline else [])
+    return {card.anchor: card for card in cards}
+
+
 def test_worst_cases_follow_each_metric_direction(report_run: ReportRun, report_data: ReportData) -> None:
     report = report_data
     frame = load_results(report_run.run_dir)
     ok = frame[frame["status"] == "ok"]
+    cards = cards_by_anchor(report)
     assert [s.metric for s in report.worst] == list(METRIC_NAMES)
     for section in report.worst:
         values = [case.value for case in section.cases]
@@ -211,10 +219,70 @@ def test_worst_cases_follow_each_metric_direction(report_run: ReportRun, report_
         column = ok[section.metric].astype(float)
         assert values[0] == pytest.approx(column.min() if higher else column.max())
         for case in section.cases:
-            assert [t.label for t in case.thumbnails] == ["reference", "output", "|error|", "SSIM map"]
+            card = cards[case.anchor]
+            assert card.key == case.key
+            assert [p.slot for p in card.pictures.wholes] == ["reference", "output", "error", "ssim"]
             assert all(
-                t.data_uri and t.data_uri.startswith("data:image/jpeg;base64,") for t in case.thumbnails
+                p.data_uri and p.data_uri.startswith("data:image/png;base64,") for p in card.pictures.wholes
             )
+
+
+def test_each_pair_is_shown_once_and_the_lists_link_to_it(report_data: ReportData) -> None:
+    cards = cards_by_anchor(report_data)
+    listed = {case.key for section in report_data.worst for case in section.cases}
+    assert sorted(card.key for card in cards.values()) == sorted(listed)
+    repeated = [card for card in cards.values() if len(card.listings) > 1]
+    assert repeated, "with 3 of 4 pairs per metric some pair is worst in several metrics"
+    for card in repeated:
+        for listing in card.listings:
+            (case,) = [
+                c
+                for c in next(s for s in report_data.worst if s.metric == listing.metric).cases
+                if c.key == card.key
+            ]
+            assert case.anchor == card.anchor and case.rank == listing.rank
+        regions = [metric for region in card.pictures.regions for metric in region.metrics]
+        assert sorted(regions) == sorted(listing.metric for listing in card.listings)
+
+    html = render_report_data(report_data)
+    targets = re.findall(r'href="#(pair-\d+)"', html)
+    assert set(targets) == set(cards)
+    for anchor, card in cards.items():
+        assert html.count(f'id="{anchor}"') == 1
+        for listing in card.listings:
+            assert f'href="#worst-{listing.metric}">{listing.metric} worst #{listing.rank}</a>' in html
+        for picture in card.pictures.wholes:
+            assert html.count(picture.data_uri) == 1, (card.key, picture.slot)
+
+
+def many_pairs_run(root: Path) -> Path:
+    """24 pairs of 160 px crops of six photos under four degradations, scored with PSNR, SSIM and MSE."""
+    photos = ("astronaut.png", "coffee.png", "chelsea.png", "camera.png", "motorcycle_left.png", "brick.png")
+    for photo in photos:
+        image = real_image(photo)
+        for kind in ("jpeg", "blur", "noise", "bicubic4"):
+            crop = image[100:260, 120:280]
+            _save(root / "ref" / kind / photo, crop)
+            _save(root / "out" / kind / photo, degrade(crop, kind))
+    config = ScoreConfig(metrics=("psnr", "ssim", "mse"), scheduler="sync", report=False)
+    score_folders(root / "ref", root / "out", root / "run", config, progress=False)
+    return root / "run"
+
+
+def test_the_pictures_of_a_page_stay_within_the_stated_budget(tmp_path: Path) -> None:
+    budget = 600_000
+    report = build_report(many_pairs_run(tmp_path), worst=10, picture_budget=budget)
+    html = render_report_data(report)
+    cards = report.cards
+    assert len(cards) >= 12
+    pictures = re.findall(
+        r'"(data:image/png;base64,[^"]+)"', "".join(html.split('<article class="pair"')[1:])
+    )
+    assert 0 < sum(map(len, pictures)) == report.pictures_size <= budget
+    assert f"take at most {filters.mebibytes(budget)} of this page" in html
+    assert len(html.encode("utf-8")) <= budget + 2**20  # pictures, then text and plots
+    downscaled = [p for card in cards for p in card.pictures.wholes if p.data_uri and p.downscaled]
+    assert downscaled and "160×160 px shown at" in html
 
 
 def test_report_statistics_and_plots(report_data: ReportData) -> None:
@@ -238,24 +306,28 @@ def test_baseline_section_shows_deltas_and_regressions(baseline_html: str, repor
     psnr = next(s for s in report.baseline.worst if s.metric == "psnr")
     assert psnr.cases and psnr.cases[0].key == f"b/{HOSTILE_STEM}"
     assert psnr.cases[0].improvement < 0
-    assert [t.label for t in psnr.cases[0].thumbnails][:3] == [
-        "reference",
-        "baseline output",
-        "candidate output",
-    ]
-    assert all(t.data_uri for t in psnr.cases[0].thumbnails)
+    card = cards_by_anchor(report)[psnr.cases[0].anchor]
+    assert card in report.baseline.cards and card not in report.cards
+    assert [p.slot for p in card.pictures.wholes] == ["reference", "baseline", "output", "error", "ssim"]
+    assert all(p.data_uri for p in card.pictures.wholes)
+    regions = [r for r in card.pictures.regions if "against the baseline" in r.title]
+    assert regions and "psnr" in regions[0].metrics
+    for region in regions:
+        assert [p.slot for p in region.crops][:3] == ["reference", "baseline", "output"]
     assert "&lt;img src=x onerror=alert(1)&gt;" in section
 
 
-def test_thumbnail_failures_become_placeholders(tmp_path: Path) -> None:
-    thumbs = pair_thumbnails(str(tmp_path / "nope.png"), str(tmp_path / "nada.png"))
-    assert len(thumbs) == 4
-    assert all(t.data_uri is None and "does not exist" in t.note for t in thumbs)
+def test_pictures_of_missing_files_become_placeholders(tmp_path: Path) -> None:
+    files = PairFiles(str(tmp_path / "nope.png"), str(tmp_path / "nada.png"))
+    pictures = pair_pictures(files, [], ReadOptions(), PICTURE_BUDGET)
+    assert len(pictures.wholes) == 4 and not pictures.regions and pictures.size == 0
+    assert all(p.data_uri is None and "does not exist" in p.note for p in pictures.wholes)
     small = tmp_path / "small.png"
     _save(small, np.zeros((8, 8), dtype=np.uint8))
-    thumbs = pair_thumbnails(str(small), str(small))
-    assert thumbs[0].data_uri and thumbs[2].data_uri
-    assert thumbs[3].data_uri is None and "11 px" in thumbs[3].note
+    pictures = pair_pictures(PairFiles(str(small), str(small)), [], ReadOptions(), PICTURE_BUDGET)
+    shown = {p.slot: p for p in pictures.wholes}
+    assert shown["reference"].data_uri and shown["error"].data_uri
+    assert shown["ssim"].data_uri is None and "11 px" in shown["ssim"].note
 
 
 def test_filters_format_without_template_arithmetic() -> None:
@@ -368,12 +440,12 @@ def test_regression_pictures_only_of_the_files_the_baseline_scored(regressed_run
     regenerated = baseline_out / "astronaut.png"
     _save(regenerated, np.full((96, 96, 3), (200, 40, 90), dtype=np.uint8))  # today's file, same path
     (baseline_out / "coffee.png").unlink()
-    todays_picture = regression_thumbnails(
-        str(runs.reference / "astronaut.png"),
-        str(regenerated),
-        str(runs.run_dir.parent / "out/astronaut.png"),
-    )[1].data_uri
-    assert todays_picture and todays_picture.startswith("data:image/jpeg;base64,")
+    unchecked = PairFiles(
+        str(runs.reference / "astronaut.png"), str(runs.run_dir.parent / "out/astronaut.png"),
+        baseline_out=str(regenerated),
+    )  # fmt: skip
+    todays_picture = pair_pictures(unchecked, [], ReadOptions(), PICTURE_BUDGET).wholes[1].data_uri
+    assert todays_picture and todays_picture.startswith("data:image/png;base64,")
 
     output = tmp_path / "with-baseline.html"
     section = _baseline_section(
@@ -383,33 +455,32 @@ def test_regression_pictures_only_of_the_files_the_baseline_scored(regressed_run
     assert "no picture: file no longer exists" in section
     assert todays_picture not in section
 
-    psnr = next(
-        s for s in build_report(runs.run_dir, baseline=runs.baseline_dir).baseline.worst if s.metric == "psnr"
-    )
-    cases = {case.key: {t.label: t for t in case.thumbnails} for case in psnr.cases}
-    assert set(cases) == {"astronaut", "coffee", "chelsea"}
+    report = build_report(runs.run_dir, baseline=runs.baseline_dir)
+    cards = {card.key: card for card in report.baseline.cards}
+    assert set(cards) == {"astronaut", "coffee", "chelsea"}
     for key, note in (("astronaut", CHANGED_NOTE), ("coffee", GONE_NOTE)):
-        assert cases[key]["baseline output"].data_uri is None and note in cases[key]["baseline output"].note
-        assert cases[key]["baseline |error|"].data_uri is None and note in cases[key]["baseline |error|"].note
-        for label in ("reference", "candidate output", "candidate |error|"):
-            assert cases[key][label].data_uri, (key, label)
-    assert all(t.data_uri for t in cases["chelsea"].values())
+        wholes = {p.slot: p for p in cards[key].pictures.wholes}
+        assert wholes["baseline"].data_uri is None and note in wholes["baseline"].note
+        assert all(wholes[slot].data_uri for slot in ("reference", "output", "error", "ssim")), key
+        crops = [p.slot for region in cards[key].pictures.regions for p in region.crops]
+        assert crops and "baseline" not in crops
+    assert all(p.data_uri for p in cards["chelsea"].pictures.wholes)
 
 
 def test_worst_case_pictures_only_of_the_files_the_run_scored(regressed_runs) -> None:
     runs, _ = regressed_runs
     row = load_results(runs.run_dir).set_index("key").loc["chelsea"]
-    intact = pair_thumbnails(row.ref_path, row.out_path, ref_sha256=row.ref_sha256, out_sha256=row.out_sha256)
-    assert all(t.data_uri for t in intact)
+    files = PairFiles(row.ref_path, row.out_path, row.ref_sha256, row.out_sha256)
+    intact = pair_pictures(files, [], ReadOptions(), PICTURE_BUDGET).wholes
+    assert all(p.data_uri for p in intact)
     _save(Path(row.out_path), np.zeros((96, 96, 3), dtype=np.uint8))
-    changed = pair_thumbnails(
-        row.ref_path, row.out_path, ref_sha256=row.ref_sha256, out_sha256=row.out_sha256
-    )
+    changed = pair_pictures(files, [], ReadOptions(), PICTURE_BUDGET).wholes
     assert changed[0].data_uri == intact[0].data_uri  # the reference did not change
-    assert all(t.data_uri is None and CHANGED_NOTE in t.note for t in changed[1:])
-    worst = build_report(runs.run_dir).worst[0]
-    chelsea = next(case for case in worst.cases if case.key == "chelsea")
-    assert [t.data_uri is None for t in chelsea.thumbnails] == [False, True, True, True]
+    assert all(p.data_uri is None and CHANGED_NOTE in p.note for p in changed[1:])
+    report = build_report(runs.run_dir)
+    chelsea = next(card for card in report.cards if card.key == "chelsea")
+    assert [p.data_uri is None for p in chelsea.pictures.wholes] == [False, True, True, True]
+    assert not chelsea.pictures.regions
 
 
 def test_a_forced_baseline_section_is_marked(regressed_runs, tmp_path: Path) -> None:

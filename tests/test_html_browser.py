@@ -20,6 +20,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1366, "height": 768}
+CSP_LISTENER = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", function (event) {
+  window.cspViolations.push(event.violatedDirective + " " + event.blockedURI);
+});
+"""
 SCREENSHOT_COPY = Path(__file__).resolve().parent.parent / "reports" / "report-screenshot.png"
 
 pytestmark = pytest.mark.slow
@@ -67,6 +73,7 @@ def open_report(browser, path: Path) -> tuple[object, list[str], list[str]]:
 
     page.on("dialog", on_dialog)
     page.on("request", lambda request: requests.append(request.url))
+    page.add_init_script(CSP_LISTENER)
     page.goto(path.resolve().as_uri(), wait_until="load")
     page.wait_for_timeout(300)
     return page, problems, requests
@@ -82,6 +89,7 @@ def check_page(page, problems: list[str], requests: list[str], sections: tuple[s
     broken = [alt for alt, complete, width in images if not complete or width <= 0]
     assert not broken, f"pictures that do not decode: {broken}"
     assert not problems, problems
+    assert page.evaluate("() => window.cspViolations") == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
 
 
@@ -108,4 +116,67 @@ def test_plain_report_in_chromium(browser, browser_run: ReportRun, tmp_path: Pat
     page, problems, requests = open_report(browser, path)
     check_page(page, problems, requests, SECTION_IDS)
     assert page.locator("section#baseline").count() == 0
+    page.close()
+
+
+def overlay_state(page, anchor: str) -> dict:
+    """Whether the figure `anchor` is the full-size overlay, and its picture's natural and shown size."""
+    return page.evaluate(
+        """(anchor) => {
+            const figure = document.getElementById(anchor);
+            const image = figure.querySelector("img");
+            const box = image.getBoundingClientRect();
+            return {fixed: getComputedStyle(figure).position === "fixed", natural: image.naturalWidth,
+                    shown: image.clientWidth, visible: box.width > 0 && box.top < innerHeight};
+        }""",
+        anchor,
+    )
+
+
+def test_crops_open_their_whole_picture_full_size(browser, browser_run: ReportRun, tmp_path: Path) -> None:
+    path = render_run_report(browser_run.run_dir, output=tmp_path / "pictures.html", worst=2)
+    page, problems, _ = open_report(browser, path)
+    crops = page.evaluate(
+        """() => Array.from(document.querySelectorAll(".crop img")).map(i => [i.complete, i.naturalWidth,
+            getComputedStyle(i).imageRendering, i.clientWidth])"""
+    )
+    assert crops and all(complete and natural > 0 for complete, natural, _, _ in crops)
+    assert all(rendering == "pixelated" and shown == 3 * natural for _, natural, rendering, shown in crops)
+
+    crop = page.locator("article.pair .crop a").first
+    target = crop.get_attribute("href").lstrip("#")
+    assert not overlay_state(page, target)["fixed"]
+    crop.click()
+    state = overlay_state(page, target)
+    assert state["fixed"] and state["visible"] and state["shown"] == state["natural"] > 0
+    page.locator(f"#{target} a.close").click()
+    assert not overlay_state(page, target)["fixed"]
+    assert page.evaluate("() => location.hash") == "#" + target.rsplit("-", 1)[0]
+
+    whole = page.locator("article.pair .whole a.open").nth(1)
+    opened = whole.get_attribute("href").lstrip("#")
+    whole.click()
+    assert overlay_state(page, opened)["fixed"]
+    page.close()
+    assert not problems, problems
+
+
+def test_with_a_baseline_the_verdict_and_deltas_come_before_the_regressions(
+    browser, browser_run: ReportRun, tmp_path: Path
+) -> None:
+    path = render_run_report(
+        browser_run.run_dir, baseline=browser_run.baseline_dir, output=tmp_path / "b.html"
+    )
+    page, problems, requests = open_report(browser, path)
+    check_page(page, problems, requests, (*SECTION_IDS, "baseline"))
+    tops = page.evaluate(
+        """() => Object.fromEntries(["verdict", "deltas", "regressions", "header", "worst"].map(
+            id => [id, document.getElementById(id).getBoundingClientRect().top]))"""
+    )
+    assert tops["verdict"] < tops["deltas"] < tops["regressions"] < tops["header"] < tops["worst"]
+    assert tops["verdict"] < VIEWPORT["height"], "the verdict is on the first screen"
+    first_card = page.locator("#baseline article.pair").first
+    assert first_card.locator(".crop img").count() > 0
+    labels = first_card.locator(".region").first.locator("figcaption").all_inner_texts()
+    assert labels[:3] == ["reference", "baseline output", "output"]
     page.close()

@@ -107,11 +107,13 @@ def test_volume_paired_with_image_is_an_error_row(tmp_path):
 
 
 def test_report_shows_the_middle_slice_of_volumes(tmp_path):
-    from pipeline.html.thumbnails import ReadOptions, pair_thumbnails
+    from pipeline.html.display import ReadOptions
+    from pipeline.html.pictures import PICTURE_BUDGET, PairFiles, pair_pictures
 
     np.save(tmp_path / "ref.npy", photo_volume())
     np.save(tmp_path / "out.npy", degraded(photo_volume()))
-    thumbnails = pair_thumbnails(
-        str(tmp_path / "ref.npy"), str(tmp_path / "out.npy"), options=ReadOptions(volume=True)
-    )
-    assert all(t.data_uri and t.data_uri.startswith("data:image/") for t in thumbnails), thumbnails
+    files = PairFiles(str(tmp_path / "ref.npy"), str(tmp_path / "out.npy"))
+    pictures = pair_pictures(files, [], ReadOptions(volume=True), PICTURE_BUDGET)
+    assert [p.slot for p in pictures.wholes] == ["reference", "output", "error", "ssim"]
+    assert all(p.data_uri and p.data_uri.startswith("data:image/png") for p in pictures.wholes), pictures
+    assert (pictures.height, pictures.width) == photo_volume().shape[1:3]

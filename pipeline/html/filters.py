@@ -6,9 +6,12 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from pipeline.choices import METRICS
+from pipeline.html.pictures import CROP_ZOOM, Picture
+from pipeline.html.regions import PROXY_METRICS, Window
 
 
 def _finite(value: float | None) -> bool:
@@ -164,7 +167,48 @@ def verdict_class(label: str) -> str:
     return {"FAILED": "bad", "REGRESSED": "bad", "no baseline": "none"}.get(label, "")
 
 
-FILTERS: dict[str, Callable[..., str]] = {
+def enlarged(pixels: int) -> int:
+    """The displayed size of a crop side: `CROP_ZOOM` screen pixels per image pixel."""
+    return pixels * CROP_ZOOM
+
+
+def box_style(window: Window, height: int, width: int) -> str:
+    """CSS placing a window's outline over a picture of an image of `height` x `width`, in percent.
+
+    Example:
+        >>> box_style(Window(10, 20, 50, 40), 100, 200)
+        'top:10%;left:10%;height:50%;width:20%'
+    """
+    parts = (("top", window.top, height), ("left", window.left, width))
+    parts += (("height", window.height, height), ("width", window.width, width))
+    return ";".join(f"{name}:{100 * value / max(total, 1):.4g}%" for name, value, total in parts)
+
+
+def window_text(window: Window) -> str:
+    """A window as `96×96 px at x 120, y 48`."""
+    return f"{window.width}×{window.height} px at x {window.left}, y {window.top}"
+
+
+def picture_size(picture: Picture) -> str:
+    """`512×512 px`, or `2040×1356 px shown at 1024×681` when downscaled; empty without a picture."""
+    if not picture.data_uri:
+        return ""
+    full = f"{picture.full_width}×{picture.full_height} px"
+    return f"{full} shown at {picture.width}×{picture.height}" if picture.downscaled else full
+
+
+def mebibytes(size: int) -> str:
+    """A size in characters or bytes as MiB (`32 MiB`, `1.4 MiB`)."""
+    value = size / 2**20
+    return f"{value:.0f} MiB" if value >= 10 or value == int(value) else f"{value:.1f} MiB"
+
+
+def region_metrics(metrics: list[str]) -> str:
+    """The metrics a region stands for, proxies marked: `ssim, lpips (proxy)`."""
+    return ", ".join(f"{m} (proxy)" if m in PROXY_METRICS else m for m in metrics)
+
+
+FILTERS: dict[str, Callable[..., Any]] = {
     "metric_value": metric_value,
     "verdict_class": verdict_class,
     "signed": signed,
@@ -180,4 +224,10 @@ FILTERS: dict[str, Callable[..., str]] = {
     "file_name": file_name,
     "short_hash": short_hash,
     "verdict": verdict,
+    "enlarged": enlarged,
+    "box_style": box_style,
+    "window_text": window_text,
+    "picture_size": picture_size,
+    "mebibytes": mebibytes,
+    "region_metrics": region_metrics,
 }

@@ -15,12 +15,23 @@ from typing import Any
 import pandas as pd
 
 from pipeline.choices import METRICS
-from pipeline.comparison import compare_runs
+from pipeline.comparison import Comparison, compare_runs
 from pipeline.discover import duplicate_message
+from pipeline.html.display import ReadOptions
 from pipeline.html.filters import relative_href
-from pipeline.html.pair_table import PairTable, build_pair_table
+from pipeline.html.pair_table import PairTable, build_pair_table, pair_anchor
+from pipeline.html.pictures import (
+    CROP_ZOOM,
+    FULL_SIDE,
+    PICTURE_BUDGET,
+    PairFiles,
+    PairPictures,
+    PictureBudget,
+    RegionRequest,
+    pair_pictures,
+)
 from pipeline.html.plots import distribution_plot
-from pipeline.html.thumbnails import ReadOptions, Thumbnail, pair_thumbnails, regression_thumbnails
+from pipeline.html.regions import CROP_SIDE, region_kind
 from pipeline.locations import StorageOptions, locate
 from pipeline.manifest import read_manifest
 from pipeline.results import load_results
@@ -77,17 +88,13 @@ class DistributionPlot:
 
 @dataclass
 class WorstCase:
-    """One of the worst pairs of a metric, with every metric value and its pictures."""
+    """One of the worst pairs of a metric; its pictures are in the card named by `anchor`."""
 
     rank: int
     key: str
     group: str
     value: float | None
-    values: dict[str, float | None]
-    ref_path: str
-    out_path: str
-    warnings: list[str]
-    thumbnails: list[Thumbnail]
+    anchor: str
 
 
 @dataclass
@@ -133,7 +140,7 @@ class FileList:
 
 @dataclass
 class RegressionCase:
-    """A pair that got worse against the baseline on one metric."""
+    """A pair that got worse against the baseline on one metric; its pictures are in the card `anchor`."""
 
     rank: int
     key: str
@@ -141,10 +148,43 @@ class RegressionCase:
     baseline: float | None
     candidate: float | None
     improvement: float
+    anchor: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A list that names a pair: a metric's worst cases (`worst`) or largest regressions (`regression`)."""
+
+    metric: str
+    kind: str
+    rank: int
+
+
+@dataclass
+class PairValue:
+    """One metric of a pair's card; `baseline` and `improvement` only with a baseline that has the pair."""
+
+    metric: str
+    value: float | None
+    baseline: float | None = None
+    improvement: float | None = None
+    listed: bool = False
+
+
+@dataclass
+class PairCard:
+    """A pair shown once, with all its metrics, the lists that name it and its pictures."""
+
+    anchor: str
+    key: str
+    group: str
+    values: list[PairValue]
+    listings: list[Listing]
     ref_path: str
+    out_path: str
     baseline_out: str
-    candidate_out: str
-    thumbnails: list[Thumbnail]
+    warnings: list[str]
+    pictures: PairPictures
 
 
 @dataclass
@@ -177,6 +217,7 @@ class BaselineData:
     worst: list[RegressionSection]
     forced: bool = False
     differences: list[str] = field(default_factory=list)
+    cards: list[PairCard] = field(default_factory=list)  # pairs that regressed, shown with the regressions
 
 
 @dataclass
@@ -195,6 +236,12 @@ class ReportData:
     files: list[FileList]
     baseline: BaselineData | None = None
     pairs: PairTable | None = None
+    cards: list[PairCard] = field(default_factory=list)  # worst pairs not shown with the regressions
+    picture_budget: int = PICTURE_BUDGET
+    pictures_size: int = 0
+    full_side: int = FULL_SIDE
+    crop_side: int = CROP_SIDE
+    crop_zoom: int = CROP_ZOOM
 
 
 @dataclass
@@ -302,51 +349,33 @@ def worst_rows(ok_rows: pd.DataFrame, metric: str, k: int) -> pd.DataFrame:
     return finite.sort_values([metric, "key"], ascending=[ascending, True], kind="stable").head(k)
 
 
-class ThumbnailCache:
-    """Pictures of a pair made once, however many metrics list it among their worst cases."""
+class Gallery:
+    """One card per pair, however many lists name it; anchors in the order pairs are first listed."""
 
-    def __init__(self, options: ReadOptions | None = None) -> None:
-        self._pairs: dict[tuple[str, ...], list[Thumbnail]] = {}
-        self.options = options or ReadOptions()
+    def __init__(self) -> None:
+        self.listings: dict[str, list[Listing]] = {}
+        self.anchors: dict[str, str] = {}
 
-    def pair(
-        self, ref_path: str, out_path: str, ref_sha256: str | None, out_sha256: str | None
-    ) -> list[Thumbnail]:
-        """Reference, output, |error| and SSIM-map thumbnails of a pair, of the files the run hashed."""
-        key = (ref_path, out_path, ref_sha256 or "", out_sha256 or "")
-        if key not in self._pairs:
-            self._pairs[key] = pair_thumbnails(
-                ref_path, out_path, ref_sha256=ref_sha256, out_sha256=out_sha256, options=self.options
-            )
-        return self._pairs[key]
+    def anchor(self, key: str, listing: Listing) -> str:
+        """Record that a list names `key`; the anchor of the key's card."""
+        self.listings.setdefault(key, []).append(listing)
+        return self.anchors.setdefault(key, pair_anchor(key))
 
 
-def build_worst(
-    ok_rows: pd.DataFrame, metrics: list[str], k: int, cache: ThumbnailCache
-) -> list[WorstSection]:
-    """Worst K pairs per metric, each with its values and pictures."""
+def build_worst(ok_rows: pd.DataFrame, metrics: list[str], k: int, gallery: Gallery) -> list[WorstSection]:
+    """Worst K pairs per metric, each linking to its card in `gallery`."""
     sections = []
     for metric in metrics:
-        chosen = worst_rows(ok_rows, metric, k)
-        cases = []
-        for rank, row in enumerate(chosen.itertuples(index=False), start=1):
-            record = row._asdict()
-            ref_path, out_path = _text(record["ref_path"]), _text(record["out_path"])
-            cases.append(
-                WorstCase(
-                    rank=rank,
-                    key=_text(record["key"]),
-                    group=_text(record["group"]),
-                    value=_number(record[metric]),
-                    values={m: _number(record[m]) for m in metrics},
-                    ref_path=ref_path,
-                    out_path=out_path,
-                    warnings=_warnings(record.get("warnings")),
-                    thumbnails=cache.pair(
-                        ref_path, out_path, _hash(record.get("ref_sha256")), _hash(record.get("out_sha256"))
-                    ),
-                )
+        cases = [
+            WorstCase(
+                rank=rank,
+                key=_text(row.key),
+                group=_text(row.group),
+                value=_number(getattr(row, metric)),
+                anchor=gallery.anchor(_text(row.key), Listing(metric, "worst", rank)),
             )
+            for rank, row in enumerate(worst_rows(ok_rows, metric, k).itertuples(index=False), start=1)
+        ]
         considered = int(pd.to_numeric(ok_rows[metric], errors="coerce").notna().sum())
         sections.append(WorstSection(metric, METRICS[metric].higher_is_better, considered, cases))
     return sections
@@ -431,86 +460,40 @@ def _by_metric(items: list[Any], metrics: list[str]) -> list[tuple[str, list[Any
     return [(m, chosen) for m, chosen in blocks if chosen]
 
 
-FilesByKey = dict[str, tuple[str, str, str | None, str | None]]
-
-
-def _files_by_key(frame: pd.DataFrame) -> FilesByKey:
-    """{key: (ref_path, out_path, ref_sha256, out_sha256)} of a results frame."""
-    columns = [frame[name] for name in ("key", "ref_path", "out_path", "ref_sha256", "out_sha256")]
-    return {
-        _text(key): (_text(ref), _text(out), _hash(ref_hash), _hash(out_hash))
-        for key, ref, out, ref_hash, out_hash in zip(*columns, strict=True)
-    }
-
-
-def build_regressions(
-    per_pair: pd.DataFrame,
-    metric: str,
-    k: int,
-    files: tuple[FilesByKey, FilesByKey],
-    options: ReadOptions,
-) -> RegressionSection:
-    """The K pairs of `metric` that got most worse, with pictures of the files each run hashed.
-
-    Args:
-        per_pair: `Comparison.per_pair`.
-        files: the (baseline, candidate) files of each key: paths and recorded hashes.
-    """
-    baseline_files, candidate_files = files
+def build_regressions(per_pair: pd.DataFrame, metric: str, k: int, gallery: Gallery) -> RegressionSection:
+    """The K pairs of `metric` that got most worse (`Comparison.per_pair`), each linking to its card."""
     rows = per_pair[(per_pair["metric"] == metric) & (per_pair["improvement"] < 0)]
     rows = rows.sort_values(["improvement", "key"], kind="stable")
-    cases = []
-    for rank, row in enumerate(rows.head(k).itertuples(index=False), start=1):
-        key = _text(row.key)
-        ref_path, candidate_out, ref_hash, candidate_hash = candidate_files.get(key, ("", "", None, None))
-        _, baseline_out, _, baseline_hash = baseline_files.get(key, ("", "", None, None))
-        cases.append(
-            RegressionCase(
-                rank=rank,
-                key=key,
-                group=_text(row.group),
-                baseline=_number(row.baseline),
-                candidate=_number(row.candidate),
-                improvement=float(row.improvement),
-                ref_path=ref_path,
-                baseline_out=baseline_out,
-                candidate_out=candidate_out,
-                thumbnails=regression_thumbnails(
-                    ref_path,
-                    baseline_out,
-                    candidate_out,
-                    sha256=(ref_hash, baseline_hash, candidate_hash),
-                    options=options,
-                ),
-            )
+    cases = [
+        RegressionCase(
+            rank=rank,
+            key=_text(row.key),
+            group=_text(row.group),
+            baseline=_number(row.baseline),
+            candidate=_number(row.candidate),
+            improvement=float(row.improvement),
+            anchor=gallery.anchor(_text(row.key), Listing(metric, "regression", rank)),
         )
+        for rank, row in enumerate(rows.head(k).itertuples(index=False), start=1)
+    ]
     return RegressionSection(metric, len(rows), cases)
 
 
 def build_baseline(
+    comparison: Comparison,
     baseline_dir: RunDir,
-    run_dir: RunDir,
-    frame: pd.DataFrame,
     metrics: list[str],
     k: int,
-    force: bool = False,
+    gallery: Gallery,
     storage_options: StorageOptions | None = None,
 ) -> BaselineData:
-    """Run `pipeline.comparison.compare_runs(baseline, run)` and pick the largest per-pair regressions.
-
-    Raises:
-        NotComparableError: the runs are not comparable and `force` is not given.
-    """
-    comparison = compare_runs(baseline_dir, run_dir, force=force, storage_options=storage_options)
-    options = ReadOptions.from_manifest(read_manifest(run_dir, storage_options), storage_options)
+    """The comparison section: verdict, deltas, and the largest per-pair regressions listed in `gallery`."""
     try:
         baseline_run_id = _text(read_manifest(baseline_dir, storage_options).get("run_id"))
     except Exception:
         baseline_run_id = ""
     compared = [m.metric for m in comparison.metrics]
     order = [m for m in metrics if m in compared] + [m for m in compared if m not in metrics]
-    files = _files_by_key(load_results(baseline_dir, storage_options=storage_options)), _files_by_key(frame)
-    sections = [build_regressions(comparison.per_pair, metric, k, files, options) for metric in order]
     added = sorted(comparison.added_keys)
     removed = sorted(comparison.removed_keys)
     return BaselineData(
@@ -525,10 +508,103 @@ def build_baseline(
         added_total=len(added),
         removed_keys=removed[:LIST_LIMIT],
         removed_total=len(removed),
-        worst=sections,
+        worst=[build_regressions(comparison.per_pair, metric, k, gallery) for metric in order],
         forced=comparison.forced,
         differences=list(comparison.differences),
     )
+
+
+def _rows_by_key(frame: pd.DataFrame | None) -> dict[str, dict[str, Any]]:
+    """{key: row as a dict} of a results frame (empty without one)."""
+    if frame is None:
+        return {}
+    return {_text(record["key"]): record for record in frame.to_dict("records")}
+
+
+def region_requests(listings: list[Listing]) -> list[RegionRequest]:
+    """One region per map kind and list kind, for the metrics those lists rank the pair in."""
+    metrics: dict[tuple[Any, bool], list[str]] = {}
+    for listing in listings:
+        chosen = metrics.setdefault((region_kind(listing.metric), listing.kind == "regression"), [])
+        chosen.extend([listing.metric] if listing.metric not in chosen else [])
+    return [RegionRequest(kind, against, tuple(names)) for (kind, against), names in metrics.items()]
+
+
+@dataclass
+class CardSources:
+    """What the cards are made from: both runs' rows by key, and from the per-pair comparison the baseline's
+    value and the improvement of each (key, metric)."""
+
+    candidate: dict[str, dict[str, Any]]
+    baseline: dict[str, dict[str, Any]]
+    improvements: dict[tuple[str, str], tuple[float | None, float | None]]
+
+    @classmethod
+    def of(
+        cls, frame: pd.DataFrame, comparison: Comparison | None, baseline: pd.DataFrame | None
+    ) -> CardSources:
+        improvements = {}
+        if comparison is not None:
+            per_pair = comparison.per_pair
+            columns = [per_pair[name] for name in ("key", "metric", "baseline", "improvement")]
+            improvements = {
+                (_text(key), _text(metric)): (_number(value), _number(improvement))
+                for key, metric, value, improvement in zip(*columns, strict=True)
+            }
+        return cls(_rows_by_key(frame), _rows_by_key(baseline), improvements)
+
+    def values(self, key: str, metrics: list[str], listings: list[Listing]) -> list[PairValue]:
+        """Every metric of a pair, with the baseline's value and the improvement when compared."""
+        row = self.candidate.get(key, {})
+        listed = {listing.metric for listing in listings}
+        return [
+            PairValue(m, _number(row.get(m)), *self.improvements.get((key, m), (None, None)), m in listed)
+            for m in metrics
+        ]
+
+    def files(self, key: str) -> PairFiles:
+        """The pair's files and recorded hashes; the baseline's output when the baseline has the key."""
+        row, base = self.candidate.get(key, {}), self.baseline.get(key, {})
+        return PairFiles(
+            _text(row.get("ref_path")),
+            _text(row.get("out_path")),
+            _hash(row.get("ref_sha256")),
+            _hash(row.get("out_sha256")),
+            _text(base.get("out_path")) or None,
+            _hash(base.get("out_sha256")),
+        )
+
+
+def build_cards(
+    gallery: Gallery, sources: CardSources, metrics: list[str], options: ReadOptions, budget: PictureBudget
+) -> list[PairCard]:
+    """One card per pair the gallery lists, in its order, each within its share of the picture budget."""
+    cards = []
+    for key, anchor in gallery.anchors.items():
+        listings = gallery.listings[key]
+        files = sources.files(key)
+        pictures = pair_pictures(files, region_requests(listings), options, budget.share())
+        budget.spend(pictures.size)
+        row = sources.candidate.get(key, {})
+        cards.append(
+            PairCard(
+                anchor=anchor,
+                key=key,
+                group=_text(row.get("group")),
+                values=sources.values(key, metrics, listings),
+                listings=listings,
+                ref_path=files.ref_path,
+                out_path=files.out_path,
+                baseline_out=files.baseline_out or "",
+                warnings=_warnings(row.get("warnings")),
+                pictures=pictures,
+            )
+        )
+    return cards
+
+
+def _regressed(card: PairCard) -> bool:
+    return any(listing.kind == "regression" for listing in card.listings)
 
 
 def build_report(
@@ -538,6 +614,7 @@ def build_report(
     worst: int | None = None,
     force: bool = False,
     storage_options: StorageOptions | None = None,
+    picture_budget: int = PICTURE_BUDGET,
 ) -> ReportData:
     """Read a run directory and compute everything its report shows.
 
@@ -548,9 +625,13 @@ def build_report(
             default: the run's `worst` config value, else `DEFAULT_WORST`.
         force: compare with a baseline that is not comparable anyway (the section is marked FORCED).
         storage_options: options of the file system of URLs (run, baseline and the images).
+        picture_budget: characters of picture data URIs the page may hold (`pipeline.html.pictures`).
 
     Returns:
         The report's data, ready for the template.
+
+    Raises:
+        NotComparableError: the baseline is not comparable with the run and `force` is not given.
     """
     run_dir = locate(run_dir, storage_options)
     manifest = read_manifest(run_dir)
@@ -562,33 +643,37 @@ def build_report(
     ok_rows = frame[frame["status"] == "ok"]
     group_summaries = summarize_groups(frame, metrics) if metrics else []
     failures, failures_total = build_failures(frame)
+    gallery = Gallery()
+    comparison = baseline_data = baseline_frame = None
+    if baseline is not None:
+        baseline_dir = locate(baseline, storage_options)
+        comparison = compare_runs(baseline_dir, run_dir, force=force, storage_options=storage_options)
+        baseline_frame = load_results(baseline_dir, storage_options=storage_options)
+        baseline_data = build_baseline(comparison, baseline_dir, metrics, worst, gallery, storage_options)
+    worst_sections = build_worst(ok_rows, metrics, worst, gallery)
+    budget = PictureBudget(picture_budget, len(gallery.anchors))
+    options = ReadOptions.from_manifest(manifest, storage_options)
+    cards = build_cards(gallery, CardSources.of(frame, comparison, baseline_frame), metrics, options, budget)
+    if baseline_data is not None:
+        baseline_data.cards = [card for card in cards if _regressed(card)]
     report = ReportData(
         header=build_header(manifest, metrics),
         overall=summarize(frame, metrics) if metrics else [],
         groups=[MetricGroups(m, s) for m, s in _by_metric(group_summaries, metrics)],
         group_count=int(ok_rows["group"].nunique()),
         plots=[DistributionPlot(m, distribution_plot(ok_rows, m)) for m in metrics],
-        worst=build_worst(
-            ok_rows, metrics, worst, ThumbnailCache(ReadOptions.from_manifest(manifest, storage_options))
-        ),
+        worst=worst_sections,
         worst_k=worst,
         failures=failures,
         failures_total=failures_total,
         files=build_file_lists(manifest),
-        baseline=(
-            build_baseline(baseline, run_dir, frame, metrics, worst, force, storage_options)
-            if baseline is not None
-            else None
-        ),
+        baseline=baseline_data,
+        cards=[card for card in cards if baseline_data is None or not _regressed(card)],
+        picture_budget=picture_budget,
+        pictures_size=picture_budget - budget.left,
     )
-    report.pairs = build_pair_table(frame, metrics, pictured_keys(report))
+    report.pairs = build_pair_table(frame, metrics, set(gallery.anchors))
     return report
-
-
-def pictured_keys(report: ReportData) -> set[str]:
-    """Keys whose pictures the report shows: its worst cases and, with a baseline, its largest regressions."""
-    sections = [*report.worst, *(report.baseline.worst if report.baseline else [])]
-    return {case.key for section in sections for case in section.cases}
 
 
 LABELS = ("FAILED", "REGRESSED", "pass", "no baseline")  # worst first

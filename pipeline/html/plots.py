@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.choices import METRICS
+from pipeline.html.display import data_uri
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -40,7 +40,7 @@ def png_uri(figure: Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     pyplot().close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return data_uri(buffer.getvalue(), "image/png")
 
 
 def _label(metric: str) -> str:

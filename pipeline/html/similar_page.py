@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.html.display import jpeg_uri, to_uint8
 from pipeline.html.plots import png_uri, pyplot, tick_label
 from pipeline.html.render import render_html, write_html
-from pipeline.html.thumbnails import jpeg_uri, to_uint8
 from pipeline.images import read_image
 from pipeline.similarity.prepare import SIZE_POLICY
 from pipeline.similarity.result import SimilarResult, top_pairs
