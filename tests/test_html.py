@@ -245,7 +245,7 @@ def test_each_pair_is_shown_once_and_the_lists_link_to_it(report_data: ReportDat
         assert sorted(regions) == sorted(listing.metric for listing in card.listings)
 
     html = render_report_data(report_data)
-    targets = re.findall(r'href="#(pair-\d+)"', html)
+    targets = re.findall(r'href="#(pair-[0-9a-f]{16})"', html)
     assert set(targets) == set(cards)
     for anchor, card in cards.items():
         assert html.count(f'id="{anchor}"') == 1

@@ -672,8 +672,14 @@ def build_report(
         picture_budget=picture_budget,
         pictures_size=picture_budget - budget.left,
     )
-    report.pairs = build_pair_table(frame, metrics, set(gallery.anchors))
+    report.pairs = build_pair_table(frame, metrics, pictured_keys(report))
     return report
+
+
+def pictured_keys(report: ReportData) -> set[str]:
+    """Keys whose card (with pictures) the report shows: worst cases and, with a baseline, regressions."""
+    cards = [*report.cards, *(report.baseline.cards if report.baseline else [])]
+    return {card.key for card in cards}
 
 
 LABELS = ("FAILED", "REGRESSED", "pass", "no baseline")  # worst first
