@@ -22,14 +22,15 @@ from pyiqa.utils import download_util
 from typer.testing import CliRunner
 
 import pipeline
+from pipeline import adapters
 from pipeline.adapters import piq as piq_adapter
 from pipeline.adapters import pyiqa as pyiqa_adapter
 from pipeline.adapters import torchmetrics as tm_adapter
-from pipeline.choices import METRICS, adapted_name, adapted_plugin, metric_adapter, metric_column
+from pipeline.choices import METRICS, MetricSpec, adapted_name, adapted_plugin, metric_adapter, metric_column
 from pipeline.cli import app
 from pipeline.comparison import compare_frames
 from pipeline.config import validate_config
-from pipeline.errors import WeightsError
+from pipeline.errors import ConfigError, WeightsError
 from pipeline.metric_plugins import Batch
 
 runner = CliRunner()
@@ -189,6 +190,23 @@ def test_a_network_metric_with_seeded_weights_equals_pyiqa_and_records_them(
         assert f"{path.name}={sha256_of(path)}" in recorded
 
 
+def test_torchmetrics_lpips_built_once_equals_its_class_per_pair(photos, alex_home, no_download, tmp_path):
+    selector = "torchmetrics:learned_perceptual_image_patch_similarity"
+    run = pipeline.score(*photos, tmp_path / "run", metrics=selector, scheduler="sync", threads=1,
+                         progress=False, report=False)  # fmt: skip
+    metric = tm_modular.LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)
+
+    def direct(ref: str, out: str) -> torch.Tensor:
+        metric.reset()
+        return metric(rgb_unit(out), rgb_unit(ref))
+
+    column = "torchmetrics_learned_perceptual_image_patch_similarity"
+    with torch.inference_mode():
+        assert largest_difference(run.frame, column, direct) <= PARITY
+    recorded = run.manifest["metric_plugins"][column]["weights_sha256"]
+    assert f"{alex_home.name}={sha256_of(alex_home)}" in recorded and "alex.pth=" in recorded
+
+
 def test_a_network_metric_offline_without_weights_stops_naming_the_file_and_folder(photos, offline, tmp_path):
     result = runner.invoke(app, ["score", *map(str, photos), "-o", str(tmp_path / "run"), "--metrics",
                                  "psnr,pyiqa:lpips"])  # fmt: skip
@@ -296,3 +314,22 @@ def test_a_pair_below_the_library_s_smallest_side_gets_a_null_and_a_warning(tmp_
     row = run.frame.iloc[0]
     assert row["status"] == "ok" and pd.isna(row["piq_multi_scale_ssim"])
     assert any("piq_multi_scale_ssim left null" in warning for warning in row["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("raised", "error", "needles"),
+    [
+        (ModuleNotFoundError("No module named 'timm'", name="timm"), ConfigError, ("needs the module timm",)),
+        (OSError("urlopen error"), WeightsError, ("toy:net cannot be built", "urlopen error", "online")),
+        (RuntimeError("bad option"), ConfigError, ("toy:net cannot be built: RuntimeError: bad option",)),
+    ],
+)
+def test_a_metric_the_library_cannot_build_is_one_clear_error(raised, error, needles):
+    def construct(device):
+        raise raised
+
+    plugin = adapters.adapted_plugin(MetricSpec("toy_net", False, "", "", 0.01), "iqa-pipeline", construct)
+    with pytest.raises(error) as caught:
+        plugin.prepare()
+    assert all(needle in str(caught.value) for needle in needles), caught.value
+    assert type(caught.value) is error

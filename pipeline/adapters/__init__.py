@@ -41,7 +41,7 @@ import torch
 import torch.hub
 
 from pipeline.choices import MetricSpec
-from pipeline.errors import WeightsError
+from pipeline.errors import ConfigError, IQAError, WeightsError
 from pipeline.metric_plugins import MetricInput, MetricPlugin
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ref, out) -> (N,)
@@ -107,7 +107,7 @@ def watching_weights(
 ) -> Iterator[WeightsWatch]:
     """While a library builds a metric: every `torch.load` of a file recorded (and made `weights_only`), every
     download through `torch.hub.download_url_to_file` (also where a library bound it to a name of its own,
-    `aliases`: (module, attribute)) refused or failing as `MissingWeights`; the library's prints silenced.
+    `aliases`: (module, attribute)) refused or failing as `MissingWeights`; its output silenced.
 
     The libraries fetch weights inside their constructors and have no API that names the files, so this is
     the one place that sees them; the functions are put back on exit, and builds take turns (a lock).
@@ -115,7 +115,7 @@ def watching_weights(
     watch = WeightsWatch(allow_download)
     load, download = torch.load, torch.hub.download_url_to_file
     places = ((torch.hub, "download_url_to_file"), *aliases)
-    with _WATCHING, contextlib.redirect_stdout(io.StringIO()):
+    with _WATCHING, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         saved = [(module, name, getattr(module, name)) for module, name in places]
         torch.load = partial(watch.load, load)
         for module, name in places:
@@ -145,7 +145,8 @@ def build_scorer(
 
     Raises:
         WeightsError: a weights file is missing and cannot be downloaded (the message names it and its
-            folder), or does not load as plain tensors.
+            folder), or does not load as plain tensors, or the library failed to fetch a file by other means.
+        ConfigError: the library cannot build the metric otherwise (e.g. a module it needs is missing).
     """
     try:
         with watching_weights(allow_download, aliases) as watch:
@@ -156,7 +157,25 @@ def build_scorer(
             f"{adapted_selector(column)} needs the weights file {name}, which is not in {folder} and "
             f"{missing.reason}: put the file there ({missing.url}), where the library looks for it."
         ) from None
+    except IQAError:
+        raise
+    except Exception as exc:
+        raise unbuildable(column, exc) from None
     return scorer, tuple(watch.loaded)
+
+
+def unbuildable(column: str, exc: Exception) -> IQAError:
+    """The one-line error of a metric the library could not build: a missing module, a file it fetches by
+    other means than torch.hub (which this adapter cannot name), or anything else the library raised."""
+    selector, detail = adapted_selector(column), f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ModuleNotFoundError):
+        return ConfigError(f"{selector} needs the module {exc.name}, which is not installed: pip install it")
+    if isinstance(exc, OSError):
+        return WeightsError(
+            f"{selector} cannot be built ({detail}); the library fetches a file by its own means: run once "
+            "online, or put the file where the library looks for it"
+        )
+    return ConfigError(f"{selector} cannot be built: {detail}")
 
 
 def adapted_selector(column: str) -> str:

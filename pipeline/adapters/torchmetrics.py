@@ -6,10 +6,10 @@ A metric is called as torchmetrics documents it,
 `function(preds=output, target=reference, ...)` on RGB (N, 3, H, W) in [0, 1] (gray replicated), float32,
 `data_range=1.0` where it takes one, with torchmetrics' defaults otherwise. `TORCHMETRICS_METRICS` says how
 each gives one value per image: `reduction='none'` (a map is averaged per image, as its own 'elementwise_mean'
-averages it over the batch), or one call per pair for functions that only reduce over the batch. The network
-metrics (LPIPS, DISTS) are torchmetrics' classes, built once per worker and device and called once per pair
-(the functional forms rebuild the network on every call). The direction is torchmetrics' own: the
-`higher_is_better` of the metric's class in `torchmetrics.image`.
+averages it over the batch), or one call per pair for functions that only reduce over the batch. LPIPS is
+torchmetrics' class, built once per worker and device and called once per pair (the functional form rebuilds
+the network on every call; DISTS, whose class does too, is not adapted). The direction is torchmetrics' own:
+the `higher_is_better` of the metric's class in `torchmetrics.image`.
 
 Example:
     >>> import torch
@@ -96,9 +96,6 @@ TORCHMETRICS_METRICS: dict[str, TorchmetricsMetric] = {
     "learned_perceptual_image_patch_similarity": TorchmetricsMetric(
         "LearnedPerceptualImagePatchSimilarity", "network", keywords={"net_type": "alex", "normalize": True}
     ),
-    "deep_image_structure_and_texture_similarity": TorchmetricsMetric(
-        "DeepImageStructureAndTextureSimilarity", "network"
-    ),
 }
 
 
@@ -173,6 +170,11 @@ def make(name: str) -> MetricPlugin:
 def unadapted(name: str) -> str | None:
     """Why a function torchmetrics has is not offered: it is not a full-reference metric with a value per
     image (e.g. a no-reference or pan-sharpening metric), as `TORCHMETRICS_METRICS` declares them."""
+    if name == "deep_image_structure_and_texture_similarity":
+        return (
+            "is not adapted: torchmetrics builds its VGG16 network, weights included, again on every call "
+            "(use pyiqa:dists or piq:dists)"
+        )
     if hasattr(functional, name):
         return "is in torchmetrics.functional.image, but not among the full-reference metrics declared here"
     return None
