@@ -7,9 +7,9 @@
 For every metric, on the benchmark dataset (`bench.dataset.build_dataset`: scikit-image's photos, denoising,
 x2 and x4 super-resolution and JPEG outputs):
 
-* loop: what a user writes with the library, in one process with torch threads = cores: the metric built once
-  (not timed), then for each pair both files decoded with Pillow to RGB, scaled to [0, 1] and given to the
-  library's call (the adapter's scorer: e.g. pyiqa's `metric(output, reference)`) under inference mode.
+* loop: what a user writes with the library, in one process with torch threads = cores: the metric built and
+  called once (not timed), then for each pair both files decoded with Pillow to RGB, scaled to [0, 1] and
+  given to the library's call (the adapter's scorer: e.g. pyiqa's `metric(output, reference)`), no grad.
 * pipeline: `pipeline.score(REF, OUT, RUN, metrics=LIBRARY:NAME, report=False)` end to end (discovery,
   hashing, decoding, the metric, Parquet, manifest), its embedded cluster started in the call (its default
   layout: a worker process per core, one thread each, each importing the library and building the metric),
@@ -58,13 +58,16 @@ def unit_rgb(path: str) -> torch.Tensor:
 
 
 def library_loop(selector: str, pairs: list[PairPaths]) -> tuple[float, dict[str, float]]:
-    """(seconds, {key: value}) of the library's per-pair loop, its metric built before the clock starts."""
+    """(seconds, {key: value}) of the library's per-pair loop, its metric built and called once on the first
+    pair before the clock starts."""
     plugin = metric_plugin(metric_column(selector))
     scorer = plugin.build_state(torch.device("cpu"), None)
     values = {}
-    with Stopwatch() as watch, torch.inference_mode():
-        for pair in pairs:
-            values[pair.key] = float(scorer(unit_rgb(pair.ref), unit_rgb(pair.out)).reshape(-1)[0])
+    with torch.inference_mode():
+        scorer(unit_rgb(pairs[0].ref), unit_rgb(pairs[0].out))
+        with Stopwatch() as watch:
+            for pair in pairs:
+                values[pair.key] = float(scorer(unit_rgb(pair.ref), unit_rgb(pair.out)).reshape(-1)[0])
     return watch.seconds, values
 
 
