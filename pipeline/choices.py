@@ -5,6 +5,8 @@ from here.
 Example:
     >>> METRICS["lpips"].higher_is_better
     False
+    >>> metric_column("pyiqa:fsim"), adapted_name("pyiqa_fsim")
+    ('pyiqa_fsim', ('pyiqa', 'fsim'))
     >>> [policy.value for policy in SizeMismatch]
     ['error', 'crop', 'resize']
 """
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from enum import Enum
 from importlib import metadata
 from typing import Any
+
+from pipeline.errors import ConfigError
 
 
 class Choice(str, Enum):
@@ -118,6 +122,12 @@ BUILTIN_METRICS: dict[str, MetricSpec] = {
     )
 }
 PLUGIN_GROUP = "iqa_pipeline.metrics"  # the entry-point group other packages register metric plugins under
+ADAPTER_GROUP = "iqa_pipeline.metric_adapters"  # other packages' adapters of whole libraries, by prefix
+# The adapters of this package (`pipeline.adapters`), named like entry points and loaded as they are, on first
+# use: they import their library, an optional extra of the same name (`pip install 'iqa-pipeline[pyiqa]'`).
+BUILTIN_ADAPTERS: dict[str, str] = {
+    prefix: f"pipeline.adapters.{prefix}:ADAPTER" for prefix in ("pyiqa", "piq", "torchmetrics")
+}
 log = logging.getLogger("pipeline.choices")
 
 
@@ -149,14 +159,95 @@ def installed_plugins() -> dict[str, Any]:
     return plugins
 
 
+def metric_column(name: str) -> str:
+    """The column of a metric as named on the command line: an adapted metric `LIBRARY:NAME` is the column
+    `LIBRARY_NAME` (the prefix has no underscore, so the column names the metric alone: `adapted_name`);
+    any other name is its own column.
+
+    Example:
+        >>> metric_column("piq:gmsd"), metric_column("psnr")
+        ('piq_gmsd', 'psnr')
+    """
+    prefix, colon, rest = name.partition(":")
+    return f"{prefix}_{rest}" if colon else name
+
+
+def adapted_name(column: str) -> tuple[str, str] | None:
+    """(library prefix, the library's metric name) of an adapted metric's column; None for other columns."""
+    prefix, underscore, name = column.partition("_")
+    if not underscore or not name or prefix not in adapter_entry_points():
+        return None
+    return prefix, name
+
+
+@functools.cache
+def adapter_entry_points() -> dict[str, metadata.EntryPoint]:
+    """{prefix: entry point} of the metric adapters: this package's (`BUILTIN_ADAPTERS`), then those other
+    packages register under `ADAPTER_GROUP` (a prefix already taken, or holding an underscore, is left out
+    with a warning). Nothing is imported here."""
+    builtin = BUILTIN_ADAPTERS.items()
+    points = {name: metadata.EntryPoint(name, target, ADAPTER_GROUP) for name, target in builtin}
+    for entry in metadata.entry_points(group=ADAPTER_GROUP):
+        if entry.name in points or "_" in entry.name:
+            log.warning("metric adapter %r (%s) is left out: its prefix is taken or holds '_'", entry.name,
+                        entry.value)  # fmt: skip
+            continue
+        points[entry.name] = entry
+    return points
+
+
+@functools.cache
+def metric_adapter(prefix: str) -> Any:
+    """The `pipeline.metric_plugins.MetricAdapter` of a library prefix, loaded once.
+
+    Raises:
+        ConfigError: the adapter's library is not installed (the line names the extra that installs it).
+    """
+    entry = adapter_entry_points()[prefix]
+    try:
+        return entry.load()
+    except ModuleNotFoundError as exc:
+        builtin = prefix in BUILTIN_ADAPTERS
+        extra = f"pip install 'iqa-pipeline[{prefix}]'" if builtin else f"install what {entry.value} needs"
+        raise ConfigError(
+            f"the metrics {prefix}:NAME need the {prefix} library, which cannot be imported ({exc}): {extra}"
+        ) from None
+
+
+@functools.cache
+def adapted_plugin(column: str) -> Any:
+    """The `pipeline.metric_plugins.MetricPlugin` of an adapted metric's column (`pyiqa_fsim`), made once.
+
+    Raises:
+        KeyError: the column is not an adapted metric's (no library prefix).
+        ConfigError: the library is missing, or has no such full-reference metric (the line lists those it
+            has), or the adapter cannot tell the metric's direction.
+    """
+    named = adapted_name(column)
+    if named is None:
+        raise KeyError(column)
+    prefix, name = named
+    return metric_adapter(prefix).plugin(name)
+
+
 class MetricTable(Mapping[str, MetricSpec]):
-    """The built-in metrics, then those of installed plugins (`installed_plugins`), looked up by column."""
+    """The built-in metrics, then those of installed plugins (`installed_plugins`), looked up by column; the
+    columns of adapted metrics (`pyiqa_fsim`: `adapted_plugin`) are found by name too, but not listed, since
+    a library offers many."""
 
     def _all(self) -> dict[str, MetricSpec]:
         return {**BUILTIN_METRICS, **{name: plugin.spec for name, plugin in installed_plugins().items()}}
 
     def __getitem__(self, name: str) -> MetricSpec:
-        return BUILTIN_METRICS[name] if name in BUILTIN_METRICS else self._all()[name]
+        if name in BUILTIN_METRICS:
+            return BUILTIN_METRICS[name]
+        listed = self._all()
+        if name in listed:
+            return listed[name]
+        try:
+            return adapted_plugin(name).spec
+        except ConfigError:
+            raise KeyError(name) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._all())
@@ -165,7 +256,11 @@ class MetricTable(Mapping[str, MetricSpec]):
         return len(self._all())
 
     def __contains__(self, name: object) -> bool:
-        return name in BUILTIN_METRICS or name in self._all()
+        try:
+            self[str(name)]
+        except KeyError:
+            return False
+        return True
 
 
 METRICS = MetricTable()

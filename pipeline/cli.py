@@ -174,7 +174,10 @@ def score(
     ],
     metrics: Annotated[
         str | None,
-        typer.Option(help=f"Comma-separated metrics: {','.join(METRICS)} (default: all)."),
+        typer.Option(
+            help=f"Comma-separated metrics: {','.join(METRICS)} (default: all), or another library's "
+            "full-reference metric: pyiqa:NAME, piq:NAME, torchmetrics:NAME (docs/metrics.md)."
+        ),
     ] = None,
     convention: Annotated[
         str | None,

@@ -379,7 +379,7 @@ def _compare_metrics(
     for metric in metrics:
         base = pd.to_numeric(paired[f"{metric}_base"], errors="coerce").to_numpy(dtype=float)
         cand = pd.to_numeric(paired[f"{metric}_cand"], errors="coerce").to_numpy(dtype=float)
-        tolerance = float(tolerances.get(metric, 0.0))
+        tolerance = float(tolerances.get(metric, METRICS[metric].tolerance))
         gate = {"require_significant": require_significant}
         overall.append(compare_metric(base, cand, metric, None, tolerance, **gate))
         for group in sorted(set(groups)):

@@ -33,6 +33,10 @@ from pipeline.choices import (
     Device,
     LpipsNet,
     SizeMismatch,
+    adapted_name,
+    adapted_plugin,
+    adapter_entry_points,
+    metric_column,
     metric_names,
 )
 from pipeline.conventions import SPECS
@@ -90,10 +94,9 @@ class ScoreConfig(BaseModel):
         names = metric_names(value)
         if not names:
             raise ValueError(f"name at least one metric of {', '.join(METRICS)}")
-        unknown = [name for name in names if name not in METRICS]
-        if unknown:
-            raise ValueError(f"unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
-        return names
+        for name in names:
+            _check_metric(name)
+        return tuple(metric_column(name) for name in names)
 
     @field_validator("data_range", mode="before")
     @classmethod
@@ -156,6 +159,24 @@ class ScoreConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready field values (for the manifest)."""
         return {name: _jsonable(getattr(self, name)) for name in type(self).model_fields}
+
+
+def _check_metric(name: str) -> None:
+    """A metric that can be scored here: a built-in, an installed plugin's, or an adapted metric (its
+    `LIBRARY:NAME` or its column).
+
+    Raises:
+        ValueError: what is wrong (an adapted metric's library missing or without that metric: its message).
+    """
+    column = metric_column(name)
+    if adapted_name(column) is not None:
+        try:
+            adapted_plugin(column)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    elif column not in METRICS:
+        adapters = ", ".join(f"{prefix}:NAME" for prefix in adapter_entry_points())
+        raise ValueError(f"unknown metric {name!r}; choose from {', '.join(METRICS)} or {adapters}")
 
 
 def _jsonable(value: Any) -> Any:

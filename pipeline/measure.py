@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
-from pipeline.choices import BUILTIN_METRICS, installed_plugins
+from pipeline.choices import BUILTIN_METRICS, adapted_plugin, installed_plugins
 from pipeline.conventions import ResolvedConvention, crop_border, prepare_pixels
 from pipeline.errors import ImageError
 from pipeline.metric_plugins import Batch, MetricPlugin
@@ -170,12 +170,17 @@ def plugin_provenance(metrics: tuple[str, ...], setups: dict[str, Any]) -> dict[
 
 
 def metric_plugin(name: str) -> MetricPlugin:
-    """The plugin of a metric column: a built-in, or one an installed package registers.
+    """The plugin of a metric column: a built-in, one an installed package registers, or an adapted metric of
+    another library (`pyiqa_fsim`: `choices.adapted_plugin`, made from the column alone).
 
     Raises:
         KeyError: no such metric is installed.
+        ConfigError: an adapted metric whose library is missing or lacks it.
     """
-    return BUILTIN_PLUGINS[name] if name in BUILTIN_PLUGINS else installed_plugins()[name]
+    if name in BUILTIN_PLUGINS:
+        return BUILTIN_PLUGINS[name]
+    plugins = installed_plugins()
+    return plugins[name] if name in plugins else adapted_plugin(name)
 
 
 def _lpips_of(batch: Batch, state: BuiltinState) -> list[float | None]:

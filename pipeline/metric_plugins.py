@@ -38,6 +38,7 @@ import torch
 
 from pipeline.choices import MetricSpec
 from pipeline.conventions import ResolvedConvention, crop_border, resolve_convention
+from pipeline.errors import ConfigError
 
 Scale = Literal["unit", "stored", "255"]  # [0, 1] floats; the stored values; floats in [0, 255]
 Channels = Literal["stored", "rgb", "gray"]  # as stored; gray replicated to RGB; RGB as BT.601 luma
@@ -193,4 +194,64 @@ class MetricPlugin:
         }
 
 
-__all__ = ["Batch", "MetricInput", "MetricPlugin", "installed_version"]
+@dataclass(frozen=True)
+class MetricAdapter:
+    """Metric plugins made on demand from the full-reference metrics of another library: `--metrics
+    PREFIX:NAME` scores the library's metric NAME into the column `PREFIX_NAME` (`choices.metric_column`).
+
+    This package's adapters (`pipeline.adapters`) are listed in `choices.BUILTIN_ADAPTERS`; other packages
+    register theirs under the entry-point group `iqa_pipeline.metric_adapters` with the prefix as the name::
+
+        [project.entry-points."iqa_pipeline.metric_adapters"]
+        mylib = "my_package.adapter:ADAPTER"
+
+    Attributes:
+        prefix: the library's name on the command line, without underscores.
+        package: the distribution of the library (its version is named in messages).
+        names: () -> the full-reference metrics the installed library offers that the adapter can run.
+        make: (name) -> the `MetricPlugin` of one of `names()`, its column `PREFIX_NAME`.
+        unadapted: (name) -> why a metric of the library that is not among `names()` cannot be run (e.g. its
+            direction is not declared), or None when the library has no such metric.
+
+    Example:
+        >>> from pipeline.choices import MetricSpec
+        >>> def mean_error(name):
+        ...     spec = MetricSpec(f"toy_{name}", False, "", "", 0.01)
+        ...     return MetricPlugin(spec, lambda ref, out, state: (ref - out).abs().flatten(1).mean(1))
+        >>> toy = MetricAdapter("toy", "iqa-pipeline", names=lambda: ("mae",), make=mean_error)
+        >>> toy.plugin("mae").name
+        'toy_mae'
+        >>> toy.plugin("fid")
+        Traceback (most recent call last):
+        ...
+        pipeline.errors.ConfigError: unknown toy metric 'fid' (toy:fid); ... offers these ...: toy:mae
+    """
+
+    prefix: str
+    package: str
+    names: Callable[[], tuple[str, ...]]
+    make: Callable[[str], MetricPlugin]
+    unadapted: Callable[[str], str | None] = lambda name: None
+
+    def plugin(self, name: str) -> MetricPlugin:
+        """The plugin of the library's metric `name`.
+
+        Raises:
+            ConfigError: the library has no such full-reference metric (the message lists those it has), or
+                it has one that cannot be run here (the message says why).
+        """
+        offered = self.names()
+        if name in offered:
+            return self.make(name)
+        listed = ", ".join(f"{self.prefix}:{known}" for known in offered)
+        reason = self.unadapted(name)
+        if reason:
+            raise ConfigError(f"{self.prefix}:{name} {reason}; full-reference metrics it offers: {listed}")
+        version = installed_version(self.package)
+        raise ConfigError(
+            f"unknown {self.prefix} metric {name!r} ({self.prefix}:{name}); {self.package} {version} offers "
+            f"these full-reference metrics: {listed}"
+        )
+
+
+__all__ = ["Batch", "MetricAdapter", "MetricInput", "MetricPlugin", "installed_version"]

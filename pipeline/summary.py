@@ -108,8 +108,9 @@ def summarize_metric(values: pd.Series, metric: str, group: str | None = None) -
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    """Metric columns that hold at least one value in this run."""
-    return [m for m in METRICS if m in frame.columns and frame[m].notna().any()]
+    """Metric columns that hold at least one value in this run (built-ins, plugins' and adapted metrics'), in
+    the order of the frame."""
+    return [m for m in frame.columns if m in METRICS and frame[m].notna().any()]
 
 
 def summarize(frame: pd.DataFrame, metrics: list[str] | None = None) -> list[MetricSummary]:

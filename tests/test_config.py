@@ -98,7 +98,12 @@ def test_an_unknown_key_names_its_line_and_the_known_keys(tmp_path):
         ("size_mismatch", "pad", "unknown size mismatch 'pad'; choose one of error, crop, resize."),
         ("device", "tpu", "unknown device 'tpu'; choose one of auto, cpu, cuda."),
         ("lpips_net", "resnet", "unknown lpips net 'resnet'; choose one of alex, vgg, squeeze."),
-        ("metrics", "psnr,psnrr", f"unknown metric 'psnrr'; choose from {', '.join(METRICS)}."),
+        (
+            "metrics",
+            "psnr,psnrr",
+            f"unknown metric 'psnrr'; choose from {', '.join(METRICS)} or pyiqa:NAME, piq:NAME, "
+            "torchmetrics:NAME.",
+        ),
         ("metrics", " , ", f"name at least one metric of {', '.join(METRICS)}."),
     ],
 )
