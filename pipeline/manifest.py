@@ -58,6 +58,7 @@ def build_manifest(
     timings: dict[str, float],
     notices: list[str],
     resumed: dict[str, int] | None = None,
+    dataset_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest.json content.
 
@@ -71,6 +72,8 @@ def build_manifest(
             `lpips_backbone` (path) and `lpips_backbone_sha256` (the hash that is also part of `value_hash`).
         statuses: {key: status} of the latest row of every pair of this run.
         execution: {'description', 'dashboard', 'shard_pairs'} of the cluster that scored it.
+        dataset_metrics: FID/KID of the run (`pipeline.dataset_metrics.dataset_metrics_manifest`), None
+            when not asked for.
     """
     convention = resolve_convention(config.convention, crop=config.effective_crop)
     errors = sum(status != "ok" for status in statuses.values())
@@ -115,6 +118,7 @@ def build_manifest(
         "skipped": pairing.skipped,
         "hints": pairing_hints(pairing),
         "notices": notices,
+        "dataset_metrics": dataset_metrics,
     }
 
 
