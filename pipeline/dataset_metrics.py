@@ -6,9 +6,12 @@ in as it finishes (`DatasetAccumulator`) and drops it, so its memory does not gr
 
 * FID (Heusel et al. 2017): per group and side the image count, the sum of the features and the sum of their
   outer products in float64 (`FeatureSums`, 2 x 32 MiB per group); the whole set's sums are the sum of the
-  groups'. Then, as torchmetrics' `FrechetInceptionDistance` computes it: each side's mean and unbiased
-  covariance, and |mu_r - mu_o|^2 + tr(S_r) + tr(S_o) - 2 sum(sqrt(eig(S_r S_o))), real parts
-  (`frechet_distance`). Per-group FID for at most `MAX_FID_GROUPS` groups; with more, the whole set only.
+  groups'. Then, as torchmetrics' `FrechetInceptionDistance` defines it: each side's mean and unbiased
+  covariance, and |mu_r - mu_o|^2 + tr(S_r) + tr(S_o) - 2 sum(sqrt(eig(S_r S_o))) (`frechet_distance`). The
+  eigenvalues of S_r S_o are those of the symmetric sqrt(S_r) S_o sqrt(S_r), which two symmetric
+  eigendecompositions give in bounded time (torchmetrics' general eigensolver on S_r S_o takes several times
+  longer and varies with the data); tested equal to torchmetrics within 1e-3 (about 1e-6 seen).
+  Per-group FID for at most `MAX_FID_GROUPS` groups; with more, the whole set only.
 * KID (Binkowski et al. 2018) needs samples of features, not sums. At most `KID_MAX_FEATURES` pairs' features
   are kept (`FeatureSample`): those whose keyed hash (blake2b of `KID_SEED` and the key) is smallest, a
   uniform random subset that does not depend on the order in which shards finish; every pair when there are
@@ -29,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -73,37 +76,60 @@ class ShardFeatures:
 @dataclass
 class FeatureSums:
     """What FID needs of one image set: the count, the sum of features (d,) and of their outer products
-    (d, d), float64."""
+    (d, d), float64; the sums are None until features come."""
 
     count: int = 0
-    total: Tensor = field(default_factory=lambda: torch.zeros(FEATURE_DIM, dtype=torch.float64))
-    outer: Tensor = field(default_factory=lambda: torch.zeros(FEATURE_DIM, FEATURE_DIM, dtype=torch.float64))
+    total: Tensor | None = None
+    outer: Tensor | None = None
 
     def add(self, features: np.ndarray) -> None:
         """Fold in (n, d) features."""
         values = torch.from_numpy(features).double()
         self.count += len(values)
-        self.total += values.sum(dim=0)
-        self.outer += values.T @ values
+        self.total = _plus(self.total, values.sum(dim=0))
+        self.outer = _plus(self.outer, values.T @ values)
 
     def __add__(self, other: FeatureSums) -> FeatureSums:
-        return FeatureSums(self.count + other.count, self.total + other.total, self.outer + other.outer)
+        return FeatureSums(
+            self.count + other.count, _plus(self.total, other.total), _plus(self.outer, other.outer)
+        )
 
     def mean_and_covariance(self) -> tuple[Tensor, Tensor]:
         """(d,) mean and (d, d) unbiased covariance (needs `count` >= 2)."""
+        assert self.total is not None and self.outer is not None and self.count >= 2
         mean = self.total / self.count
         covariance = (self.outer - self.count * torch.outer(mean, mean)) / (self.count - 1)
         return mean, covariance
 
 
+def _plus(sum_so_far: Tensor | None, value: Tensor | None) -> Tensor | None:
+    if sum_so_far is None or value is None:
+        return value if sum_so_far is None else sum_so_far
+    return sum_so_far + value
+
+
+def trace_sqrt_product(first: Tensor, second: Tensor) -> Tensor:
+    """tr(sqrt(A B)) of two (d, d) covariances: the sum of the square roots of the eigenvalues of A B, taken
+    as those of the symmetric sqrt(A) B sqrt(A) (rounding below zero clipped).
+
+    Example:
+        >>> a, b = torch.diag(torch.tensor([4.0, 1.0])), torch.diag(torch.tensor([9.0, 1.0]))
+        >>> float(trace_sqrt_product(a, b))
+        7.0
+    """
+    values, vectors = torch.linalg.eigh(first)
+    root = (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+    return torch.linalg.eigvalsh(root @ second @ root).clamp(min=0).sqrt().sum()
+
+
 def frechet_distance(reference: FeatureSums, output: FeatureSums) -> float:
-    """FID of two image sets from their sums, with torchmetrics' eigenvalue approach, in float64.
+    """FID of two image sets from their sums, in float64.
 
     Example:
         >>> rng = np.random.default_rng(0)
         >>> a, b = FeatureSums(), FeatureSums()
-        >>> a.add(rng.normal(size=(5, FEATURE_DIM)).astype(np.float32))
-        >>> b.add(rng.normal(size=(5, FEATURE_DIM)).astype(np.float32))
+        >>> a.add(rng.normal(size=(5, 8)).astype(np.float32))
+        >>> b.add(rng.normal(size=(5, 8)).astype(np.float32))
         >>> frechet_distance(a, a) < 1e-6 < frechet_distance(a, b)
         True
     """
@@ -112,7 +138,7 @@ def frechet_distance(reference: FeatureSums, output: FeatureSums) -> float:
     # Means
     distance = (mean_r - mean_o).square().sum()
     # Covariances
-    distance += cov_r.trace() + cov_o.trace() - 2 * torch.linalg.eigvals(cov_r @ cov_o).sqrt().real.sum()
+    distance += cov_r.trace() + cov_o.trace() - 2 * trace_sqrt_product(cov_r, cov_o)
     return float(distance)
 
 
@@ -127,8 +153,8 @@ class FeatureSample:
         self.seed = seed
         self.keys: list[str] = []
         self.priorities = np.empty(0, dtype=np.uint64)
-        self.reference = np.empty((0, FEATURE_DIM), dtype=np.float32)
-        self.output = np.empty((0, FEATURE_DIM), dtype=np.float32)
+        self.reference: np.ndarray | None = None  # (k, d) float32, once features came
+        self.output: np.ndarray | None = None
 
     def priority(self, key: str) -> int:
         """The pair's place in the random order: 8 bytes of blake2b over the seed and the key."""
@@ -139,8 +165,8 @@ class FeatureSample:
         self.keys.extend(shard.keys)
         priorities = np.array([self.priority(key) for key in shard.keys], dtype=np.uint64)
         self.priorities = np.concatenate([self.priorities, priorities])
-        self.reference = np.concatenate([self.reference, shard.reference])
-        self.output = np.concatenate([self.output, shard.output])
+        self.reference = _stacked(self.reference, shard.reference)
+        self.output = _stacked(self.output, shard.output)
         if len(self.keys) > 2 * self.limit:
             self._keep(np.argpartition(self.priorities, self.limit)[: self.limit])
 
@@ -152,10 +178,16 @@ class FeatureSample:
 
     def ordered(self) -> tuple[Tensor, Tensor]:
         """The kept features, at most `limit` pairs, in key order: (k, d) reference, (k, d) output."""
+        if self.reference is None or self.output is None:
+            return torch.empty(0, FEATURE_DIM), torch.empty(0, FEATURE_DIM)
         if len(self.keys) > self.limit:
             self._keep(np.argpartition(self.priorities, self.limit)[: self.limit])
         order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
         return torch.from_numpy(self.reference[order]), torch.from_numpy(self.output[order])
+
+
+def _stacked(rows_so_far: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    return rows if rows_so_far is None else np.concatenate([rows_so_far, rows])
 
 
 def _torchmetrics_kid() -> Any:
