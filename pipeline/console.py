@@ -115,7 +115,8 @@ def format_dataset_metrics(manifest: dict[str, Any]) -> list[str]:
         ...          "extractor": {"resize": "torchmetrics"},
         ...          "fid": {"all": 31.5, "groups": {"a": 30.25, "b": None}},
         ...          "kid": {"mean": 0.0123, "std": 0.0012, "subsets": 100, "subset_size": 12}}
-        >>> print("\n".join(format_dataset_metrics({"dataset_metrics": block})))
+        >>> for line in format_dataset_metrics({"dataset_metrics": block}):
+        ...     print(line)
         FID 31.5000 (12 images per side; groups a 30.2500, b -; torchmetrics Inception, weights abababab)
         KID 0.012300 +- 0.001200 (100 subsets of 12 pairs)
     """

@@ -8,17 +8,17 @@ in as it finishes (`DatasetAccumulator`) and drops it, so its memory does not gr
   outer products in float64 (`FeatureSums`, 2 x 32 MiB per group); the whole set's sums are the sum of the
   groups'. Then, as torchmetrics' `FrechetInceptionDistance` defines it: each side's mean and unbiased
   covariance, and |mu_r - mu_o|^2 + tr(S_r) + tr(S_o) - 2 sum(sqrt(eig(S_r S_o))) (`frechet_distance`). The
-  eigenvalues of S_r S_o are those of the symmetric sqrt(S_r) S_o sqrt(S_r), which two symmetric
-  eigendecompositions give in bounded time (torchmetrics' general eigensolver on S_r S_o takes several times
-  longer and varies with the data); tested equal to torchmetrics within 1e-3 (about 1e-6 seen).
-  Per-group FID for at most `MAX_FID_GROUPS` groups; with more, the whole set only.
+  eigenvalues of S_r S_o are taken as those of the symmetric sqrt(S_r) S_o sqrt(S_r): two symmetric
+  eigendecompositions, whose time does not depend on the data as a general eigensolver's does; tested equal
+  to torchmetrics within 1e-3. Per-group FID for at most `MAX_FID_GROUPS` groups; with more, the whole set.
 * KID (Binkowski et al. 2018) needs samples of features, not sums. At most `KID_MAX_FEATURES` pairs' features
-  are kept (`FeatureSample`): those whose keyed hash (blake2b of `KID_SEED` and the key) is smallest, a
-  uniform random subset that does not depend on the order in which shards finish; every pair when there are
-  fewer. The kept features, in key order, give KID as torchmetrics' `KernelInceptionDistance(subsets,
-  subset_size)` computes it (`kernel_inception_distance`): `subsets` times, `subset_size` features drawn
-  without replacement per side (`torch.randperm` with a generator seeded with `KID_SEED`), the unbiased MMD
-  with the cubic polynomial kernel; the mean and the population standard deviation over the subsets.
+  are kept (`FeatureSample`; under twice that between cuts): those whose keyed hash (blake2b of `KID_SEED`
+  and the key) is smallest, a uniform random subset that does not depend on the order in which shards
+  finish; every pair when there are fewer. The kept features, in key order, give KID as torchmetrics'
+  `KernelInceptionDistance(subsets, subset_size)` computes it (`kernel_inception_distance`): `subsets`
+  times, `subset_size` features drawn without replacement per side (`torch.randperm` with a generator seeded
+  with `KID_SEED`), the unbiased MMD with the cubic polynomial kernel; the mean and the population standard
+  deviation over the subsets.
 
 Small sets (`warnings` in the result): FID from fewer images than the 2048 features is computed all the same,
 as torchmetrics computes it without a word, and comes with a warning: the covariances are singular and the
@@ -71,6 +71,26 @@ class ShardFeatures:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def take(self, index: np.ndarray) -> ShardFeatures:
+        """The pairs at `index` ((k,) int), in that order."""
+        return ShardFeatures(
+            [self.keys[i] for i in index], [self.groups[i] for i in index],
+            self.reference[index], self.output[index],
+        )  # fmt: skip
+
+    @classmethod
+    def concatenate(cls, parts: list[ShardFeatures]) -> ShardFeatures:
+        """The pairs of `parts`, one after another (no pairs, (0, 2048) arrays, for none)."""
+        if not parts:
+            empty = np.empty((0, FEATURE_DIM), dtype=np.float32)
+            return cls([], [], empty, empty.copy())
+        return cls(
+            [key for part in parts for key in part.keys],
+            [group for part in parts for group in part.groups],
+            np.concatenate([part.reference for part in parts]),
+            np.concatenate([part.output for part in parts]),
+        )
 
 
 @dataclass
@@ -143,51 +163,48 @@ def frechet_distance(reference: FeatureSums, output: FeatureSums) -> float:
 
 
 class FeatureSample:
-    """At most `limit` pairs' features (both sides), chosen by the smallest keyed hash of the key.
+    """At most `limit` pairs' features (both sides): those with the smallest keyed hash of their key.
 
-    Memory stays under twice `limit` pairs: the kept set is cut back to `limit` whenever it grows past that.
+    Shards are kept as they come until they hold more than twice `limit` pairs, then cut back to `limit` in
+    one pass, so memory stays under twice `limit` pairs and each pair is copied a bounded number of times.
     """
 
     def __init__(self, limit: int = KID_MAX_FEATURES, seed: int = KID_SEED) -> None:
         self.limit = limit
         self.seed = seed
-        self.keys: list[str] = []
-        self.priorities = np.empty(0, dtype=np.uint64)
-        self.reference: np.ndarray | None = None  # (k, d) float32, once features came
-        self.output: np.ndarray | None = None
+        self.chunks: list[tuple[np.ndarray, ShardFeatures]] = []  # ((n,) uint64 priorities, features)
+        self.count = 0
 
-    def priority(self, key: str) -> int:
-        """The pair's place in the random order: 8 bytes of blake2b over the seed and the key."""
-        digest = hashlib.blake2b(f"{self.seed}:{key}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big")
+    def priorities(self, keys: list[str]) -> np.ndarray:
+        """Each pair's place in the random order: 8 bytes of blake2b of the seed and its key, (n,) uint64."""
+        digests = (hashlib.blake2b(f"{self.seed}:{key}".encode(), digest_size=8).digest() for key in keys)
+        return np.array([int.from_bytes(digest, "big") for digest in digests], dtype=np.uint64)
 
     def add(self, shard: ShardFeatures) -> None:
-        self.keys.extend(shard.keys)
-        priorities = np.array([self.priority(key) for key in shard.keys], dtype=np.uint64)
-        self.priorities = np.concatenate([self.priorities, priorities])
-        self.reference = _stacked(self.reference, shard.reference)
-        self.output = _stacked(self.output, shard.output)
-        if len(self.keys) > 2 * self.limit:
-            self._keep(np.argpartition(self.priorities, self.limit)[: self.limit])
+        if not len(shard):
+            return
+        self.chunks.append((self.priorities(shard.keys), shard))
+        self.count += len(shard)
+        if self.count > 2 * self.limit:
+            self._cut()
 
-    def _keep(self, index: np.ndarray) -> None:
-        self.keys = [self.keys[i] for i in index]
-        self.priorities, self.reference, self.output = (
-            self.priorities[index], self.reference[index], self.output[index]
-        )  # fmt: skip
+    def _cut(self) -> None:
+        """Merge the chunks into one holding the (at most) `limit` pairs of smallest priority."""
+        priorities = np.concatenate([chunk_priorities for chunk_priorities, _ in self.chunks])
+        merged = ShardFeatures.concatenate([chunk for _, chunk in self.chunks])
+        if len(merged) > self.limit:
+            keep = np.argpartition(priorities, self.limit)[: self.limit]
+            priorities, merged = priorities[keep], merged.take(keep)
+        self.chunks = [(priorities, merged)]
+        self.count = len(merged)
 
-    def ordered(self) -> tuple[Tensor, Tensor]:
-        """The kept features, at most `limit` pairs, in key order: (k, d) reference, (k, d) output."""
-        if self.reference is None or self.output is None:
-            return torch.empty(0, FEATURE_DIM), torch.empty(0, FEATURE_DIM)
-        if len(self.keys) > self.limit:
-            self._keep(np.argpartition(self.priorities, self.limit)[: self.limit])
-        order = sorted(range(len(self.keys)), key=self.keys.__getitem__)
-        return torch.from_numpy(self.reference[order]), torch.from_numpy(self.output[order])
-
-
-def _stacked(rows_so_far: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
-    return rows if rows_so_far is None else np.concatenate([rows_so_far, rows])
+    def ordered(self) -> ShardFeatures:
+        """The kept pairs, at most `limit`, in key order."""
+        if not self.chunks:
+            return ShardFeatures.concatenate([])
+        self._cut()
+        kept = self.chunks[0][1]
+        return kept.take(np.array(sorted(range(len(kept)), key=kept.keys.__getitem__), dtype=np.int64))
 
 
 def _torchmetrics_kid() -> Any:
@@ -284,8 +301,9 @@ class DatasetAccumulator:
     def kid(self, subsets: int, subset_size: int) -> tuple[dict[str, Any], list[str]]:
         """{'mean', 'std', 'subsets', 'subset_size' (as used), 'seed', 'sampled'} and warnings."""
         assert self.sample is not None, "KID was not asked for"
-        reference, output = self.sample.ordered()
-        count = len(reference)
+        kept = self.sample.ordered()
+        reference, output = torch.from_numpy(kept.reference), torch.from_numpy(kept.output)
+        count = len(kept)
         result: dict[str, Any] = {
             "mean": None, "std": None, "subsets": subsets, "subset_size": min(subset_size, count),
             "seed": KID_SEED, "sampled": count, "sample_limit": self.sample.limit,

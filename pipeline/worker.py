@@ -44,7 +44,6 @@ from pipeline.errors import ImageError, UsageError, WeightsError
 from pipeline.images import DecodedImage, ImageFile, decode_image, header_values, read_image_file
 from pipeline.measure import Cache, measure
 from pipeline.metrics.inception import (
-    FEATURE_DIM,
     InceptionFile,
     InceptionWeights,
     build_inception,
@@ -369,13 +368,9 @@ def score_shard(tasks: list[PairTask], settings: ShardSettings) -> ShardResult:
 def shard_features(loaded_pairs: list[LoadedPair]) -> ShardFeatures:
     """The Inception features of the ok pairs that have them, in shard order."""
     done = [loaded for loaded in loaded_pairs if loaded.row.ok and loaded.features is not None]
-    empty = np.empty((0, FEATURE_DIM), dtype=np.float32)
-    return ShardFeatures(
-        keys=[loaded.row.key for loaded in done],
-        groups=[loaded.row.group for loaded in done],
-        reference=np.stack([loaded.features[0] for loaded in done]) if done else empty,
-        output=np.stack([loaded.features[1] for loaded in done]) if done else empty,
-    )
+    return ShardFeatures.concatenate([
+        ShardFeatures([p.row.key], [p.row.group], p.features[0][None], p.features[1][None]) for p in done
+    ])  # fmt: skip
 
 
 def decode_threads(device: torch.device) -> int:
