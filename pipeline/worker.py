@@ -36,7 +36,7 @@ from distributed import WorkerPlugin, get_worker
 
 from pipeline.align import AlignedPair, align_pair
 from pipeline.allocator import keep_freed_memory, return_freed_memory
-from pipeline.choices import Device
+from pipeline.choices import Device, InceptionResize
 from pipeline.cluster import Execution
 from pipeline.conventions import ResolvedConvention, resolve_convention
 from pipeline.dataset_metrics import ShardFeatures
@@ -107,7 +107,7 @@ class ShardSettings:
     storage_options: dict[str, Any] | None = None  # for pairs named by URLs (`pipeline.locations`)
     dataset_metrics: tuple[str, ...] = ()  # 'fid', 'kid': Inception features are computed too
     inception: InceptionFile | None = None  # the weights the client verified (`verify_inception`)
-    inception_resize: str = "torchmetrics"
+    inception_resize: str = InceptionResize.TORCHMETRICS.value
 
 
 @dataclass
