@@ -78,6 +78,20 @@ class LpipsNet(Choice):
     SQUEEZE = "squeeze"
 
 
+class DatasetMetric(Choice):
+    """Metrics of the whole output set against the whole reference set (`pipeline.dataset_metrics`)."""
+
+    FID = "fid"
+    KID = "kid"
+
+
+class InceptionResize(Choice):
+    """How FID/KID's Inception extractor resizes images to 299 x 299 (`pipeline.metrics.inception`)."""
+
+    TORCHMETRICS = "torchmetrics"
+    TORCH_FIDELITY = "torch-fidelity"
+
+
 class Status(Choice):
     """Outcome of one pair in the results."""
 

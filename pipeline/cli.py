@@ -19,7 +19,9 @@ from pipeline import api
 from pipeline.choices import (
     METRICS,
     Convention,
+    DatasetMetric,
     Device,
+    InceptionResize,
     LpipsNet,
     SimilarMetric,
     SizeMismatch,
@@ -33,6 +35,7 @@ from pipeline.console import (
     format_convention_spec,
     format_conventions,
     format_counts,
+    format_dataset_metrics,
     format_explanation,
     format_failures,
     format_group_means,
@@ -216,6 +219,25 @@ def score(
     lpips_weights: Annotated[
         str | None, typer.Option(help="Backbone checkpoint file (or folder holding it) for LPIPS.")
     ] = None,
+    dataset_metrics: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Comma-separated metrics of the whole output set against the reference set: "
+            f"{','.join(DatasetMetric.values())} (default: none). Needs Inception weights, the `fid` extra."
+        ),
+    ] = None,
+    inception_weights: Annotated[
+        str | None,
+        typer.Option(
+            help="Inception checkpoint file (or folder holding it) for FID/KID (default: torch's cache)."
+        ),
+    ] = None,
+    inception_resize: Annotated[
+        InceptionResize | None,
+        typer.Option(help="FID/KID's resize to 299 px: torchmetrics (antialiased) or torch-fidelity (TF1)."),
+    ] = None,
+    kid_subsets: Annotated[int | None, typer.Option(help="KID subsets (default 100).")] = None,
+    kid_subset_size: Annotated[int | None, typer.Option(help="Pairs per KID subset (default 1000).")] = None,
     output_suffix: OutputSuffix = None,
     output_template: OutputTemplate = None,
     output_regex: OutputRegex = None,
@@ -272,7 +294,11 @@ def _print_run(run: api.Run) -> None:
     """The convention, the per-metric and per-group tables, counts, failures and warnings of a run."""
     typer.echo(format_convention(run.manifest))
     typer.echo(format_summary(run.summary))
-    details = (format_group_means(run.frame), format_counts(run.counts))
+    details = (
+        *format_dataset_metrics(run.manifest),
+        format_group_means(run.frame),
+        format_counts(run.counts),
+    )
     details += (format_failures(run.frame), format_warning_kinds(run.frame))
     for text in details:
         if text:

@@ -30,7 +30,9 @@ from pipeline.choices import (
     BUILTIN_METRICS,
     METRICS,
     Convention,
+    DatasetMetric,
     Device,
+    InceptionResize,
     LpipsNet,
     SizeMismatch,
     adapted_name,
@@ -50,7 +52,9 @@ class ScoreConfig(BaseModel):
     """Everything that decides how a run is scored and executed.
 
     `metrics` None means the default set (every metric; LPIPS is left out with a notice when its weights are
-    missing). Fields in `VALUE_FIELDS` change metric values and make up `value_hash()`.
+    missing). Fields in `VALUE_FIELDS` change metric values and make up `value_hash()`. `dataset_metrics`
+    ('fid', 'kid'; none by default) are computed over the whole sets (`pipeline.dataset_metrics`) and
+    change no row.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -78,6 +82,11 @@ class ScoreConfig(BaseModel):
     max_in_flight: PositiveInt | None = None
     report: Annotated[bool, Field(strict=True)] = True
     worst: Count = 8
+    dataset_metrics: tuple[str, ...] = ()
+    inception_weights: str | None = None
+    inception_resize: InceptionResize = InceptionResize.TORCHMETRICS
+    kid_subsets: PositiveInt = 100
+    kid_subset_size: Annotated[int, Field(strict=True, ge=2)] = 1000
 
     VALUE_FIELDS: ClassVar[tuple[str, ...]] = (
         "convention", "scale", "crop_border", "size_mismatch", "ms_ssim_scales", "data_range", "volumes",
@@ -97,6 +106,20 @@ class ScoreConfig(BaseModel):
         for name in names:
             _check_metric(name)
         return tuple(metric_column(name) for name in names)
+
+    @field_validator("dataset_metrics", mode="before")
+    @classmethod
+    def _dataset_metric_list(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if not isinstance(value, str | list | tuple):
+            raise ValueError(f"expected dataset metric names, e.g. 'fid,kid', not a {type(value).__name__}")
+        names = metric_names(value)
+        allowed = DatasetMetric.values()
+        unknown = [name for name in names if name not in allowed]
+        if unknown:
+            raise ValueError(f"unknown dataset metric {unknown[0]!r}; choose from {', '.join(allowed)}")
+        return tuple(dict.fromkeys(names))
 
     @field_validator("data_range", mode="before")
     @classmethod
@@ -182,7 +205,7 @@ def _check_metric(name: str) -> None:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
-    if isinstance(value, Convention | SizeMismatch | Device | LpipsNet):
+    if isinstance(value, Convention | SizeMismatch | Device | LpipsNet | InceptionResize):
         return value.value
     return value
 

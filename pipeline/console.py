@@ -106,6 +106,38 @@ def format_convention(manifest: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def format_dataset_metrics(manifest: dict[str, Any]) -> list[str]:
+    """One line for FID and one for KID of a run that asked for them; [] otherwise. Their warnings are
+    printed while the run ends (and kept in manifest.json).
+
+    Example:
+        >>> block = {"images": {"reference": 12}, "weights_sha256": "ab" * 32,
+        ...          "extractor": {"resize": "torchmetrics"},
+        ...          "fid": {"all": 31.5, "groups": {"a": 30.25, "b": None}},
+        ...          "kid": {"mean": 0.0123, "std": 0.0012, "subsets": 100, "subset_size": 12}}
+        >>> for line in format_dataset_metrics({"dataset_metrics": block}):
+        ...     print(line)
+        FID 31.5000 (12 images per side; groups a 30.2500, b -; torchmetrics Inception, weights abababab)
+        KID 0.012300 +- 0.001200 (100 subsets of 12 pairs)
+    """
+    block = manifest.get("dataset_metrics")
+    if not block:
+        return []
+    lines = []
+    if "fid" in block:
+        fid = block["fid"]
+        groups = ", ".join(f"{g} {format_number(v)}" for g, v in fid["groups"].items())
+        shown = f"; groups {groups}" if len(fid["groups"]) > 1 else ""
+        extractor = f"{block['extractor']['resize']} Inception, weights {block['weights_sha256'][:8]}"
+        count = block["images"]["reference"]
+        lines.append(f"FID {format_number(fid['all'])} ({count} images per side{shown}; {extractor})")
+    if "kid" in block:
+        kid = block["kid"]
+        spread = f"{format_number(kid['mean'], 6)} +- {format_number(kid['std'], 6)}"
+        lines.append(f"KID {spread} ({kid['subsets']} subsets of {kid['subset_size']} pairs)")
+    return lines
+
+
 def format_group_means(frame: pd.DataFrame, limit: int = SHOWN_GROUPS) -> str | None:
     """Per-group table of ok pairs and mean of each metric (over finite values); None for a single group."""
     metrics = metric_columns(frame)

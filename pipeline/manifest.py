@@ -59,6 +59,7 @@ def build_manifest(
     notices: list[str],
     resumed: dict[str, int] | None = None,
     plugins: dict[str, dict[str, Any]] | None = None,
+    dataset_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest.json content.
 
@@ -74,6 +75,8 @@ def build_manifest(
         plugins: {column: spec and provenance} of the plugin metrics scored (`measure.plugin_provenance`),
             recorded as `metric_plugins`.
         execution: {'description', 'dashboard', 'shard_pairs'} of the cluster that scored it.
+        dataset_metrics: FID/KID of the run (`pipeline.dataset_metrics.dataset_metrics_manifest`), None
+            when not asked for.
     """
     convention = resolve_convention(config.convention, crop=config.effective_crop)
     errors = sum(status != "ok" for status in statuses.values())
@@ -119,6 +122,7 @@ def build_manifest(
         "skipped": pairing.skipped,
         "hints": pairing_hints(pairing),
         "notices": notices,
+        "dataset_metrics": dataset_metrics,
     }
 
 

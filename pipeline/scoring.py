@@ -2,6 +2,10 @@
 
 Messages for the person running it go to the `pipeline` logger: warnings (e.g. LPIPS left out) once, the
 dashboard link at INFO.
+
+With `dataset_metrics` (FID, KID) the Inception weights are verified before the run directory is touched, the
+workers return each shard's features with its rows, and the client folds them into running sums as the shards
+finish (`pipeline.dataset_metrics`); the result goes into the manifest's `dataset_metrics`.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from pipeline.choices import BUILTIN_METRICS, Convention
 from pipeline.cluster import Execution, open_cluster, run_bounded
 from pipeline.config import ScoreConfig
 from pipeline.conventions import SPECS
+from pipeline.dataset_metrics import DatasetAccumulator, dataset_metrics_manifest
 from pipeline.discover import Pair, discover_pairs
 from pipeline.errors import WeightsError, WriteError
 from pipeline.locations import Location, StorageOptions, locate
 from pipeline.manifest import build_manifest, run_complete, write_manifest
 from pipeline.measure import plugin_provenance, prepare_plugins
+from pipeline.metrics.inception import InceptionFile, InceptionWeights, resolve_inception, verify_inception
 from pipeline.metrics.lpips_weights import BackboneFile, resolve_backbone, verify_backbone
 from pipeline.progress import progress_bar
 from pipeline.results import (
@@ -89,6 +95,18 @@ def resolve_metrics(config: ScoreConfig) -> tuple[tuple[str, ...], BackboneFile 
     return metrics, verify_backbone(net, path), []
 
 
+def resolve_dataset_weights(config: ScoreConfig) -> InceptionWeights | None:
+    """The Inception weights FID/KID need, found and verified here (None without dataset metrics).
+
+    Raises:
+        WeightsError: the file is missing or wrong (`pipeline.metrics.inception`).
+        UsageError: torchmetrics or torch-fidelity is not installed.
+    """
+    if not config.dataset_metrics:
+        return None
+    return verify_inception(resolve_inception(config.inception_weights))
+
+
 def score_folders(
     ref_dir: str | Path,
     out_dir: str | Path,
@@ -132,6 +150,7 @@ def score_folders(
     metrics, backbone, notices = resolve_metrics(config)  # before the run directory is touched
     setups = prepare_plugins(metrics)
     plugins = plugin_provenance(metrics, setups)
+    inception = resolve_dataset_weights(config)
     run = claim_run_dir(
         run_dir, RUN_OUTPUTS, resume=resume, overwrite=overwrite,
         inputs={"reference": ref_dir, "output": out_dir}, storage_options=storage_options,
@@ -143,8 +162,13 @@ def score_folders(
     if resume:
         remove_stale_temp_files(run)
     discovered = time.perf_counter()
-    settings = shard_settings(config, metrics, backbone, new_run_id(), storage_options, setups)
-    scoring = score_pairs(pairing.pairs, run, settings, config, value_hash, known, progress, log_level)
+    inception_file = inception.file if inception else None
+    settings = shard_settings(
+        config, metrics, backbone, new_run_id(), storage_options, setups, inception_file
+    )
+    scoring = score_pairs(
+        pairing.pairs, run, settings, config, value_hash, known, progress, log_level, inception=inception
+    )
     scored = time.perf_counter()
     statuses = scoring.statuses
     if resume:  # the rows of earlier runs count too
@@ -165,6 +189,7 @@ def score_folders(
             "pairs_per_s": len(pairing.pairs) / max(scored - discovered, 1e-9),
         },
         resumed={"reused": scoring.reused, "scored": len(pairing.pairs) - scoring.reused} if resume else None,
+        dataset_metrics=dataset_results(scoring.dataset, settings, config),
     )  # fmt: skip
     write_manifest(run, manifest)
     return RunResult(Path(run.path) if run.local else run.url, manifest, notices)
@@ -177,9 +202,10 @@ def shard_settings(
     run_id: str,
     storage_options: StorageOptions | None = None,
     plugin_setups: dict[str, Any] | None = None,
+    inception: InceptionFile | None = None,
 ) -> ShardSettings:
-    """What the workers need of the config, the metrics that will run, the verified LPIPS backbone and the
-    options of the file systems their pairs are read from."""
+    """What the workers need of the config, the metrics that will run, the verified LPIPS backbone and
+    Inception weights, and the options of the file systems their pairs are read from."""
     return ShardSettings(
         metrics=metrics, run_id=run_id, convention=config.convention.value, crop=config.effective_crop,
         size_mismatch=config.size_mismatch.value, ms_ssim_scales=config.ms_ssim_scales,
@@ -187,17 +213,37 @@ def shard_settings(
         lpips_weights=backbone, device=config.device.value,
         storage_options=dict(storage_options) if storage_options else None,
         plugin_setups=plugin_setups or {},
+        dataset_metrics=config.dataset_metrics, inception=inception,
+        inception_resize=config.inception_resize.value,
     )  # fmt: skip
+
+
+def dataset_results(
+    accumulator: DatasetAccumulator | None, settings: ShardSettings, config: ScoreConfig
+) -> dict[str, Any] | None:
+    """The manifest's `dataset_metrics` (None without FID/KID); each of its warnings is logged once."""
+    if accumulator is None:
+        return None
+    assert settings.inception is not None, "FID/KID were computed without verified weights"
+    result = dataset_metrics_manifest(
+        accumulator, settings.inception, settings.inception_resize,
+        kid_subsets=config.kid_subsets, kid_subset_size=config.kid_subset_size,
+    )  # fmt: skip
+    for warning in result["warnings"]:
+        log.warning(warning)
+    return result
 
 
 @dataclass
 class Scoring:
-    """What scoring the pairs left: {key: status} of the rows written, pairs reused by `--resume`, and the
-    cluster that scored them ({'description', 'dashboard', 'shard_pairs'})."""
+    """What scoring the pairs left: {key: status} of the rows written, pairs reused by `--resume`, the
+    cluster that scored them ({'description', 'dashboard', 'shard_pairs'}), and the reduced Inception
+    features when FID/KID were asked for."""
 
     statuses: dict[str, str]
     reused: int
     execution: dict[str, Any]
+    dataset: DatasetAccumulator | None = None
 
 
 def score_pairs(
@@ -209,8 +255,11 @@ def score_pairs(
     known: dict[str, tuple[str, str]],
     progress: bool,
     log_level: int = logging.WARNING,
+    *,
+    inception: InceptionWeights | None = None,
 ) -> Scoring:
-    """Score `pairs` in shards on the configured cluster, writing one Parquet part per finished shard."""
+    """Score `pairs` in shards on the configured cluster, writing one Parquet part per finished shard (and
+    folding in their Inception features when `settings` asks for FID/KID; `inception` goes to the workers)."""
     writer = PartWriter(run_dir, {
         "run_id": settings.run_id, "config_hash": value_hash, "convention": settings.convention,
         "convention_spec": SPECS[Convention(settings.convention)].to_dict(), "crop": settings.crop,
@@ -223,17 +272,24 @@ def score_pairs(
     with cluster as execution:
         if execution.dashboard_link:
             log.info("Dask dashboard: %s", execution.dashboard_link)
-        execution.register(scoring_plugin(execution, settings.lpips_net, settings.lpips_weights))
+        execution.register(scoring_plugin(execution, settings.lpips_net, settings.lpips_weights, inception))
         size = shard_size(len(pairs), execution.task_threads, config.shard_pairs)
         shards = iter_shards(pairs, size, known, window=BALANCE_WINDOW_SHARDS)
         in_flight = config.max_in_flight or execution.task_threads * 2 + 1
-        statuses, reused = _run_shards(execution, shards, len(pairs), settings, writer, in_flight, progress)
+        dataset = (
+            DatasetAccumulator(settings.dataset_metrics, {p.group for p in pairs})
+            if settings.dataset_metrics
+            else None
+        )
+        statuses, reused = _run_shards(
+            execution, shards, len(pairs), settings, writer, in_flight, progress, dataset
+        )
         where = {
             "description": execution.description,
             "dashboard": execution.dashboard_link,
             "shard_pairs": size,
         }
-    return Scoring(statuses, reused, {**where, "shard_pairs": size})
+    return Scoring(statuses, reused, {**where, "shard_pairs": size}, dataset)
 
 
 def _run_shards(
@@ -244,8 +300,10 @@ def _run_shards(
     writer: PartWriter,
     in_flight: int,
     progress: bool,
+    dataset: DatasetAccumulator | None = None,
 ) -> tuple[dict[str, str], int]:
-    """Run the shards with a bounded number in flight, writing each finished one; ({key: status}, reused)."""
+    """Run the shards with a bounded number in flight, writing each finished one and folding its features
+    into `dataset`; ({key: status}, reused)."""
     statuses: dict[str, str] = {}
     reused = errors = 0
     with progress_bar(total, progress) as bar:
@@ -258,6 +316,8 @@ def _run_shards(
                 result = ShardResult(failed_shard_rows(shard, error, settings.run_id))
             if result.rows:
                 _write_part(writer, result.rows)
+            if dataset is not None:
+                dataset.add(result.features)
             statuses.update((row.key, row.status) for row in result.rows)
             reused += result.reused
             errors += sum(not row.ok for row in result.rows)

@@ -12,6 +12,10 @@ Worker mechanics live here; what is measured on a batch is `pipeline.measure`. P
   batch is scored.
 * A pair whose header says it is large reserves its share of the budget before it is decoded, so large
   pairs are decoded and scored one after another while small ones run many at once.
+* With FID/KID asked for, each batch's images also go through the Inception extractor (built once per
+  process from the weights the plugin carries); the shard returns the features of its ok pairs
+  (`pipeline.dataset_metrics.ShardFeatures`) and the client reduces them. Under `--resume` unchanged pairs
+  keep their rows but are decoded again for their features: FID and KID need every image.
 """
 
 from __future__ import annotations
@@ -32,12 +36,21 @@ from distributed import WorkerPlugin, get_worker
 
 from pipeline.align import AlignedPair, align_pair
 from pipeline.allocator import keep_freed_memory, return_freed_memory
-from pipeline.choices import Device
+from pipeline.choices import Device, InceptionResize
 from pipeline.cluster import Execution
 from pipeline.conventions import ResolvedConvention, resolve_convention
+from pipeline.dataset_metrics import ShardFeatures
 from pipeline.errors import ImageError, UsageError, WeightsError
 from pipeline.images import DecodedImage, ImageFile, decode_image, header_values, read_image_file
 from pipeline.measure import Cache, measure
+from pipeline.metrics.inception import (
+    InceptionFile,
+    InceptionWeights,
+    build_inception,
+    inception_features,
+    inception_input,
+    read_inception,
+)
 from pipeline.metrics.lpips_network import LpipsNetwork
 from pipeline.metrics.lpips_weights import (
     BackboneFile,
@@ -93,14 +106,19 @@ class ShardSettings:
     torch_threads: int | None = None
     storage_options: dict[str, Any] | None = None  # for pairs named by URLs (`pipeline.locations`)
     plugin_setups: dict[str, Any] = field(default_factory=dict)  # `measure.prepare_plugins`, from the client
+    dataset_metrics: tuple[str, ...] = ()  # 'fid', 'kid': Inception features are computed too
+    inception: InceptionFile | None = None  # the weights the client verified (`verify_inception`)
+    inception_resize: str = InceptionResize.TORCHMETRICS.value
 
 
 @dataclass
 class ShardResult:
-    """A scored shard: one row per pair scored, and how many pairs `--resume` found unchanged."""
+    """A scored shard: one row per pair scored, how many pairs `--resume` found unchanged, and the Inception
+    features of its ok pairs (reused ones too) when FID/KID were asked for."""
 
     rows: list[ResultRow]
     reused: int = 0
+    features: ShardFeatures | None = None
 
 
 class ValueBudget:
@@ -143,6 +161,8 @@ class WorkerState:
     caches: dict[tuple[str, BackboneFile | str | None, str], Cache] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     shipped: BackboneWeights | None = None
+    shipped_inception: InceptionWeights | None = None
+    extractors: dict[tuple[str, str, str], torch.nn.Module] = field(default_factory=dict)
 
     def resources(
         self,
@@ -162,6 +182,17 @@ class WorkerState:
                 self.caches[key] = Cache(build_network=build, setups=dict(setups))
             return self.caches[key]
 
+    def extractor(self, file: InceptionFile, resize: str, device: torch.device) -> torch.nn.Module:
+        """The Inception extractor for these weights, resizing and device, built on first use: from the
+        shipped bytes when they are those of `file`, else from the file read again."""
+        key = (file.sha256, resize, str(device))
+        with self.lock:
+            if key not in self.extractors:
+                shipped = self.shipped_inception
+                weights = shipped if shipped and shipped.file == file else read_inception(file)
+                self.extractors[key] = on_worker(build_inception, weights, resize, device)
+            return self.extractors[key]
+
     def weights_source(
         self, lpips_net: str, lpips_weights: BackboneFile | str | None
     ) -> BackboneWeights | BackboneFile | str | None:
@@ -177,8 +208,13 @@ def build_network(
     lpips_net: str, source: BackboneWeights | BackboneFile | str | None, device: torch.device
 ) -> LpipsNetwork:
     """`build_lpips_network` without downloads; on a Dask worker its WeightsError names the worker."""
+    return on_worker(build_lpips_network, lpips_net, source, device=device, allow_download=False)
+
+
+def on_worker(build: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`build(*args, **kwargs)`; on a Dask worker a WeightsError it raises names the worker."""
     try:
-        return build_lpips_network(lpips_net, source, device=device, allow_download=False)
+        return build(*args, **kwargs)
     except WeightsError as exc:
         address = worker_address()
         if address is None:
@@ -201,6 +237,7 @@ class ScoringPlugin(WorkerPlugin):
     (`pipeline.allocator`); never set for an in-process worker or a cluster someone else started.
     `backbone`: the LPIPS backbone's tensors, pickled with the plugin and sent to every worker (also to one
     that joins later), which builds the network from them instead of opening the client's file.
+    `inception`: the bytes of the Inception weights file for FID/KID, shipped the same way.
     """
 
     name = PLUGIN_NAME
@@ -210,15 +247,17 @@ class ScoringPlugin(WorkerPlugin):
         torch_threads: int | None = None,
         own_processes: bool = False,
         backbone: BackboneWeights | None = None,
+        inception: InceptionWeights | None = None,
     ) -> None:
         self.torch_threads = torch_threads
         self.own_processes = own_processes
         self.backbone = backbone
+        self.inception = inception
         self.state: WorkerState | None = None  # made in `setup`, on the worker
         self._previous_threads: int | None = None
 
     def setup(self, worker: Any) -> None:
-        self.state = WorkerState(shipped=self.backbone)
+        self.state = WorkerState(shipped=self.backbone, shipped_inception=self.inception)
         if self.own_processes:
             keep_freed_memory()
         if self.torch_threads:
@@ -230,15 +269,26 @@ class ScoringPlugin(WorkerPlugin):
             torch.set_num_threads(self._previous_threads)
 
 
-def scoring_plugin(execution: Execution, lpips_net: str, backbone: BackboneFile | None) -> ScoringPlugin:
-    """The `ScoringPlugin` of a run on `execution`, carrying the verified LPIPS backbone's tensors when the
-    run has Dask workers (loaded here once; without workers the file is read where the network is built).
+def scoring_plugin(
+    execution: Execution,
+    lpips_net: str,
+    backbone: BackboneFile | None,
+    inception: InceptionWeights | None = None,
+) -> ScoringPlugin:
+    """The `ScoringPlugin` of a run on `execution`, carrying the verified LPIPS backbone's tensors and the
+    Inception weights when the run has Dask workers (without workers the files are read where the networks
+    are built).
 
     Raises:
         WeightsError: the backbone file changed since it was verified, or cannot be loaded.
     """
     weights = load_backbone_weights(lpips_net, backbone) if backbone and execution.has_workers else None
-    return ScoringPlugin(execution.torch_threads, own_processes=execution.own_processes, backbone=weights)
+    return ScoringPlugin(
+        execution.torch_threads,
+        own_processes=execution.own_processes,
+        backbone=weights,
+        inception=inception if execution.has_workers else None,
+    )
 
 
 _LOCAL_STATE = WorkerState()  # for shards scored outside a Dask worker (`--scheduler sync`, direct calls)
@@ -268,12 +318,14 @@ def resolve_device(requested: str) -> torch.device:
 
 @dataclass
 class LoadedPair:
-    """A pair after reading and decoding; `aligned` is None when its row is final (an error, or reused)."""
+    """A pair after reading and decoding; `aligned` is None when its row is final (an error, or reused
+    without FID/KID). `features`: its (reference, output) Inception features, (2048,) float32 each."""
 
     row: ResultRow
     aligned: AlignedPair | None = None
     reserved: int = 0  # values taken from the budget before decoding, released once scored
     reused: bool = False
+    features: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def score_shard(tasks: list[PairTask], settings: ShardSettings) -> ShardResult:
@@ -284,7 +336,8 @@ def score_shard(tasks: list[PairTask], settings: ShardSettings) -> ShardResult:
         settings: metrics, convention, device and LPIPS weights.
 
     Returns:
-        The rows of the pairs scored, in task order, and the count of pairs `--resume` left as they were.
+        The rows of the pairs scored, in task order (an unchanged pair `--resume` reused has none, unless it
+        failed this time), the count of pairs reused, and the ok pairs' Inception features with FID/KID.
 
     Raises:
         WeightsError: the LPIPS network cannot be built (the run stops: every pair would fail).
@@ -316,8 +369,17 @@ def score_shard(tasks: list[PairTask], settings: ShardSettings) -> ShardResult:
                 score_pending(pending, settings, convention, device, state)
                 pending = []
         score_pending(pending, settings, convention, device, state)
-    rows = [loaded.row for loaded in loaded_pairs if not loaded.reused]
-    return ShardResult(rows, reused=len(loaded_pairs) - len(rows))
+    rows = [loaded.row for loaded in loaded_pairs if not loaded.reused or not loaded.row.ok]
+    features = shard_features(loaded_pairs) if settings.dataset_metrics else None
+    return ShardResult(rows, reused=len(loaded_pairs) - len(rows), features=features)
+
+
+def shard_features(loaded_pairs: list[LoadedPair]) -> ShardFeatures:
+    """The Inception features of the ok pairs that have them, in shard order."""
+    done = [loaded for loaded in loaded_pairs if loaded.row.ok and loaded.features is not None]
+    return ShardFeatures.concatenate([
+        ShardFeatures([p.row.key], [p.row.group], p.features[0][None], p.features[1][None]) for p in done
+    ])  # fmt: skip
 
 
 def decode_threads(device: torch.device) -> int:
@@ -395,7 +457,8 @@ def load_pair(task: PairTask, settings: ShardSettings, state: WorkerState | None
         row.out_sha256 = out_file.sha256
         if task.known_hashes == (ref_file.sha256, out_file.sha256):
             loaded.reused = True
-            return loaded
+            if not settings.dataset_metrics:  # else decoded again for its Inception features
+                return loaded
         if state is not None:
             loaded.reserved = _reserve_if_large(state.budget, ref_file, out_file)
         ref = decode_image(ref_file, data_range=settings.data_range, volume=settings.volumes)
@@ -450,7 +513,8 @@ def score_pending(
     """
     batches: dict[tuple, list[LoadedPair]] = {}
     for loaded in pending:
-        batches.setdefault((loaded.aligned.ref.shape, loaded.aligned.data_range), []).append(loaded)
+        shape = (loaded.aligned.ref.shape, loaded.aligned.data_range, loaded.reused)
+        batches.setdefault(shape, []).append(loaded)
     for batch in batches.values():
         reserved = sum(loaded.reserved for loaded in batch)
         unreserved = sum(loaded.aligned.ref.size for loaded in batch if not loaded.reserved)
@@ -479,11 +543,15 @@ def _score_batch(
         out = stack_images([p.aligned.out for p in batch], device)
         for loaded in batch:
             loaded.aligned = None
-        values, warnings = measure(
-            ref, out, data_range, settings.metrics, convention,
-            state.resources(settings.lpips_net, settings.lpips_weights, settings.plugin_setups),
-            ms_ssim_scales=settings.ms_ssim_scales,
-        )  # fmt: skip
+        values: dict[str, list[float | None]] = {}
+        warnings: list[str] = []
+        if not batch[0].reused:  # a batch is all reused pairs (features only) or none
+            values, warnings = measure(
+                ref, out, data_range, settings.metrics, convention,
+                state.resources(settings.lpips_net, settings.lpips_weights, settings.plugin_setups),
+                ms_ssim_scales=settings.ms_ssim_scales,
+            )  # fmt: skip
+        features = batch_features(ref, out, data_range, settings, device, state, warnings)
     except WeightsError:
         raise
     except ImageError as exc:
@@ -501,6 +569,35 @@ def _score_batch(
             loaded.row.set_metric(name, column[index])
         loaded.row.warnings = [*loaded.row.warnings, *warnings]
         loaded.row.seconds += share
+        if features is not None:
+            loaded.features = (features[0][index], features[1][index])
+
+
+def batch_features(
+    ref: torch.Tensor,
+    out: torch.Tensor,
+    data_range: float,
+    settings: ShardSettings,
+    device: torch.device,
+    state: WorkerState,
+    warnings: list[str],
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(N, 2048) float32 Inception features of a batch's references and outputs, when FID/KID were asked for;
+    None otherwise, and for volumes (with a warning appended to `warnings`).
+
+    Args:
+        ref, out: (N, C, H, W) stored values on `device`.
+    """
+    if not settings.dataset_metrics:
+        return None
+    if ref.dim() != 4:
+        warnings.append("volume: left out of FID/KID (Inception features are defined for 2-D images)")
+        return None
+    assert settings.inception is not None, "FID/KID asked for without verified Inception weights"
+    extractor = state.extractor(settings.inception, settings.inception_resize, device)
+    return tuple(
+        inception_features(extractor, inception_input(images, data_range)).numpy() for images in (ref, out)
+    )
 
 
 def stack_images(images: list[np.ndarray], device: torch.device) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torchvision
 from PIL import Image, ImageFilter
 from skimage.metrics import structural_similarity
 
+from pipeline.metrics.inception import seeded_inception_state_dict
 from pipeline.metrics.lpips_weights import backbone_filename, build_lpips_network
 
 # A scheduler address in the developer's shell would send the suite's local-cluster runs to that cluster; the
@@ -351,3 +352,13 @@ def s3_environment(endpoint: str) -> dict[str, str]:
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_EC2_METADATA_DISABLED": "true",
     }
+
+
+# FID/KID: seeded stand-ins for torch-fidelity's Inception weights, under a name without a hash (the
+# pipeline's `--inception-weights FILE`); torchmetrics takes the same file (`feature_extractor_weights_path`).
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seed-0 Inception weights (`pipeline.metrics.inception.seeded_inception_state_dict`), saved once."""
+    path = tmp_path_factory.mktemp("inception") / "inception-seed0.pth"
+    torch.save(seeded_inception_state_dict(seed=0), path)
+    return path

@@ -268,6 +268,12 @@ EXECUTION_CHANGES = [
     {"output_template": "{stem}_x4"},
     {"output_regex": "(.*)"},
     {"group_depth": 2},
+    # FID/KID change no row: a resumed run recomputes them whole (docs/dataset-metrics.md)
+    {"dataset_metrics": "fid"},
+    {"inception_weights": "inception.pth"},
+    {"inception_resize": "torch-fidelity"},
+    {"kid_subsets": 10},
+    {"kid_subset_size": 50},
 ]
 
 

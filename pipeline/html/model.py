@@ -221,6 +221,54 @@ class BaselineData:
 
 
 @dataclass
+class DatasetSection:
+    """FID and KID of the whole output set against the reference set (manifest.json's `dataset_metrics`).
+
+    `metrics`: 'fid' and/or 'kid'. `groups`: (group, FID or None, images per side) of each group that has a
+    FID of its own.
+    """
+
+    metrics: list[str]
+    images: int
+    extractor: str
+    weights: str
+    weights_sha256: str
+    fid: float | None = None
+    groups: list[tuple[str, float | None, int]] = field(default_factory=list)
+    kid_mean: float | None = None
+    kid_std: float | None = None
+    kid_subsets: str = ""  # 'N subsets of M pairs'
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_dataset_section(manifest: dict[str, Any]) -> DatasetSection | None:
+    """The FID/KID section from manifest.json; None for a run that did not ask for them."""
+    block = manifest.get("dataset_metrics")
+    if not block:
+        return None
+    extractor = block.get("extractor") or {}
+    images = block.get("images") or {}
+    section = DatasetSection(
+        metrics=[_text(m) for m in block.get("metrics") or []],
+        images=int(images.get("reference") or 0),
+        extractor=f"{_text(extractor.get('name'))}; {_text(extractor.get('resize_description'))}",
+        weights=_text(block.get("weights")),
+        weights_sha256=_text(block.get("weights_sha256")),
+        warnings=[_text(w) for w in block.get("warnings") or []],
+    )
+    fid, kid = block.get("fid"), block.get("kid")
+    if fid:
+        section.fid = _number(fid.get("all"))
+        counts = images.get("groups") or {}
+        groups = (fid.get("groups") or {}).items()
+        section.groups = [(str(g), _number(v), int(counts.get(g, 0))) for g, v in groups]
+    if kid:
+        section.kid_mean, section.kid_std = _number(kid.get("mean")), _number(kid.get("std"))
+        section.kid_subsets = f"{kid.get('subsets')} subsets of {kid.get('subset_size')} pairs"
+    return section
+
+
+@dataclass
 class ReportData:
     """Everything the run report shows."""
 
@@ -242,6 +290,7 @@ class ReportData:
     full_side: int = FULL_SIDE
     crop_side: int = CROP_SIDE
     crop_zoom: int = CROP_ZOOM
+    dataset: DatasetSection | None = None
 
 
 @dataclass
@@ -671,6 +720,7 @@ def build_report(
         cards=[card for card in cards if baseline_data is None or not _regressed(card)],
         picture_budget=picture_budget,
         pictures_size=picture_budget - budget.left,
+        dataset=build_dataset_section(manifest),
     )
     report.pairs = build_pair_table(frame, metrics, pictured_keys(report))
     return report
