@@ -34,11 +34,14 @@ CONNECT_TIMEOUT_S = 10
 THREADS_PER_PROCESS = 4
 LOCAL = (None, "threads", "sync")  # scheduler values that start no connection
 # Dask settings for the clusters started here: no sampling profiler (its 10 ms samples take the GIL from
-# in-process task threads), and slower admin ticks.
+# in-process task threads), slower admin ticks, and short developer logs: the scheduler keeps the last
+# `low-level-log-length` messages sent to each worker (Dask's default 1,000), and each holds a shard's tasks,
+# so the default kept tens of MB of paths in this process on runs of 100,000s of pairs.
 EMBEDDED_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.low-level-log-length": 100,
 }
 
 
@@ -199,7 +202,8 @@ def open_cluster(
     cluster, torch_threads, description, processes = _start_local(
         scheduler, workers, threads, device, log_level
     )
-    client = Client(cluster)
+    with dask.config.set(EMBEDDED_CLUSTER_CONFIG):
+        client = Client(cluster)
     try:
         yield Execution(
             client, torch_threads, description, local_dashboard_link(client), own_processes=processes

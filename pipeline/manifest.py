@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipeline.choices import Status
 from pipeline.config import ScoreConfig
 from pipeline.conventions import resolve_convention
 from pipeline.discover import Pairing
@@ -53,7 +55,7 @@ def build_manifest(
     metrics: tuple[str, ...],
     backbone: BackboneFile | None,
     pairing: Pairing,
-    statuses: dict[str, str],
+    status_counts: Mapping[str, int],
     execution: dict[str, Any],
     timings: dict[str, float],
     notices: list[str],
@@ -69,11 +71,12 @@ def build_manifest(
         value_hash: the config hash of the run's values (`ScoreConfig.value_hash` with its LPIPS backbone).
         backbone: the verified LPIPS backbone file (None when LPIPS is not scored), recorded as
             `lpips_backbone` (path) and `lpips_backbone_sha256` (the hash that is also part of `value_hash`).
-        statuses: {key: status} of the latest row of every pair of this run.
+        status_counts: {status: number of pairs of this run whose latest row has it}: `{'ok': 9, 'error': 1}`.
         execution: {'description', 'dashboard', 'shard_pairs'} of the cluster that scored it.
     """
     convention = resolve_convention(config.convention, crop=config.effective_crop)
-    errors = sum(status != "ok" for status in statuses.values())
+    rows = sum(status_counts.values())
+    errors = rows - status_counts.get(Status.OK.value, 0)
     return {
         "run_id": run_id,
         "created": created,
@@ -99,8 +102,8 @@ def build_manifest(
         "timings": timings,
         "counts": {
             "pairs": len(pairing.pairs),
-            "rows": len(statuses),
-            "ok": len(statuses) - errors,
+            "rows": rows,
+            "ok": rows - errors,
             "error": errors,
             "missing": len(pairing.missing),
             "extra": len(pairing.extra),

@@ -10,12 +10,16 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.choices import Convention
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.choices import Convention, Status
 from pipeline.cluster import Execution, open_cluster, run_bounded
 from pipeline.config import ScoreConfig
 from pipeline.conventions import SPECS
@@ -130,14 +134,10 @@ def score_folders(
     settings = shard_settings(config, metrics, backbone, new_run_id())
     scoring = score_pairs(pairing.pairs, run_dir, settings, config, value_hash, known, progress, log_level)
     scored = time.perf_counter()
-    statuses = scoring.statuses
-    if resume:  # the rows of earlier runs count too
-        latest = latest_rows(run_dir, ["status"])
-        keys = {p.key for p in pairing.pairs}
-        statuses = {k: s for k, s in zip(latest["key"], latest["status"], strict=True) if k in keys}
+    counts = latest_status_counts(run_dir, pairing.pairs.keys) if resume else scoring.status_counts
     manifest = build_manifest(
         run_id=settings.run_id, created=created, ref_dir=ref_dir, out_dir=out_dir, config=config,
-        value_hash=value_hash, metrics=metrics, backbone=backbone, pairing=pairing, statuses=statuses,
+        value_hash=value_hash, metrics=metrics, backbone=backbone, pairing=pairing, status_counts=counts,
         notices=notices,
         execution=scoring.execution,
         timings={
@@ -164,18 +164,26 @@ def shard_settings(
     )  # fmt: skip
 
 
+def latest_status_counts(run_dir: Path, keys: pa.ChunkedArray) -> dict[str, int]:
+    """{status: number of `keys` whose latest row in the run directory has it} (`--resume`: the rows of
+    earlier runs count too, those of keys no longer paired do not)."""
+    latest = latest_rows(run_dir, ["status"])
+    paired = pc.is_in(pa.array(latest["key"], pa.string()), value_set=keys.combine_chunks())
+    return Counter(latest["status"][paired.to_numpy(zero_copy_only=False)])
+
+
 @dataclass
 class Scoring:
-    """What scoring the pairs left: {key: status} of the rows written, pairs reused by `--resume`, and the
-    cluster that scored them ({'description', 'dashboard', 'shard_pairs'})."""
+    """What scoring the pairs left: {status: number} of the rows written, pairs reused by `--resume`, and
+    the cluster that scored them ({'description', 'dashboard', 'shard_pairs'})."""
 
-    statuses: dict[str, str]
+    status_counts: dict[str, int]
     reused: int
     execution: dict[str, Any]
 
 
 def score_pairs(
-    pairs: list[Pair],
+    pairs: Sequence[Pair],
     run_dir: Path,
     settings: ShardSettings,
     config: ScoreConfig,
@@ -201,13 +209,13 @@ def score_pairs(
         size = shard_size(len(pairs), execution.task_threads, config.shard_pairs)
         shards = iter_shards(pairs, size, known, window=BALANCE_WINDOW_SHARDS)
         in_flight = config.max_in_flight or execution.task_threads * 2 + 1
-        statuses, reused = _run_shards(execution, shards, len(pairs), settings, writer, in_flight, progress)
+        counts, reused = _run_shards(execution, shards, len(pairs), settings, writer, in_flight, progress)
         where = {
             "description": execution.description,
             "dashboard": execution.dashboard_link,
             "shard_pairs": size,
         }
-    return Scoring(statuses, reused, {**where, "shard_pairs": size})
+    return Scoring(counts, reused, {**where, "shard_pairs": size})
 
 
 def _run_shards(
@@ -218,10 +226,10 @@ def _run_shards(
     writer: PartWriter,
     in_flight: int,
     progress: bool,
-) -> tuple[dict[str, str], int]:
-    """Run the shards with a bounded number in flight, writing each finished one; ({key: status}, reused)."""
-    statuses: dict[str, str] = {}
-    reused = errors = 0
+) -> tuple[Counter[str], int]:
+    """Run the shards with a bounded number in flight, writing each finished one; ({status: rows}, reused)."""
+    status_counts: Counter[str] = Counter()
+    reused = 0
     with progress_bar(total, progress) as bar:
         for shard, result, error in run_bounded(
             execution.executor, score_shard, shards, settings, max_in_flight=in_flight
@@ -232,12 +240,11 @@ def _run_shards(
                 result = ShardResult(failed_shard_rows(shard, error, settings.run_id))
             if result.rows:
                 _write_part(writer, result.rows)
-            statuses.update((row.key, row.status) for row in result.rows)
+            status_counts.update(row.status for row in result.rows)
             reused += result.reused
-            errors += sum(not row.ok for row in result.rows)
             bar.update(len(shard))
-            bar.set_postfix(failed=errors, refresh=False)
-    return statuses, reused
+            bar.set_postfix(failed=status_counts.total() - status_counts[Status.OK.value], refresh=False)
+    return status_counts, reused
 
 
 def failed_shard_rows(shard: list[PairTask], error: BaseException, run_id: str) -> list[ResultRow]:
