@@ -47,6 +47,7 @@ from pipeline.worker import (
     ScoringPlugin,
     ShardSettings,
     WorkerState,
+    compute_device,
     current_state,
     load_pair,
     resolve_device,
@@ -163,8 +164,10 @@ def explain_shard(tasks: list[PairTask], settings: ExplainSettings) -> list[Pair
         One PairValues per task, in task order; a pair that cannot be read or aligned has `ok` False.
     """
     state = current_state()
-    device = resolve_device(settings.shard.device)
     conventions = [resolve_convention(v.convention, crop=v.crop) for v in settings.variants]
+    device = resolve_device(settings.shard.device)
+    for convention in conventions:  # one device for every variant: the CPU when one needs float64 on MPS
+        device = compute_device(device, convention.spec.precision)
     with torch.inference_mode():
         return [explain_pair(task, settings, conventions, device, state) for task in tasks]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from pipeline.choices import Status
+from pipeline.choices import Device, Status
 from pipeline.config import ScoreConfig
 from pipeline.conventions import resolve_convention
 from pipeline.discover import Pairing
@@ -20,6 +20,7 @@ from pipeline.metrics.lpips_weights import BackboneFile
 from pipeline.pairing_hints import pairing_hints
 from pipeline.run_dirs import MANIFEST_NAME
 from pipeline.storage import write_text_atomic
+from pipeline.worker import device_kind
 
 RECORDED_PACKAGES = (
     "iqa-pipeline", "torch", "lpips", "dask", "distributed", "numpy", "pillow", "imagecodecs", "pyarrow",
@@ -38,10 +39,11 @@ def software_versions(packages: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str
 
 
 def device_description(device: str) -> str:
-    """'cuda (<GPU name> xN)' when CUDA is used, else 'cpu (<machine>)'."""
-    if device != "cpu" and torch.cuda.is_available():
+    """'cuda (<GPU name> xN)' when CUDA is used, 'mps (<machine>)' for Apple's MPS, else 'cpu (<machine>)'."""
+    kind = device_kind(device)
+    if kind == Device.CUDA:
         return f"cuda ({torch.cuda.get_device_name(0)} x{torch.cuda.device_count()})"
-    return f"cpu ({platform.machine()})"
+    return f"{kind.value} ({platform.machine()})"
 
 
 def build_manifest(

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.choices import Convention, Status
-from pipeline.cluster import Execution, open_cluster, run_bounded
+from pipeline.cluster import Execution, check_local_device, open_cluster, run_bounded
 from pipeline.config import ScoreConfig
 from pipeline.conventions import SPECS
 from pipeline.discover import Pair, discover_pairs
@@ -108,7 +108,8 @@ def score_folders(
 
     Raises:
         UsageError, RunDirError, WeightsError, ClusterError: systemic problems, before any pair is scored
-            (a WeightsError also before the run directory is created or an earlier run in it is replaced).
+            (a WeightsError, or a device missing on this machine for workers started here, also before the
+            run directory is created or an earlier run in it is replaced).
     """
     started = time.perf_counter()
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -122,6 +123,7 @@ def score_folders(
         group_depth=config.group_depth,
     )
     metrics, backbone, notices = resolve_metrics(config)  # before the run directory is touched
+    check_local_device(config.scheduler, config.scheduler_file, config.device)
     inputs = {"reference": ref_dir, "output": out_dir}
     claim_run_dir(run_dir, RUN_OUTPUTS, resume=resume, overwrite=overwrite, inputs=inputs)
     for notice in notices:

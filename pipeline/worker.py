@@ -46,6 +46,7 @@ GPU_DECODE_THREADS = 8  # the most decode threads of a GPU worker
 DECODED_AHEAD_VALUES = 32_000_000  # decoded values the decode threads may hold ahead of scoring
 SCORING_BUDGET_VALUES = 64_000_000  # image values in scoring at once per worker process
 LARGE_PAIR_VALUES = 8_000_000  # pairs this large reserve their values before decoding
+ACCELERATOR_NAMES = {Device.CUDA: "CUDA", Device.MPS: "Apple MPS"}
 
 
 @dataclass(frozen=True)
@@ -184,15 +185,56 @@ def current_state() -> WorkerState:
     return _LOCAL_STATE
 
 
-def resolve_device(requested: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without CUDA raises a clear error."""
+def mps_available() -> bool:
+    """Whether torch can use Apple's Metal backend (MPS) here (macOS on Apple silicon, torch built for it)."""
+    return torch.backends.mps.is_available()
+
+
+def device_kind(requested: str) -> Device:
+    """The device `requested` resolves to here: `auto` takes CUDA when present, then MPS, else the CPU.
+
+    Raises:
+        UsageError: `cuda` or `mps` was asked for and is not available here.
+
+    Example:
+        >>> device_kind("cpu")
+        <Device.CPU: 'cpu'>
+    """
+    requested = Device(requested)
     if requested == Device.CPU:
-        return torch.device("cpu")
-    if torch.cuda.is_available():
+        return Device.CPU
+    if requested in (Device.AUTO, Device.CUDA) and torch.cuda.is_available():
+        return Device.CUDA
+    if requested in (Device.AUTO, Device.MPS) and mps_available():
+        return Device.MPS
+    if requested == Device.AUTO:
+        return Device.CPU
+    raise UsageError(
+        f"--device {requested} was asked for, but no {ACCELERATOR_NAMES[requested]} device is visible here. "
+        "Use --device cpu or auto."
+    )
+
+
+def resolve_device(requested: str) -> torch.device:
+    """The torch device of `device_kind(requested)` (the current CUDA device for CUDA)."""
+    kind = device_kind(requested)
+    if kind == Device.CUDA:
         return torch.device("cuda", torch.cuda.current_device())
-    if requested == Device.CUDA:
-        raise UsageError("--device cuda was asked for, but this worker has no CUDA device. Use --device cpu.")
-    return torch.device("cpu")
+    return torch.device(kind.value)
+
+
+def compute_device(device: torch.device, precision: torch.dtype) -> torch.device:
+    """Where values of `precision` are computed: on `device`, but float64 on the CPU of an MPS worker (MPS has
+    no float64).
+
+    Example:
+        >>> mps = torch.device("mps")
+        >>> compute_device(mps, torch.float64), compute_device(mps, torch.float32)
+        (device(type='cpu'), device(type='mps'))
+    """
+    if device.type == "mps" and precision == torch.float64:
+        return torch.device("cpu")
+    return device
 
 
 @dataclass
@@ -221,9 +263,9 @@ def score_shard(tasks: list[PairTask], settings: ShardSettings) -> ShardResult:
     state = current_state()
     if settings.torch_threads and torch.get_num_threads() != settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    device = resolve_device(settings.device)
     convention = resolve_convention(settings.convention, crop=settings.crop)
-    batch_values = GPU_BATCH_VALUES if device.type == "cuda" else CPU_BATCH_VALUES
+    device = compute_device(resolve_device(settings.device), convention.spec.precision)
+    batch_values = CPU_BATCH_VALUES if device.type == "cpu" else GPU_BATCH_VALUES
     threads = decode_threads(device)
     # Without decode threads, a large pair waits for its share of the budget before it is decoded
     reserving = state if threads == 0 else None
@@ -253,10 +295,10 @@ def decode_threads(device: torch.device) -> int:
     """Threads that decode pairs ahead of scoring them.
 
     None (decoding inline) for a single-threaded CPU task, whose thread has its core to itself; one for a
-    CPU task with several torch threads; on CUDA one per torch thread of the worker, at most
+    CPU task with several torch threads; on a GPU (CUDA or MPS) one per torch thread of the worker, at most
     `GPU_DECODE_THREADS` (Pillow, imagecodecs and hashlib release the GIL, so the threads add up).
     """
-    if device.type == "cuda":
+    if device.type != "cpu":
         return max(1, min(GPU_DECODE_THREADS, torch.get_num_threads()))
     return 0 if torch.get_num_threads() == 1 else 1
 
@@ -435,13 +477,23 @@ def _score_batch(
 def stack_images(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """(H, W, C) arrays of one shape -> (N, C, H, W) tensor on `device`, keeping the stored values' dtype.
 
-    16-bit images become int32 (torch has no arithmetic on uint16); floats stay as they are.
+    16-bit images become int32 (torch has no arithmetic on uint16); floats stay as they are, but float64
+    becomes float32 on MPS (it has no float64; `compute_device` keeps float64 conventions on the CPU).
 
     Example:
         >>> stack_images([np.zeros((4, 5, 3), np.uint16)] * 2, torch.device("cpu")).shape
         torch.Size([2, 3, 4, 5])
     """
-    arrays = [image.astype(np.int32) if image.dtype == np.uint16 else image for image in images]
+    arrays = [_computable(image, device) for image in images]
     batch = torch.from_numpy(np.ascontiguousarray(arrays[0])[None] if len(arrays) == 1 else np.stack(arrays))
     batch = batch.to(device=device, non_blocking=True)
     return batch.permute(0, batch.dim() - 1, *range(1, batch.dim() - 1))
+
+
+def _computable(image: np.ndarray, device: torch.device) -> np.ndarray:
+    """`image` in a dtype torch computes with on `device`: uint16 as int32, float64 as float32 on MPS."""
+    if image.dtype == np.uint16:
+        return image.astype(np.int32)
+    if image.dtype == np.float64 and device.type == "mps":
+        return image.astype(np.float32)
+    return image

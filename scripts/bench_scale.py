@@ -113,7 +113,8 @@ def run_size(count: int, layout: str, workers: int, work: Path) -> dict:
     run_dir = work / f"run-{layout}-{count}"
     result = child_json([sys.executable, "-c", CHILD, str(ref), str(out), str(run_dir), str(workers)])
     if result["listed_missing"] != result["missing"]:
-        raise SystemExit(f"manifest.json lists {result['listed_missing']} of {result['missing']} missing outputs")
+        listed, missing = result["listed_missing"], result["missing"]
+        raise SystemExit(f"manifest.json lists {listed} of {missing} missing outputs")
     result.update(layout=layout, references=count, make_data_s=made)
     return result
 

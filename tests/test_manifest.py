@@ -97,11 +97,14 @@ def test_the_lpips_backbone_is_recorded_with_its_sha256(tmp_path):
     assert without["lpips_backbone"] is None and without["lpips_backbone_sha256"] is None
 
 
-def test_versions_and_device():
+def test_versions_and_device(accelerators):
     versions = software_versions(("torch", "no-such-package-for-iqa"))
     assert versions["python"] == platform.python_version()
     assert versions["torch"].split(".")[0].isdigit()
     assert versions["no-such-package-for-iqa"] == "not installed"
+    assert device_description("cpu") == f"cpu ({platform.machine()})"
+    accelerators(cuda=0, mps=True)
+    assert device_description("auto") == device_description("mps") == f"mps ({platform.machine()})"
     assert device_description("cpu") == f"cpu ({platform.machine()})"
 
 
