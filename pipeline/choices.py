@@ -63,11 +63,13 @@ class SizeMismatch(Choice):
 
 
 class Device(Choice):
-    """Where the metrics run: CUDA when present (`auto`), or forced."""
+    """Where the metrics run: `auto` takes CUDA when present, then Apple's MPS, else the CPU; or forced.
+    MPS is untested on hardware."""
 
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
+    MPS = "mps"
 
 
 class LpipsNet(Choice):

@@ -94,7 +94,10 @@ SchedulerFile = Annotated[str | None, typer.Option(help="Dask scheduler file of 
 Threads = Annotated[
     int | None, typer.Option(help="Torch threads per task (default 1; with --workers: cores / workers).")
 ]
-DeviceOption = Annotated[Device | None, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+DeviceOption = Annotated[
+    Device | None,
+    typer.Option(help="auto (CUDA, else Apple MPS, else CPU), cpu, cuda or mps (MPS: untested on hardware)."),
+]
 Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
 StorageOption = Annotated[
     list[str] | None,

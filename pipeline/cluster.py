@@ -9,7 +9,8 @@ this process) for debugging. Warnings of workers in other processes are shown on
 The embedded cluster on CPU runs one task thread per core, each with one torch thread: torch, Pillow and
 hashlib release the GIL during their work, so up to `THREADS_PER_PROCESS` task threads share one worker, and
 on machines with that many cores or fewer the worker lives in this process (no worker process has to start
-and import torch again). With CUDA there is one worker process per GPU, pinned with `CUDA_VISIBLE_DEVICES`.
+and import torch again). With CUDA there is one worker process per GPU, pinned with `CUDA_VISIBLE_DEVICES`;
+with Apple's MPS (one device) one worker in this process.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster, Wor
 
 from pipeline import __version__
 from pipeline.choices import Device
+from pipeline.devices import device_kind
 from pipeline.errors import ClusterError, UsageError
 from pipeline.worker_warnings import forward_worker_warnings
 
@@ -40,17 +42,21 @@ ADDRESS_VARIABLE = "DASK_SCHEDULER_ADDRESS"  # sets Dask's `scheduler-address` c
 THREADS_PER_PROCESS = 4
 LOCAL = (None, "threads", "sync")  # scheduler values that start no connection
 # Dask settings for the clusters started here: no sampling profiler (its 10 ms samples take the GIL from
-# in-process task threads), and slower admin ticks.
+# in-process task threads), slower admin ticks, and short developer logs: the scheduler keeps the last
+# `low-level-log-length` messages sent to each worker (Dask's default 1,000), and each holds a shard's tasks,
+# so the default kept tens of MB of paths in this process on runs of 100,000s of pairs.
 EMBEDDED_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.low-level-log-length": 100,
 }
 
 
 @dataclass
 class ClusterPlan:
-    """How many workers, with how many task threads and torch threads each, and whether they hold GPUs.
+    """How many workers, with how many task threads and torch threads each, and whether they hold GPUs
+    (`gpus` CUDA devices, or Apple's MPS).
 
     `processes=False` means one worker inside this process.
     """
@@ -60,12 +66,13 @@ class ClusterPlan:
     gpus: int = 0
     threads_per_worker: int = 1
     processes: bool = True
+    mps: bool = False
 
     def describe(self) -> str:
         if not self.processes:
             return (
                 f"local cluster: 1 in-process worker x {self.threads_per_worker} thread(s) "
-                f"x {self.torch_threads} torch thread(s)"
+                f"x {self.torch_threads} torch thread(s)" + (", Apple MPS" if self.mps else "")
             )
         threads = f" x {self.threads_per_worker} thread(s)" if self.threads_per_worker > 1 else ""
         gpus = f", {self.gpus} GPU(s), one per worker" if self.gpus else ""
@@ -87,20 +94,23 @@ def cuda_device_count() -> int:
 def plan_local_cluster(workers: int | None, threads: int | None, device: str) -> ClusterPlan:
     """Size a local cluster so that task threads x torch threads never exceed the cores.
 
-    With CUDA: one single-threaded worker process per GPU. `workers` given: that many single-threaded worker
-    processes sharing the cores' torch threads. Otherwise one task thread per `threads` cores (default 1),
-    grouped into worker processes of at most `THREADS_PER_PROCESS` threads, or a single in-process worker
-    when they fit in one.
+    The device is `devices.device_kind(device)`'s. With CUDA: one single-threaded worker process per GPU. With
+    MPS (one device): one single-threaded worker in this process, decoding with the torch threads (all
+    cores) as on a GPU. `workers` given: that many single-threaded worker processes sharing the cores' torch
+    threads. Otherwise one task thread per `threads` cores (default 1), grouped into worker processes of at
+    most `THREADS_PER_PROCESS` threads, or a single in-process worker when they fit in one.
+
+    Raises:
+        UsageError: `cuda` or `mps` was asked for and is not available here.
     """
     cores = available_cores()
-    gpus = cuda_device_count() if device in (Device.AUTO, Device.CUDA) else 0
-    if device == Device.CUDA and gpus == 0:
-        raise UsageError(
-            "--device cuda was asked for, but no CUDA device is visible. Use --device cpu or auto."
-        )
-    if gpus:
+    kind = device_kind(device)
+    if kind == Device.CUDA:
+        gpus = cuda_device_count()
         n_workers = workers or gpus
         return ClusterPlan(n_workers, threads or max(1, cores // n_workers), gpus=min(gpus, n_workers))
+    if kind == Device.MPS and not workers:
+        return ClusterPlan(1, threads or cores, processes=False, mps=True)
     if workers:
         return ClusterPlan(workers, threads or max(1, cores // workers))
     torch_threads = threads or 1
@@ -109,6 +119,17 @@ def plan_local_cluster(workers: int | None, threads: int | None, device: str) ->
     return ClusterPlan(
         n_workers, torch_threads, threads_per_worker=task_threads // n_workers, processes=n_workers > 1
     )
+
+
+def check_local_device(scheduler: str | None, scheduler_file: str | None, device: str) -> None:
+    """Fail early when the workers run on this machine (an embedded cluster, `threads` or `sync`) and the
+    device asked for is not here; an existing cluster's workers may have devices this machine lacks.
+
+    Raises:
+        UsageError: `cuda` or `mps` was asked for and is not available here.
+    """
+    if scheduler_file is None and scheduler in LOCAL:
+        device_kind(device)
 
 
 class SyncExecutor:
@@ -190,11 +211,11 @@ def open_cluster(
         scheduler: None for an embedded cluster, 'threads', 'sync', or an address 'tcp://host:8786'.
         scheduler_file: a Dask scheduler file of an existing cluster.
         workers, threads: local cluster size; not allowed with an existing cluster.
-        device: 'auto', 'cpu' or 'cuda' (decides GPU workers for the local cluster).
+        device: 'auto', 'cpu', 'cuda' or 'mps' (decides GPU workers for the local cluster).
         log_level: the level of the Dask loggers in the clusters started here.
 
     Raises:
-        UsageError: local sizes given for an existing cluster, or CUDA asked for and absent.
+        UsageError: local sizes given for an existing cluster, or CUDA or MPS asked for and absent.
         ClusterError: the cluster cannot be started or reached.
     """
     source = None
@@ -224,7 +245,8 @@ def open_cluster(
     cluster, torch_threads, description, processes = _start_local(
         scheduler, workers, threads, device, log_level
     )
-    client = Client(cluster)
+    with dask.config.set(EMBEDDED_CLUSTER_CONFIG):
+        client = Client(cluster)
     try:
         execution = Execution(
             client, torch_threads, description, local_dashboard_link(client), own_processes=processes

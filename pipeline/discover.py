@@ -18,31 +18,18 @@ import re
 import string
 import unicodedata
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
 
 from pipeline.errors import ConfigError, UsageError
 from pipeline.images import image_extension
 from pipeline.locations import StorageOptions, is_url, locate
+from pipeline.pair_columns import FileTable, Pair, PairList
 
 KeyMapper = Callable[[str], "str | None"]
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One reference image and the output image with the same key.
-
-    Attributes:
-        key: Path relative to its root, POSIX separators, without extension (`sub/0001`).
-        group: First `group_depth` directory components of the key joined by `/`; `''` when none.
-        ref_path: Absolute path of the reference image.
-        out_path: Absolute path of the output image.
-    """
-
-    key: str
-    group: str
-    ref_path: str
-    out_path: str
 
 
 @dataclass
@@ -50,7 +37,8 @@ class Pairing:
     """The result of pairing two folders: pairs plus everything that did not become a pair.
 
     Attributes:
-        pairs: Pairs sorted by key.
+        pairs: Pairs sorted by key, kept as columns (`pipeline.pair_columns.PairList`; a list given is
+            converted), so that a million pairs take tens of MB.
         missing: `{'key', 'path'}` for references without output, sorted by key.
         extra: `{'key', 'path'}` for outputs without reference, sorted by key.
         duplicates: `{'side', 'key', 'paths', 'references'}` for keys that two or more files on one side
@@ -61,11 +49,15 @@ class Pairing:
             a broken symlink, a symlink loop, an unreadable directory).
     """
 
-    pairs: list[Pair] = field(default_factory=list)
+    pairs: Sequence[Pair] = field(default_factory=list)
     missing: list[dict] = field(default_factory=list)
     extra: list[dict] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.pairs, PairList):
+            self.pairs = PairList.from_pairs(self.pairs)
 
     def unscored_duplicates(self) -> int:
         """Number of reference keys left unscored because two or more files (on either side) claim them."""
@@ -116,19 +108,19 @@ def discover_pairs(
         StorageError: a store refuses the listing (bucket, credentials, access), naming the URL.
         ConfigError: More than one mapping, a bad template or regex, or a negative `group_depth`.
     """
-    naming = {
-        "output_suffix": output_suffix, "output_template": output_template, "output_regex": output_regex,
-        "group_depth": group_depth,
-    }  # fmt: skip
+    if not isinstance(group_depth, int) or group_depth < 0:
+        raise ConfigError(f"group_depth must be a non-negative integer, got {group_depth!r}.")
+    mapper = _output_mapper(output_suffix, output_template, output_regex)
+    skipped: list[dict] = []
     if is_url(ref_dir) or is_url(out_dir):
-        ref_files = list_url_images(ref_dir, "Reference", storage_options)
-        out_files = list_url_images(out_dir, "Output", storage_options)
         if locate(ref_dir, storage_options).url == locate(out_dir, storage_options).url:
             raise UsageError(
                 f"Reference folder {ref_dir} and output folder {out_dir} are the same folder; "
                 "pass the folder of model outputs as the second argument."
             )
-        return pair_files(ref_files, out_files, [], **naming)
+        ref_files = list_url_images(ref_dir, "Reference", storage_options)
+        out_files = list_url_images(out_dir, "Output", storage_options)
+        return pair_files(ref_files, out_files, skipped, mapper, group_depth)
     ref_root = _check_folder(ref_dir, "Reference")
     out_root = _check_folder(out_dir, "Output")
     ref_real, out_real = os.path.realpath(ref_root), os.path.realpath(out_root)
@@ -137,56 +129,37 @@ def discover_pairs(
             f"Reference folder {ref_root} and output folder {out_root} are the same folder ({ref_real}); "
             "pass the folder of model outputs as the second argument."
         )
-    skipped: list[dict] = []
     ref_files = _walk(ref_root, ref_real, out_real, skipped)
     out_files = _walk(out_root, out_real, ref_real, skipped)
-    return pair_files(ref_files, out_files, skipped, **naming)
+    return pair_files(ref_files, out_files, skipped, mapper, group_depth)
 
 
 def pair_files(
-    ref_files: list[tuple[str, str]],
-    out_files: list[tuple[str, str]],
+    ref_files: Iterable[tuple[str, str]],
+    out_files: Iterable[tuple[str, str]],
     skipped: list[dict],
-    *,
-    output_suffix: str | None = None,
-    output_template: str | None = None,
-    output_regex: str | None = None,
-    group_depth: int = 1,
+    mapper: KeyMapper | None,
+    group_depth: int,
 ) -> Pairing:
-    """Pair two listings of `(relative POSIX path, path or URL)` by key; `skipped` holds what the listing
-    could not use (more is appended)."""
-    if not isinstance(group_depth, int) or group_depth < 0:
-        raise ConfigError(f"group_depth must be a non-negative integer, got {group_depth!r}.")
-    mapper = _output_mapper(output_suffix, output_template, output_regex)
+    """Pair two listings of `(relative POSIX path, path or URL)` by key (read as they come); `skipped` holds
+    what the listings could not use (more is appended)."""
     refs, _ = _index(ref_files, None, skipped)
     outs, unmatched = _index(out_files, mapper, skipped)
-
-    duplicates: list[dict] = []
-    for side, index in (("reference", refs), ("output", outs)):
-        for key, paths in index.items():
-            if len(paths) > 1:
-                references = sorted(refs.get(key, []))
-                duplicates.append(
-                    {"side": side, "key": key, "paths": sorted(paths), "references": references}
-                )
+    duplicates = _duplicates(refs, outs)
     duplicate_keys = {d["key"] for d in duplicates}
+    refs, outs = refs.without(duplicate_keys), outs.without(duplicate_keys)
 
-    pairs: list[Pair] = []
-    missing: list[dict] = []
-    for key in sorted(refs.keys() - duplicate_keys):
-        ref_path = refs[key][0]
-        if key in outs:
-            pairs.append(Pair(key, _group(key, group_depth), ref_path, outs[key][0]))
-        else:
-            missing.append({"key": key, "path": ref_path})
-    extra = [
-        {"key": key, "path": paths[0]}
-        for key, paths in outs.items()
-        if key not in refs and key not in duplicate_keys
-    ]
+    output_row = refs.matching_rows(outs)
+    by_key = refs.key_order()
+    paired, unpaired = by_key[output_row[by_key] >= 0], by_key[output_row[by_key] < 0]
+    missing = refs.take(unpaired).entries()
+    extra_rows = np.ones(len(outs), dtype=bool)
+    extra_rows[output_row[paired]] = False
+    extra = outs.take(extra_rows).entries()
+    refs = refs.take(paired)
+    pairs = PairList.join(refs, outs.take(output_row[paired]), partial(_group, depth=group_depth))
     extra.extend(unmatched)
     extra.sort(key=lambda e: (e["key"], e["path"]))
-    duplicates.sort(key=lambda d: (d["key"], d["side"]))
     skipped.sort(key=lambda s: s["path"])
     return Pairing(pairs=pairs, missing=missing, extra=extra, duplicates=duplicates, skipped=skipped)
 
@@ -205,21 +178,22 @@ def format_pairing(pairing: Pairing, *, limit: int = 20) -> str:
         raise UsageError(f"limit must be >= 0, got {limit}.")
     lines = [", ".join(f"{name}: {count}" for name, count in pairing.counts().items())]
     sections = [
-        ("Pairs", [f"{p.key}: {p.ref_path} -> {p.out_path}" for p in pairing.pairs]),
-        ("Missing outputs (reference without output)", [f"{m['key']}: {m['path']}" for m in pairing.missing]),
-        ("Extra outputs (output without reference)", [f"{e['key']}: {e['path']}" for e in pairing.extra]),
+        ("Pairs", pairing.pairs, lambda p: f"{p.key}: {p.ref_path} -> {p.out_path}"),
+        ("Missing outputs (reference without output)", pairing.missing, lambda m: f"{m['key']}: {m['path']}"),
+        ("Extra outputs (output without reference)", pairing.extra, lambda e: f"{e['key']}: {e['path']}"),
         (
             "Duplicate keys (not paired)",
-            [f"{d['key']} ({d['side']}): {', '.join(d['paths'])}" for d in pairing.duplicates],
+            pairing.duplicates,
+            lambda d: f"{d['key']} ({d['side']}): {', '.join(d['paths'])}",
         ),
-        ("Skipped", [f"{s['path']}: {s['reason']}" for s in pairing.skipped]),
+        ("Skipped", pairing.skipped, lambda s: f"{s['path']}: {s['reason']}"),
     ]
-    for title, items in sections:
+    for title, items, describe in sections:
         if not items:
             continue
         lines.append("")
         lines.append(f"{title} ({len(items)}):")
-        lines.extend(f"  {item}" for item in items[:limit])
+        lines.extend(f"  {describe(item)}" for item in items[:limit])
         if len(items) > limit:
             lines.append(f"  ... and {len(items) - limit} more")
     return "\n".join(lines)
@@ -268,9 +242,9 @@ def walk_images(
 
 def list_url_images(
     folder: str, what: str, storage_options: StorageOptions | None = None
-) -> list[tuple[str, str]]:
+) -> Iterator[tuple[str, str]]:
     """Every image file below a folder URL (or a plain path, listed through fsspec the same way), as
-    `(relative POSIX path, URL)` sorted by relative path; entries with a hidden component are ignored.
+    `(relative POSIX path, URL)` in relative path order; entries with a hidden component are ignored.
 
     Raises:
         UsageError: the folder does not exist (`what` names it: 'Reference', ...).
@@ -281,11 +255,9 @@ def list_url_images(
         raise UsageError(
             f"{what} folder {root} does not exist or holds no files; pass an existing folder of images."
         )
-    return [
-        (relative, url)
-        for relative, url in root.find()
-        if image_extension(relative) and not any(part.startswith(".") for part in relative.split("/"))
-    ]
+    for relative, url in root.find():
+        if image_extension(relative) and not any(part.startswith(".") for part in relative.split("/")):
+            yield relative, url
 
 
 def _check_folder(path: str | os.PathLike[str], what: str) -> str:
@@ -297,13 +269,12 @@ def _check_folder(path: str | os.PathLike[str], what: str) -> str:
     return text
 
 
-def _walk(root: str, root_real: str, exclude_real: str, skipped: list[dict]) -> list[tuple[str, str]]:
-    """Return `(relative POSIX path, absolute path)` of every image file under `root`.
+def _walk(root: str, root_real: str, exclude_real: str, skipped: list[dict]) -> Iterator[tuple[str, str]]:
+    """Yield `(relative POSIX path, absolute path)` of every image file under `root`, as it is listed.
 
     Real directories are walked first and symlinked ones afterwards, so a directory reachable both ways
     is walked once under its real name. Problems are appended to `skipped`.
     """
-    files: list[tuple[str, str]] = []
     visited = {root_real}
     stack: list[tuple[str, str, str]] = [(root, "", root_real)]
     links: deque[tuple[str, str, str]] = deque()
@@ -315,37 +286,45 @@ def _walk(root: str, root_real: str, exclude_real: str, skipped: list[dict]) -> 
                 stack.append((path, rel, real))
             continue
         dir_path, dir_rel, dir_real = stack.pop()
+        directories: list[os.DirEntry[str]] = []
         try:
             with os.scandir(dir_path) as iterator:
-                entries = sorted(iterator, key=lambda e: e.name)
+                for entry in iterator:
+                    if entry.name.startswith("."):
+                        continue
+                    if _is_dir(entry):
+                        directories.append(entry)
+                    elif _is_image_file(entry, skipped):
+                        yield f"{dir_rel}/{entry.name}" if dir_rel else entry.name, entry.path
         except OSError as exc:
             skipped.append({"path": dir_path, "reason": f"cannot read directory: {exc.strerror or exc}"})
             continue
         subdirs: list[tuple[str, str, str]] = []
-        for entry in entries:
+        for entry in sorted(directories, key=lambda e: e.name):
             name = entry.name
-            if name.startswith("."):
-                continue
             rel = f"{dir_rel}/{name}" if dir_rel else name
-            is_image_name = bool(image_extension(name))
-            if _is_dir(entry):
-                if is_image_name:
-                    skipped.append({"path": entry.path, "reason": "is a directory, not an image file"})
-                if entry.is_symlink():
-                    links.append((entry.path, rel, dir_real))
-                else:
-                    real = os.path.join(dir_real, name)
-                    if _enter(entry.path, real, dir_real, visited, exclude_real, skipped):
-                        subdirs.append((entry.path, rel, real))
-            elif _is_file(entry):
-                if is_image_name:
-                    files.append((rel, entry.path))
-            elif entry.is_symlink() and not os.path.exists(entry.path):
-                skipped.append({"path": entry.path, "reason": f"broken symlink to {_readlink(entry.path)}"})
-            elif is_image_name:
-                skipped.append({"path": entry.path, "reason": "not a regular file"})
+            if image_extension(name):
+                skipped.append({"path": entry.path, "reason": "is a directory, not an image file"})
+            if entry.is_symlink():
+                links.append((entry.path, rel, dir_real))
+            else:
+                real = os.path.join(dir_real, name)
+                if _enter(entry.path, real, dir_real, visited, exclude_real, skipped):
+                    subdirs.append((entry.path, rel, real))
         stack.extend(reversed(subdirs))
-    return files
+
+
+def _is_image_file(entry: os.DirEntry[str], skipped: list[dict]) -> bool:
+    """Whether a directory entry that is not a directory is an image file to pair; an entry named like an
+    image that cannot be one (a broken symlink, a device) is appended to `skipped`."""
+    is_image_name = bool(image_extension(entry.name))
+    if _is_file(entry):
+        return is_image_name
+    if entry.is_symlink() and not os.path.exists(entry.path):
+        skipped.append({"path": entry.path, "reason": f"broken symlink to {_readlink(entry.path)}"})
+    elif is_image_name:
+        skipped.append({"path": entry.path, "reason": "not a regular file"})
+    return False
 
 
 def _enter(
@@ -388,14 +367,20 @@ def _readlink(path: str) -> str:
 
 
 def _index(
-    files: list[tuple[str, str]], mapper: KeyMapper | None, skipped: list[dict]
-) -> tuple[dict[str, list[str]], list[dict]]:
-    """Map each key to the paths of the files with that key; also return the files the mapping rejects.
+    files: Iterable[tuple[str, str]], mapper: KeyMapper | None, skipped: list[dict]
+) -> tuple[FileTable, list[dict]]:
+    """The files with their keys, read from `files` as they come; also the files the mapping rejects.
 
     A rejected output is listed under its raw key and never paired, even if a reference has that key.
     """
-    index: dict[str, list[str]] = {}
     unmatched: list[dict] = []
+    return FileTable.build(_keyed(files, mapper, skipped, unmatched)), unmatched
+
+
+def _keyed(
+    files: Iterable[tuple[str, str]], mapper: KeyMapper | None, skipped: list[dict], unmatched: list[dict]
+) -> Iterator[tuple[str, str]]:
+    """`(key, path)` of each file that has a key; the others are appended to `skipped` or `unmatched`."""
     for rel, path in files:
         raw_key = _raw_key(rel)
         if raw_key is None:
@@ -417,8 +402,31 @@ def _index(
                 skipped.append({"path": path, "reason": reason})
                 continue
             key = mapped
-        index.setdefault(key, []).append(path)
-    return index, unmatched
+        yield key, path
+
+
+def _duplicates(refs: FileTable, outs: FileTable) -> list[dict]:
+    """`{'side', 'key', 'paths', 'references'}` of every key two or more files of one side claim, sorted by
+    key and side; see `Pairing.duplicates`."""
+    claimed = {"reference": refs.duplicate_keys(), "output": outs.duplicate_keys()}
+    every_key = set().union(*claimed.values())
+    if not every_key:
+        return []
+    references = _paths_by_key(refs, every_key)
+    duplicates = []
+    for side, table in (("reference", refs), ("output", outs)):
+        for key, paths in _paths_by_key(table, claimed[side]).items():
+            unscored = sorted(references.get(key, []))
+            duplicates.append({"side": side, "key": key, "paths": sorted(paths), "references": unscored})
+    return sorted(duplicates, key=lambda d: (d["key"], d["side"]))
+
+
+def _paths_by_key(files: FileTable, keys: set[str]) -> dict[str, list[str]]:
+    """{key: paths of the rows with that key} for the given keys."""
+    found: dict[str, list[str]] = {}
+    for entry in files.with_keys(keys).entries():
+        found.setdefault(entry["key"], []).append(entry["path"])
+    return found
 
 
 def _printable(path: str) -> str:

@@ -37,6 +37,7 @@ from pipeline.allocator import return_freed_memory
 from pipeline.cluster import open_cluster, run_bounded
 from pipeline.config import ScoreConfig, build_config
 from pipeline.conventions import SPECS, ResolvedConvention, resolve_convention
+from pipeline.devices import compute_device, resolve_device
 from pipeline.discover import Pair, Pairing, discover_pairs
 from pipeline.errors import ConfigError, ImageError, UsageError
 from pipeline.locations import StorageOptions
@@ -50,7 +51,6 @@ from pipeline.worker import (
     WorkerState,
     current_state,
     load_pair,
-    resolve_device,
     stack_images,
 )
 
@@ -164,8 +164,10 @@ def explain_shard(tasks: list[PairTask], settings: ExplainSettings) -> list[Pair
         One PairValues per task, in task order; a pair that cannot be read or aligned has `ok` False.
     """
     state = current_state()
-    device = resolve_device(settings.shard.device)
     conventions = [resolve_convention(v.convention, crop=v.crop) for v in settings.variants]
+    device = resolve_device(settings.shard.device)
+    for convention in conventions:  # one device for every variant: the CPU when one needs float64 on MPS
+        device = compute_device(device, convention.spec.precision)
     with torch.inference_mode():
         return [explain_pair(task, settings, conventions, device, state) for task in tasks]
 

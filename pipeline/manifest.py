@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipeline.choices import Device, Status
 from pipeline.config import ScoreConfig
 from pipeline.conventions import resolve_convention
+from pipeline.devices import device_kind
 from pipeline.discover import Pairing
 from pipeline.errors import RunDirError
 from pipeline.locations import Location, StorageOptions, locate
@@ -36,10 +39,11 @@ def software_versions(packages: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str
 
 
 def device_description(device: str) -> str:
-    """'cuda (<GPU name> xN)' when CUDA is used, else 'cpu (<machine>)'."""
-    if device != "cpu" and torch.cuda.is_available():
+    """'cuda (<GPU name> xN)' when CUDA is used, 'mps (<machine>)' for Apple's MPS, else 'cpu (<machine>)'."""
+    kind = device_kind(device)
+    if kind == Device.CUDA:
         return f"cuda ({torch.cuda.get_device_name(0)} x{torch.cuda.device_count()})"
-    return f"cpu ({platform.machine()})"
+    return f"{kind.value} ({platform.machine()})"
 
 
 def build_manifest(
@@ -53,7 +57,7 @@ def build_manifest(
     metrics: tuple[str, ...],
     backbone: BackboneFile | None,
     pairing: Pairing,
-    statuses: dict[str, str],
+    status_counts: Mapping[str, int],
     execution: dict[str, Any],
     timings: dict[str, float],
     notices: list[str],
@@ -71,7 +75,7 @@ def build_manifest(
         value_hash: the config hash of the run's values (`ScoreConfig.value_hash` with its LPIPS backbone).
         backbone: the verified LPIPS backbone file (None when LPIPS is not scored), recorded as
             `lpips_backbone` (path) and `lpips_backbone_sha256` (the hash that is also part of `value_hash`).
-        statuses: {key: status} of the latest row of every pair of this run.
+        status_counts: {status: number of pairs of this run whose latest row has it}: `{'ok': 9, 'error': 1}`.
         plugins: {column: spec and provenance} of the plugin metrics scored (`measure.plugin_provenance`),
             recorded as `metric_plugins`.
         execution: {'description', 'dashboard', 'shard_pairs'} of the cluster that scored it.
@@ -79,7 +83,8 @@ def build_manifest(
             when not asked for.
     """
     convention = resolve_convention(config.convention, crop=config.effective_crop)
-    errors = sum(status != "ok" for status in statuses.values())
+    rows = sum(status_counts.values())
+    errors = rows - status_counts.get(Status.OK.value, 0)
     return {
         "run_id": run_id,
         "created": created,
@@ -106,8 +111,8 @@ def build_manifest(
         "timings": timings,
         "counts": {
             "pairs": len(pairing.pairs),
-            "rows": len(statuses),
-            "ok": len(statuses) - errors,
+            "rows": rows,
+            "ok": rows - errors,
             "error": errors,
             "missing": len(pairing.missing),
             "extra": len(pairing.extra),

@@ -84,7 +84,7 @@ class Cache:
 
 
 def _floats(tensor: torch.Tensor) -> list[float | None]:
-    return [float(v) for v in tensor.double().cpu().tolist()]
+    return [float(v) for v in tensor.cpu().double().tolist()]
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,17 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.choices import BUILTIN_METRICS, Convention
-from pipeline.cluster import Execution, open_cluster, run_bounded
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.choices import BUILTIN_METRICS, Convention, Status
+from pipeline.cluster import Execution, check_local_device, open_cluster, run_bounded
 from pipeline.config import ScoreConfig
 from pipeline.conventions import SPECS
 from pipeline.dataset_metrics import DatasetAccumulator, dataset_metrics_manifest
@@ -133,8 +137,8 @@ def score_folders(
 
     Raises:
         UsageError, RunDirError, WeightsError, ClusterError, StorageError: systemic problems, before any
-            pair is scored (a WeightsError also before the run directory is created or an earlier run in it
-            is replaced).
+            pair is scored (a WeightsError, or a device missing on this machine for workers started here,
+            also before the run directory is created or an earlier run in it is replaced).
     """
     started = time.perf_counter()
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -151,6 +155,7 @@ def score_folders(
     setups = prepare_plugins(metrics)
     plugins = plugin_provenance(metrics, setups)
     inception = resolve_dataset_weights(config)
+    check_local_device(config.scheduler, config.scheduler_file, config.device)
     run = claim_run_dir(
         run_dir, RUN_OUTPUTS, resume=resume, overwrite=overwrite,
         inputs={"reference": ref_dir, "output": out_dir}, storage_options=storage_options,
@@ -170,16 +175,14 @@ def score_folders(
         pairing.pairs, run, settings, config, value_hash, known, progress, log_level, inception=inception
     )
     scored = time.perf_counter()
-    statuses = scoring.statuses
+    counts = scoring.status_counts
     if resume:  # the rows of earlier runs count too
         retire_superseded_rows(run)  # each key in one part: every Parquet reader sees it once
-        latest = latest_rows(run, ["status"])
-        keys = {p.key for p in pairing.pairs}
-        statuses = {k: s for k, s in zip(latest["key"], latest["status"], strict=True) if k in keys}
+        counts = latest_status_counts(run, pairing.pairs.keys)
     manifest = build_manifest(
         run_id=settings.run_id, created=created, ref_dir=locate(ref_dir, storage_options),
         out_dir=locate(out_dir, storage_options), config=config,
-        value_hash=value_hash, metrics=metrics, backbone=backbone, pairing=pairing, statuses=statuses,
+        value_hash=value_hash, metrics=metrics, backbone=backbone, pairing=pairing, status_counts=counts,
         notices=notices, plugins=plugins,
         execution=scoring.execution,
         timings={
@@ -234,20 +237,28 @@ def dataset_results(
     return result
 
 
+def latest_status_counts(run_dir: Location, keys: pa.ChunkedArray) -> dict[str, int]:
+    """{status: number of `keys` whose latest row in the run directory has it} (`--resume`: the rows of
+    earlier runs count too, those of keys no longer paired do not)."""
+    latest = latest_rows(run_dir, ["status"])
+    paired = pc.is_in(pa.array(latest["key"], pa.string()), value_set=keys.combine_chunks())
+    return Counter(latest["status"][paired.to_numpy(zero_copy_only=False)])
+
+
 @dataclass
 class Scoring:
-    """What scoring the pairs left: {key: status} of the rows written, pairs reused by `--resume`, the
+    """What scoring the pairs left: {status: number} of the rows written, pairs reused by `--resume`, the
     cluster that scored them ({'description', 'dashboard', 'shard_pairs'}), and the reduced Inception
     features when FID/KID were asked for."""
 
-    statuses: dict[str, str]
+    status_counts: dict[str, int]
     reused: int
     execution: dict[str, Any]
     dataset: DatasetAccumulator | None = None
 
 
 def score_pairs(
-    pairs: list[Pair],
+    pairs: Sequence[Pair],
     run_dir: Location,
     settings: ShardSettings,
     config: ScoreConfig,
@@ -281,7 +292,7 @@ def score_pairs(
             if settings.dataset_metrics
             else None
         )
-        statuses, reused = _run_shards(
+        counts, reused = _run_shards(
             execution, shards, len(pairs), settings, writer, in_flight, progress, dataset
         )
         where = {
@@ -289,7 +300,7 @@ def score_pairs(
             "dashboard": execution.dashboard_link,
             "shard_pairs": size,
         }
-    return Scoring(statuses, reused, {**where, "shard_pairs": size}, dataset)
+    return Scoring(counts, reused, {**where, "shard_pairs": size}, dataset)
 
 
 def _run_shards(
@@ -301,11 +312,11 @@ def _run_shards(
     in_flight: int,
     progress: bool,
     dataset: DatasetAccumulator | None = None,
-) -> tuple[dict[str, str], int]:
+) -> tuple[Counter[str], int]:
     """Run the shards with a bounded number in flight, writing each finished one and folding its features
-    into `dataset`; ({key: status}, reused)."""
-    statuses: dict[str, str] = {}
-    reused = errors = 0
+    into `dataset`; ({status: rows}, reused)."""
+    status_counts: Counter[str] = Counter()
+    reused = 0
     with progress_bar(total, progress) as bar:
         for shard, result, error in run_bounded(
             execution.executor, score_shard, shards, settings, max_in_flight=in_flight
@@ -318,12 +329,11 @@ def _run_shards(
                 _write_part(writer, result.rows)
             if dataset is not None:
                 dataset.add(result.features)
-            statuses.update((row.key, row.status) for row in result.rows)
+            status_counts.update(row.status for row in result.rows)
             reused += result.reused
-            errors += sum(not row.ok for row in result.rows)
             bar.update(len(shard))
-            bar.set_postfix(failed=errors, refresh=False)
-    return statuses, reused
+            bar.set_postfix(failed=status_counts.total() - status_counts[Status.OK.value], refresh=False)
+    return status_counts, reused
 
 
 def failed_shard_rows(shard: list[PairTask], error: BaseException, run_id: str) -> list[ResultRow]:

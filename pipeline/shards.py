@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from pipeline.discover import Pair
 from pipeline.worker import PairTask
@@ -33,9 +33,12 @@ def shard_size(pair_count: int, task_threads: int, requested: int | None) -> int
 
 
 def iter_shards(
-    pairs: list[Pair], size: int, known: dict[str, tuple[str, str]] | None = None, *, window: int = 1
+    pairs: Sequence[Pair], size: int, known: dict[str, tuple[str, str]] | None = None, *, window: int = 1
 ) -> Iterator[list[PairTask]]:
     """Shards of about `size` tasks; `known` carries the hashes of pairs already scored ok (`--resume`).
+
+    Tasks are made one window at a time, as the shards are taken, so a `PairList` of a million pairs never
+    exists as Python objects at once.
 
     With `window` > 1 the pairs are taken `window` shards' worth at a time and split into shards of about
     equal cost, heaviest first (`balanced_shards`); with 1 the shards are consecutive runs of pairs.

@@ -40,7 +40,8 @@ from pipeline.choices import Device, InceptionResize
 from pipeline.cluster import Execution
 from pipeline.conventions import ResolvedConvention, resolve_convention
 from pipeline.dataset_metrics import ShardFeatures
-from pipeline.errors import ImageError, UsageError, WeightsError
+from pipeline.devices import compute_device, resolve_device
+from pipeline.errors import ImageError, WeightsError
 from pipeline.images import DecodedImage, ImageFile, decode_image, header_values, read_image_file
 from pipeline.measure import Cache, measure
 from pipeline.metrics.inception import (
@@ -305,17 +306,6 @@ def current_state() -> WorkerState:
     return _LOCAL_STATE
 
 
-def resolve_device(requested: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without CUDA raises a clear error."""
-    if requested == Device.CPU:
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda", torch.cuda.current_device())
-    if requested == Device.CUDA:
-        raise UsageError("--device cuda was asked for, but this worker has no CUDA device. Use --device cpu.")
-    return torch.device("cpu")
-
-
 @dataclass
 class LoadedPair:
     """A pair after reading and decoding; `aligned` is None when its row is final (an error, or reused
@@ -345,9 +335,9 @@ def score_shard(tasks: list[PairTask], settings: ShardSettings) -> ShardResult:
     state = current_state()
     if settings.torch_threads and torch.get_num_threads() != settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    device = resolve_device(settings.device)
     convention = resolve_convention(settings.convention, crop=settings.crop)
-    batch_values = GPU_BATCH_VALUES if device.type == "cuda" else CPU_BATCH_VALUES
+    device = compute_device(resolve_device(settings.device), convention.spec.precision)
+    batch_values = CPU_BATCH_VALUES if device.type == "cpu" else GPU_BATCH_VALUES
     threads = decode_threads(device)
     # Without decode threads, a large pair waits for its share of the budget before it is decoded
     reserving = state if threads == 0 else None
@@ -386,10 +376,10 @@ def decode_threads(device: torch.device) -> int:
     """Threads that decode pairs ahead of scoring them.
 
     None (decoding inline) for a single-threaded CPU task, whose thread has its core to itself; one for a
-    CPU task with several torch threads; on CUDA one per torch thread of the worker, at most
+    CPU task with several torch threads; on a GPU (CUDA or MPS) one per torch thread of the worker, at most
     `GPU_DECODE_THREADS` (Pillow, imagecodecs and hashlib release the GIL, so the threads add up).
     """
-    if device.type == "cuda":
+    if device.type != "cpu":
         return max(1, min(GPU_DECODE_THREADS, torch.get_num_threads()))
     return 0 if torch.get_num_threads() == 1 else 1
 
@@ -603,13 +593,23 @@ def batch_features(
 def stack_images(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """(H, W, C) arrays of one shape -> (N, C, H, W) tensor on `device`, keeping the stored values' dtype.
 
-    16-bit images become int32 (torch has no arithmetic on uint16); floats stay as they are.
+    16-bit images become int32 (torch has no arithmetic on uint16); floats stay as they are, but float64
+    becomes float32 on MPS (it has no float64; `compute_device` keeps float64 conventions on the CPU).
 
     Example:
         >>> stack_images([np.zeros((4, 5, 3), np.uint16)] * 2, torch.device("cpu")).shape
         torch.Size([2, 3, 4, 5])
     """
-    arrays = [image.astype(np.int32) if image.dtype == np.uint16 else image for image in images]
+    arrays = [_computable(image, device) for image in images]
     batch = torch.from_numpy(np.ascontiguousarray(arrays[0])[None] if len(arrays) == 1 else np.stack(arrays))
     batch = batch.to(device=device, non_blocking=True)
     return batch.permute(0, batch.dim() - 1, *range(1, batch.dim() - 1))
+
+
+def _computable(image: np.ndarray, device: torch.device) -> np.ndarray:
+    """`image` in a dtype torch computes with on `device`: uint16 as int32, float64 as float32 on MPS."""
+    if image.dtype == np.uint16:
+        return image.astype(np.int32)
+    if image.dtype == np.float64 and device.type == "mps":
+        return image.astype(np.float32)
+    return image

@@ -83,6 +83,20 @@ def photo_pair(request: pytest.FixtureRequest) -> tuple[np.ndarray, np.ndarray]:
     return reference, degrade(reference, kind)
 
 
+@pytest.fixture
+def accelerators(monkeypatch: pytest.MonkeyPatch):
+    """`accelerators(cuda=N, mps=bool)` makes torch report N CUDA devices and Apple's MPS as given, so that
+    device selection is tested without the hardware."""
+
+    def pretend(cuda: int = 0, mps: bool = False) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: cuda)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+
+    return pretend
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked `gpu` skip where no CUDA device is visible."""
     if item.get_closest_marker("gpu") and not torch.cuda.is_available():

@@ -68,7 +68,7 @@ def test_choices_are_their_values():
     )
     assert Convention("basicsr") is Convention.SR_PAPER  # another name of sr-paper
     assert SizeMismatch.values() == ("error", "crop", "resize")
-    assert Device.values() == ("auto", "cpu", "cuda")
+    assert Device.values() == ("auto", "cpu", "cuda", "mps")
     assert Status.values() == ("ok", "error")
     assert all(issubclass(kind, Choice) for kind in (Convention, SizeMismatch, Device, LpipsNet, Status))
     with pytest.raises(ValueError):

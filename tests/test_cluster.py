@@ -69,9 +69,9 @@ def test_local_plan_with_workers_shares_the_cores(monkeypatch):
     )
 
 
-def test_local_plan_gives_each_gpu_one_worker(monkeypatch):
+def test_local_plan_gives_each_gpu_one_worker(monkeypatch, accelerators):
     monkeypatch.setattr(cluster_module, "available_cores", lambda: 16)
-    monkeypatch.setattr(cluster_module, "cuda_device_count", lambda: 2)
+    accelerators(cuda=2, mps=True)  # CUDA comes first
     plan = plan_local_cluster(None, None, "auto")
     assert (plan.workers, plan.gpus, plan.torch_threads, plan.processes) == (2, 2, 8, True)
     assert plan.describe().endswith("x 8 torch thread(s), 2 GPU(s), one per worker")
@@ -79,10 +79,24 @@ def test_local_plan_gives_each_gpu_one_worker(monkeypatch):
     assert plan_local_cluster(1, None, "cuda").gpus == 1
 
 
-def test_cuda_asked_for_without_a_gpu_is_a_usage_error(monkeypatch):
-    monkeypatch.setattr(cluster_module, "cuda_device_count", lambda: 0)
-    with pytest.raises(UsageError, match="--device cuda was asked for, but no CUDA device is visible"):
-        plan_local_cluster(None, None, "cuda")
+def test_local_plan_gives_apple_mps_one_worker_in_this_process(monkeypatch, accelerators):
+    monkeypatch.setattr(cluster_module, "available_cores", lambda: 8)
+    accelerators(cuda=0, mps=True)
+    for device in ("auto", "mps"):
+        plan = plan_local_cluster(None, None, device)
+        assert (plan.workers, plan.threads_per_worker, plan.torch_threads, plan.processes) == (1, 1, 8, False)
+        assert plan.mps and plan.gpus == 0
+    assert plan.describe().endswith("1 in-process worker x 1 thread(s) x 8 torch thread(s), Apple MPS")
+    assert plan_local_cluster(None, 2, "mps").torch_threads == 2
+    assert not plan_local_cluster(None, None, "cpu").mps
+    assert plan_local_cluster(2, None, "mps").workers == 2  # --workers: that many processes, each on MPS
+
+
+@pytest.mark.parametrize(("device", "name"), [("cuda", "CUDA"), ("mps", "Apple MPS")])
+def test_an_accelerator_asked_for_and_absent_is_a_usage_error(accelerators, device, name):
+    accelerators(cuda=0, mps=False)
+    with pytest.raises(UsageError, match=f"--device {device} was asked for, but no {name} device is visible"):
+        plan_local_cluster(None, None, device)
 
 
 # Starting clusters

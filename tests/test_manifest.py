@@ -23,7 +23,7 @@ from pipeline.manifest import (
 from pipeline.metrics.lpips_weights import BackboneFile
 
 
-def manifest_of(tmp_path, statuses: dict[str, str], pairing: Pairing, backbone=None, **config):
+def manifest_of(tmp_path, status_counts: dict[str, int], pairing: Pairing, backbone=None, **config):
     chosen = validate_config(config)
     return build_manifest(
         run_id="20260101T000000Z-abcdef",
@@ -35,14 +35,14 @@ def manifest_of(tmp_path, statuses: dict[str, str], pairing: Pairing, backbone=N
         metrics=("psnr", "ssim"),
         backbone=backbone,
         pairing=pairing,
-        statuses=statuses,
+        status_counts=status_counts,
         execution={"description": "in-process (sync)", "shard_pairs": 2},
         timings={"total_s": 1.5},
         notices=["LPIPS NOT SCORED: ..."],
     )
 
 
-def test_counts_come_from_the_statuses_and_the_pairing(tmp_path):
+def test_counts_come_from_the_status_counts_and_the_pairing(tmp_path):
     pairing = Pairing(
         pairs=[Pair(key, "", f"r/{key}.png", f"o/{key}.png") for key in ("a", "b", "c")],
         missing=[{"key": "m", "path": "r/m.png"}],
@@ -59,7 +59,7 @@ def test_counts_come_from_the_statuses_and_the_pairing(tmp_path):
         ],
         skipped=[{"path": "r/loop", "reason": "symlink loop"}],
     )
-    manifest = manifest_of(tmp_path, {"a": "ok", "b": "error", "c": "ok"}, pairing)
+    manifest = manifest_of(tmp_path, {"ok": 2, "error": 1}, pairing)
     assert manifest["counts"] == {
         "pairs": 3, "rows": 3, "ok": 2, "error": 1, "missing": 1, "extra": 2, "duplicates": 3,
         "duplicates_reference": 1, "unscored_duplicates": 2, "skipped": 1,
@@ -97,11 +97,14 @@ def test_the_lpips_backbone_is_recorded_with_its_sha256(tmp_path):
     assert without["lpips_backbone"] is None and without["lpips_backbone_sha256"] is None
 
 
-def test_versions_and_device():
+def test_versions_and_device(accelerators):
     versions = software_versions(("torch", "no-such-package-for-iqa"))
     assert versions["python"] == platform.python_version()
     assert versions["torch"].split(".")[0].isdigit()
     assert versions["no-such-package-for-iqa"] == "not installed"
+    assert device_description("cpu") == f"cpu ({platform.machine()})"
+    accelerators(cuda=0, mps=True)
+    assert device_description("auto") == device_description("mps") == f"mps ({platform.machine()})"
     assert device_description("cpu") == f"cpu ({platform.machine()})"
 
 
@@ -136,7 +139,7 @@ def test_a_reference_whose_key_two_outputs_claim_makes_the_run_incomplete(tmp_pa
         for name in names:
             (folder / name).write_bytes(b"")
     pairing = discover_pairs(ref, out)
-    manifest = manifest_of(tmp_path, {"02": "ok"}, pairing)
+    manifest = manifest_of(tmp_path, {"ok": 1}, pairing)
     assert manifest["counts"]["duplicates"] == 2 and manifest["counts"]["duplicates_reference"] == 0
     assert manifest["counts"]["unscored_duplicates"] == 1  # 01; 09 has no reference
     assert [d["references"] for d in manifest["duplicates"]] == [[str(ref / "01.png")], []]
@@ -148,7 +151,7 @@ def test_duplicate_outputs_without_a_reference_leave_the_run_complete(tmp_path):
         pairs=[Pair("a", "", "r/a.png", "o/a.png")],
         duplicates=[{"side": "output", "key": "z", "paths": ["o/z.png", "o/z.jpg"], "references": []}],
     )
-    assert run_complete(manifest_of(tmp_path, {"a": "ok"}, pairing))
+    assert run_complete(manifest_of(tmp_path, {"ok": 1}, pairing))
 
 
 def test_an_older_manifest_without_the_unscored_count_uses_the_reference_duplicates():

@@ -71,6 +71,15 @@ def test_run_dir_equal_to_an_input_folder(folders):
     assert_one_error_line(invoke(str(ref), str(out), "-o", str(out), *FAST), "inside the output folder")
 
 
+@pytest.mark.parametrize(("device", "name"), [("cuda", "CUDA"), ("mps", "Apple MPS")])
+def test_an_accelerator_that_is_not_here(folders, tmp_path, accelerators, device, name):
+    ref, out = folders
+    accelerators(cuda=0, mps=False)
+    result = invoke(str(ref), str(out), "-o", str(tmp_path / "run"), "--no-report", "--device", device)
+    assert_one_error_line(result, f"--device {device} was asked for, but no {name} device", "--device cpu")
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_metric(folders, tmp_path):
     ref, out = folders
     args = [str(ref), str(out), "-o", str(tmp_path / "run"), "--scheduler", "sync", "--metrics", "psnr,psnrr"]

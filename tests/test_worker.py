@@ -3,6 +3,7 @@ value budget for large pairs, and `score_shard`'s rows against independent imple
 
 from __future__ import annotations
 
+import importlib
 import math
 import threading
 import time
@@ -11,14 +12,15 @@ import lpips as lpips_package
 import numpy as np
 import pytest
 import torch
-from conftest import PSNR_TOL, SSIM_TOL, degrade, matlab_y, real_image, save_image, skimage_ssim
+from conftest import LPIPS_TOL, PSNR_TOL, SSIM_TOL, degrade, matlab_y, real_image, save_image, skimage_ssim
 from PIL import Image
 from scipy.signal import convolve2d
 from skimage.metrics import peak_signal_noise_ratio
 
 from pipeline import worker
 from pipeline.cluster import open_cluster
-from pipeline.errors import WeightsError
+from pipeline.devices import compute_device, resolve_device
+from pipeline.errors import UsageError, WeightsError
 from pipeline.metrics.lpips_weights import load_backbone_weights, verify_backbone
 from pipeline.worker import (
     PairTask,
@@ -199,17 +201,74 @@ def test_a_worker_that_cannot_build_the_network_says_which_worker(tmp_path):
 
 
 def test_decode_threads_per_device(monkeypatch):
-    """Single-threaded CPU tasks decode inline, multi-threaded ones in one thread; a GPU worker decodes in
-    one thread per torch thread (its cores), at most GPU_DECODE_THREADS."""
-    cuda = torch.device("cuda", 0)
+    """Single-threaded CPU tasks decode inline, multi-threaded ones in one thread; a GPU worker (CUDA or
+    MPS) decodes in one thread per torch thread (its cores), at most GPU_DECODE_THREADS."""
+    cuda, mps = torch.device("cuda", 0), torch.device("mps")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert decode_threads(torch.device("cpu")) == 0
-    assert decode_threads(cuda) == 1
+    assert decode_threads(cuda) == decode_threads(mps) == 1
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert decode_threads(torch.device("cpu")) == 1
-    assert decode_threads(cuda) == 2
+    assert decode_threads(cuda) == decode_threads(mps) == 2
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
-    assert decode_threads(cuda) == worker.GPU_DECODE_THREADS == 8
+    assert decode_threads(cuda) == decode_threads(mps) == worker.GPU_DECODE_THREADS == 8
+
+
+@pytest.mark.parametrize(
+    ("cuda", "mps", "requested", "expected"),
+    [
+        (2, True, "auto", "cuda:0"),  # CUDA first
+        (0, True, "auto", "mps"),  # then Apple's MPS
+        (0, False, "auto", "cpu"),  # else the CPU
+        (2, True, "cpu", "cpu"),
+        (2, True, "mps", "mps"),  # asked for, MPS even where CUDA is present
+        (1, False, "cuda", "cuda:0"),
+    ],
+)
+def test_auto_takes_cuda_then_mps_then_cpu(accelerators, cuda, mps, requested, expected):
+    accelerators(cuda=cuda, mps=mps)
+    assert resolve_device(requested) == torch.device(expected)
+
+
+@pytest.mark.parametrize(("requested", "name"), [("cuda", "CUDA"), ("mps", "Apple MPS")])
+def test_an_accelerator_asked_for_and_absent_is_a_usage_error(accelerators, requested, name):
+    accelerators(cuda=0, mps=requested == "cuda")  # the other one is present
+    with pytest.raises(UsageError, match=f"--device {requested} was asked for, but no {name} device"):
+        resolve_device(requested)
+
+
+def test_float64_work_of_an_mps_worker_runs_on_the_cpu():
+    mps, cuda = torch.device("mps"), torch.device("cuda", 0)
+    assert compute_device(mps, torch.float64) == torch.device("cpu")
+    assert compute_device(mps, torch.float32) == mps
+    assert compute_device(cuda, torch.float64) == cuda
+
+
+def test_float32_sums_as_on_mps_keep_every_metric_within_tolerance(monkeypatch, tmp_path, alex_weights):
+    """MPS has no float64, so its sums accumulate in float32: on the CPU with float32 sums, 512 px photos
+    score within DESIGN.md's tolerances of the float64 sums (MSE in strips of rows, as on larger images)."""
+    modules = [importlib.import_module(f"pipeline.metrics.{name}") for name in ("psnr", "ssim", "perceptual")]
+    monkeypatch.setattr(modules[0], "STRIP_VALUES", 100_000)
+    tasks = []
+    for index, name in enumerate(("astronaut.png", "coffee.png", "camera.png")):
+        reference = real_image(name)[:512, :512]
+        ref_path = save_image(tmp_path / f"r{index}.png", reference)
+        out_path = save_image(tmp_path / f"o{index}.png", degrade(reference, "jpeg"))
+        tasks.append(PairTask(f"k{index}", "", ref_path, out_path))
+    settings = ShardSettings(
+        metrics=(*PIXEL_METRICS, "lpips"), lpips_weights=str(alex_weights), device="cpu", ms_ssim_scales=5
+    )
+    exact = score_shard(tasks, settings).rows
+    for module in modules:
+        monkeypatch.setattr(module, "accumulation_dtype", lambda device: torch.float32)
+    summed_in_float32 = score_shard(tasks, settings).rows
+    pairs = list(zip(exact, summed_in_float32, strict=True))
+    for metric in ("ssim", "ms_ssim"):  # summed in float32 (8-bit MSE sums stay exact, LPIPS ends in float32)
+        assert any(getattr(a, metric) != getattr(b, metric) for a, b in pairs), metric
+    for a, b in pairs:
+        assert a.ok and b.ok, (a.error, b.error)
+        assert abs(a.psnr - b.psnr) < PSNR_TOL and abs(a.lpips - b.lpips) < LPIPS_TOL
+        assert abs(a.ssim - b.ssim) < SSIM_TOL and abs(a.ms_ssim - b.ms_ssim) < SSIM_TOL
 
 
 def test_value_budget_lets_large_batches_score_one_at_a_time():

@@ -1,4 +1,5 @@
-"""Input checks shared by the metric functions; messages carry the offending shapes and values.
+"""Input checks shared by the metric functions, whose messages carry the offending shapes and values, and the
+dtype their sums accumulate in.
 
 Example:
     >>> check_pair(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9))
@@ -38,6 +39,16 @@ def check_data_range(data_range: float) -> float:
     if not value > 0 or value == float("inf"):
         raise ValueError(f"data_range must be a positive finite number, got {data_range!r}.")
     return value
+
+
+def accumulation_dtype(device: torch.device) -> torch.dtype:
+    """The dtype sums over many pixels accumulate in: float64, or float32 on Apple's MPS (it has no float64).
+
+    Example:
+        >>> accumulation_dtype(torch.device("cpu")), accumulation_dtype(torch.device("mps"))
+        (torch.float64, torch.float32)
+    """
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def needs_grad(*tensors: Tensor) -> bool:

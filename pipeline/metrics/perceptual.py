@@ -10,7 +10,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipeline.metrics.checks import check_data_range, check_pair, check_same_shape, needs_grad
+from pipeline.metrics.checks import (
+    accumulation_dtype,
+    check_data_range,
+    check_pair,
+    check_same_shape,
+    needs_grad,
+)
 from pipeline.metrics.lpips_network import UNIT_EPS, LpipsNetwork, unit_normalize
 
 LAYER_STRIP_VALUES = 4_000_000  # activation values per strip when the per-pixel distance is reduced
@@ -118,14 +124,15 @@ def _layer_distance(linear: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
     """Spatial mean of lin((unit(x) - unit(y))^2) over (N, C, H, W) activations, in strips of rows.
 
     Without gradients the 1x1 `lin` layer is applied after the spatial mean (it is linear), to per-channel
-    sums accumulated in float64.
+    sums accumulated in float64 (float32 on MPS: `accumulation_dtype`).
     """
     rows = max(1, LAYER_STRIP_VALUES // max(1, x[:, :, 0].numel()))
     strips = range(0, x.shape[2], rows)
+    dtype = accumulation_dtype(x.device)
     if needs_grad(x, y):
         sums = [
             linear(_squared_unit_difference(x[:, :, s : s + rows], y[:, :, s : s + rows])).sum(
-                dim=(2, 3), keepdim=True, dtype=torch.float64
+                dim=(2, 3), keepdim=True, dtype=dtype
             )
             for s in strips
         ]
@@ -133,7 +140,7 @@ def _layer_distance(linear: torch.nn.Module, x: Tensor, y: Tensor) -> Tensor:
     sums = sum(_squared_unit_difference_sums(x[:, :, s : s + rows], y[:, :, s : s + rows]) for s in strips)
     weights = next(m for m in linear.modules() if isinstance(m, torch.nn.Conv2d)).weight
     per_channel_mean = sums / (x.shape[2] * x.shape[3])
-    return (per_channel_mean @ weights.flatten().to(torch.float64)).to(x.dtype).view(-1, 1, 1, 1)
+    return (per_channel_mean @ weights.flatten().to(dtype)).to(x.dtype).view(-1, 1, 1, 1)
 
 
 def _squared_unit_difference(x: Tensor, y: Tensor) -> Tensor:
@@ -141,8 +148,8 @@ def _squared_unit_difference(x: Tensor, y: Tensor) -> Tensor:
 
 
 def _squared_unit_difference_sums(x: Tensor, y: Tensor) -> Tensor:
-    """Per-channel spatial sums of (unit(x) - unit(y))^2 in float64: (N, C, H, W) x2 -> (N, C)."""
+    """Per-channel spatial sums of (unit(x) - unit(y))^2 (`accumulation_dtype`): (N, C, H, W) x2 -> (N, C)."""
     inverse_x = torch.linalg.vector_norm(x, dim=1, keepdim=True).add_(UNIT_EPS).reciprocal_()
     inverse_y = torch.linalg.vector_norm(y, dim=1, keepdim=True).add_(UNIT_EPS).reciprocal_()
     difference = torch.mul(x, inverse_x).addcmul_(y, inverse_y, value=-1)
-    return difference.square_().sum(dim=(2, 3), dtype=torch.float64)
+    return difference.square_().sum(dim=(2, 3), dtype=accumulation_dtype(x.device))

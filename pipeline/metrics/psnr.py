@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipeline.metrics.checks import check_data_range, check_pair, needs_grad
+from pipeline.metrics.checks import accumulation_dtype, check_data_range, check_pair, needs_grad
 
 STRIP_VALUES = 4_000_000
 
@@ -13,8 +13,8 @@ STRIP_VALUES = 4_000_000
 def mse(x: Tensor, y: Tensor) -> Tensor:
     """Mean squared error per image.
 
-    Without gradients, large images are reduced in strips of rows (sums accumulated in float64), so no
-    image-sized temporary is made.
+    Without gradients, large images are reduced in strips of rows (sums accumulated in float64, float32 on
+    MPS: `accumulation_dtype`), so no image-sized temporary is made.
 
     Args:
         x, y: (N, C, *spatial) images in the same units.
@@ -30,10 +30,11 @@ def mse(x: Tensor, y: Tensor) -> Tensor:
     rows = max(1, STRIP_VALUES // max(1, x[:, :, 0].numel()))
     if needs_grad(x, y) or rows >= x.shape[2]:
         return (x - y).pow(2).flatten(1).mean(dim=1)
-    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    dtype = accumulation_dtype(x.device)
+    total = torch.zeros(x.shape[0], dtype=dtype, device=x.device)
     for start in range(0, x.shape[2], rows):
         strip = x[:, :, start : start + rows] - y[:, :, start : start + rows]
-        total += strip.pow_(2).flatten(1).sum(dim=1, dtype=torch.float64)
+        total += strip.pow_(2).flatten(1).sum(dim=1, dtype=dtype)
     return (total / x[0].numel()).to(x.dtype)
 
 

@@ -25,7 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.metrics import ssim_cpu
-from pipeline.metrics.checks import check_data_range, check_min_side, check_pair, needs_grad
+from pipeline.metrics.checks import (
+    accumulation_dtype,
+    check_data_range,
+    check_min_side,
+    check_pair,
+    needs_grad,
+)
 
 WINDOW_SIZE = 11
 WINDOW_SIGMA = 1.5
@@ -227,8 +233,8 @@ def _mean_ssim_and_cs(
     """Per-channel means of the SSIM map (None unless `with_ssim`) and of the contrast-structure map, (N, C).
 
     Without gradients the maps are made in strips of rows along the first spatial axis (overlapping by the
-    window); each strip's sums (in x's dtype) are accumulated in float64. A strip's maps are those of the
-    whole image.
+    window); each strip's sums (in x's dtype) are accumulated in float64 (float32 on MPS:
+    `accumulation_dtype`). A strip's maps are those of the whole image.
     """
     if needs_grad(x, y):
         ssim_map, cs_map = _maps(x, y, window, data_range, _centre(x), with_ssim)
@@ -238,6 +244,7 @@ def _mean_ssim_and_cs(
     out_rows = x.shape[2] - size + 1
     rows = _strip_rows(x, size)
     centre = _centre(x)
+    dtype = accumulation_dtype(x.device)
     ssim_sum: Tensor | None = None
     cs_sum: Tensor | int = 0
     for start in range(0, out_rows, rows):
@@ -247,9 +254,9 @@ def _mean_ssim_and_cs(
         )
         dims = _spatial_dims(cs_map)
         if ssim_map is not None:
-            part = ssim_map.sum(dim=dims).double()
+            part = ssim_map.sum(dim=dims).to(dtype)
             ssim_sum = part if ssim_sum is None else ssim_sum + part
-        cs_sum = cs_sum + cs_map.sum(dim=dims).double()
+        cs_sum = cs_sum + cs_map.sum(dim=dims).to(dtype)
     count = out_rows * _valid_count(x.shape[3:], size)
     ssim_mean = None if ssim_sum is None else (ssim_sum / count).to(x.dtype)
     return ssim_mean, (cs_sum / count).to(x.dtype)

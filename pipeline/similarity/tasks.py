@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from pipeline.devices import compute_device, resolve_device
 from pipeline.metrics.lpips_weights import BackboneFile
 from pipeline.similarity.pairwise import lpips_matrix, ms_ssim_matrix, psnr_matrix, ssim_matrix, ssim_stats
 from pipeline.similarity.prepare import load_block
-from pipeline.worker import current_state, resolve_device
+from pipeline.worker import current_state
 
 DEFAULT_METRIC = "ssim"
 DEFAULT_SIZE = 128
@@ -79,7 +80,7 @@ def compare_blocks(task: BlockPair, settings: SimilarSettings) -> BlockResult:
         Global `(a_index, b_index, value)` arrays of every computed pair (only `a < b` on a diagonal block)
         and the paths that could not be prepared, with the reason.
     """
-    device = resolve_device(settings.device)
+    device = compute_device(resolve_device(settings.device), torch.float64)  # the matrices are float64
     pos_a, images_a, failures = load_block(task.a_paths, settings.size)
     if task.diagonal:
         pos_b, images_b = pos_a, images_a
