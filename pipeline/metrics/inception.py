@@ -44,7 +44,7 @@ from torch import Tensor
 
 from pipeline.choices import InceptionResize
 from pipeline.errors import UsageError, WeightsError
-from pipeline.metrics.lpips_weights import _one_line, name_hash_prefix
+from pipeline.metrics.lpips_weights import given_weights_file, name_hash_prefix, one_line
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's URL_INCEPTION_V3 (tested)
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
@@ -106,16 +106,8 @@ def resolve_inception(weights_path: str | Path | None = None) -> Path:
         pipeline.errors.WeightsError: Inception weights path '/nowhere/inception.pth' given with ...
     """
     if weights_path is not None:
-        path = Path(weights_path).expanduser()
-        if path.is_dir():
-            path = path / INCEPTION_FILE
-        if not path.is_file():
-            raise WeightsError(
-                f"Inception weights path {str(weights_path)!r} given with --inception-weights has no file "
-                f"{path}; pass the checkpoint {INCEPTION_FILE} itself or a folder holding it (get it from "
-                f"{INCEPTION_URL})."
-            )
-        return path
+        option = "--inception-weights"
+        return given_weights_file(weights_path, INCEPTION_FILE, "Inception", option, INCEPTION_URL)
     cache_path = inception_cache_path()
     if cache_path.is_file():
         return cache_path
@@ -139,7 +131,7 @@ def verify_inception(path: str | Path) -> InceptionWeights:
         data = path.read_bytes()
     except OSError as exc:
         raise WeightsError(
-            f"Inception weights {path} cannot be read ({_one_line(exc)}); check that the file exists and is "
+            f"Inception weights {path} cannot be read ({one_line(exc)}); check that the file exists and is "
             "readable, or pass another with --inception-weights FILE."
         ) from exc
     digest = hashlib.sha256(data).hexdigest()
@@ -164,7 +156,7 @@ def read_inception(file: InceptionFile) -> InceptionWeights:
         return InceptionWeights(file, file.path.read_bytes())
     except OSError as exc:
         raise WeightsError(
-            f"Inception weights {file.path} cannot be read where the extractor is built ({_one_line(exc)}); "
+            f"Inception weights {file.path} cannot be read where the extractor is built ({one_line(exc)}); "
             "Dask workers get the weights from the client, so this is a call outside a Dask run, which needs "
             "the file at this path."
         ) from exc
@@ -177,7 +169,7 @@ def _check_tensors_only(weights: InceptionWeights) -> None:
         state = torch.load(io.BytesIO(weights.data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(
-            f"Inception weights {weights.file.path} cannot be loaded ({_one_line(exc)}); it is truncated or "
+            f"Inception weights {weights.file.path} cannot be loaded ({one_line(exc)}); it is truncated or "
             f"not a PyTorch checkpoint: {fix}."
         ) from exc
     if not isinstance(state, dict) or not all(isinstance(value, Tensor) for value in state.values()):
@@ -229,7 +221,7 @@ def build_inception(weights: InceptionWeights, resize: str, device: torch.device
     except (RuntimeError, KeyError, ValueError) as exc:
         raise WeightsError(
             f"Inception weights {weights.file.path} do not match torch-fidelity's Inception v3 "
-            f"({_one_line(exc)}); use the file {INCEPTION_FILE} from {INCEPTION_URL}."
+            f"({one_line(exc)}); use the file {INCEPTION_FILE} from {INCEPTION_URL}."
         ) from exc
     return extractor.requires_grad_(False).to(device)
 

@@ -141,12 +141,12 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """An exception as `Type: first sentence` on one line, at most `REASON_CHARS` characters (torch's load
     errors go on with advice for developers, such as retrying with `weights_only=False`).
 
     Example:
-        >>> _one_line(RuntimeError("failed finding central directory. This is an internal miniz error."))
+        >>> one_line(RuntimeError("failed finding central directory. This is an internal miniz error."))
         'RuntimeError: failed finding central directory'
     """
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -166,7 +166,7 @@ def _hashed_backbone(net: str, path: Path) -> BackboneFile:
         digest = _sha256(str(path), stat.st_size, stat.st_mtime_ns)
     except OSError as exc:
         raise WeightsError(
-            f"LPIPS backbone {path} cannot be read ({_one_line(exc)}); check that the file exists and is "
+            f"LPIPS backbone {path} cannot be read ({one_line(exc)}); check that the file exists and is "
             "readable, or pass another with --lpips-weights FILE."
         ) from exc
     expected = name_hash_prefix(path)
@@ -257,7 +257,7 @@ def _unchanged(backbone: BackboneFile) -> BackboneFile:
         stat = backbone.path.stat()
     except OSError as exc:
         raise WeightsError(
-            f"LPIPS backbone {backbone.path} cannot be read where the network is built ({_one_line(exc)}). "
+            f"LPIPS backbone {backbone.path} cannot be read where the network is built ({one_line(exc)}). "
             "Dask workers get the weights from the client, so this is a call outside a Dask run (or a worker "
             "without the run's plugin), which needs the file at this path; pass a readable copy with "
             "--lpips-weights FILE."
@@ -278,8 +278,31 @@ def _download(net: str, destination: Path) -> str | None:
             backbone_url(net), str(destination), hash_prefix=name_hash_prefix(destination), progress=False
         )
     except (OSError, RuntimeError, ValueError) as exc:
-        return _one_line(exc)
+        return one_line(exc)
     return None
+
+
+def given_weights_file(given: str | Path, filename: str, what: str, option: str, url: str) -> Path:
+    """The weights file a user gave with `option`: the path itself, or `filename` in the folder it names.
+
+    Raises:
+        WeightsError: no such file; one line naming the path, the file expected, and where to get it.
+
+    Example:
+        >>> given_weights_file("/nowhere", "net.pth", "LPIPS", "--lpips-weights", "https://example.org/net.pth")
+        Traceback (most recent call last):
+        ...
+        pipeline.errors.WeightsError: LPIPS weights path '/nowhere' given with --lpips-weights has no file ...
+    """
+    path = Path(given).expanduser()
+    if path.is_dir():
+        path = path / filename
+    if not path.is_file():
+        raise WeightsError(
+            f"{what} weights path {str(given)!r} given with {option} has no file {path}; "
+            f"pass the checkpoint {filename} itself or a folder holding it (get it from {url})."
+        )
+    return path
 
 
 def resolve_backbone(
@@ -309,15 +332,7 @@ def resolve_backbone(
     filename = backbone_filename(net)
     cache_path = backbone_cache_path(net)
     if weights_path is not None:
-        path = Path(weights_path).expanduser()
-        if path.is_dir():
-            path = path / filename
-        if not path.is_file():
-            raise WeightsError(
-                f"LPIPS weights path {str(weights_path)!r} given with --lpips-weights has no file {path}; "
-                f"pass the checkpoint {filename} itself or a folder holding it (get it from "
-                f"{backbone_url(net)})."
-            )
+        path = given_weights_file(weights_path, filename, "LPIPS", "--lpips-weights", backbone_url(net))
         return path
     if cache_path.is_file():
         return cache_path
@@ -340,7 +355,7 @@ def _load_state_dict(path: Path, what: str, fix: str) -> dict[str, Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(
-            f"{what} {path} cannot be loaded ({_one_line(exc)}); "
+            f"{what} {path} cannot be loaded ({one_line(exc)}); "
             f"it is truncated or not a PyTorch checkpoint: {fix}."
         ) from exc
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
@@ -363,7 +378,7 @@ def _backbone_features(net: str, path: Path) -> dict[str, Tensor]:
     except RuntimeError as exc:
         raise WeightsError(
             f"LPIPS backbone {path} does not match torchvision's {BACKBONE_NAMES[net]} for net {net!r} "
-            f"({_one_line(exc)}); use the file {backbone_filename(net)} from {backbone_url(net)}."
+            f"({one_line(exc)}); use the file {backbone_filename(net)} from {backbone_url(net)}."
         ) from exc
     return reference.features.state_dict()
 
