@@ -96,7 +96,7 @@ def test_an_unknown_key_names_its_line_and_the_known_keys(tmp_path):
             "matlab-downsampled, piq, torchmetrics, pyiqa.",
         ),
         ("size_mismatch", "pad", "unknown size mismatch 'pad'; choose one of error, crop, resize."),
-        ("device", "tpu", "unknown device 'tpu'; choose one of auto, cpu, cuda."),
+        ("device", "tpu", "unknown device 'tpu'; choose one of auto, cpu, cuda, mps."),
         ("lpips_net", "resnet", "unknown lpips net 'resnet'; choose one of alex, vgg, squeeze."),
         (
             "metrics",
