@@ -128,7 +128,8 @@ def check_local_device(scheduler: str | None, scheduler_file: str | None, device
     Raises:
         UsageError: `cuda` or `mps` was asked for and is not available here.
     """
-    if scheduler_file is None and scheduler in LOCAL:
+    configured = scheduler is None and configured_scheduler() is not None  # DASK_SCHEDULER_ADDRESS
+    if scheduler_file is None and scheduler in LOCAL and not configured:
         device_kind(device)
 
 

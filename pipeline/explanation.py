@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -392,7 +392,7 @@ def explain_folders(
 
 
 def run_explain(
-    pairs: list[Pair], settings: ExplainSettings, config: ScoreConfig, progress: bool, log_level: int
+    pairs: Sequence[Pair], settings: ExplainSettings, config: ScoreConfig, progress: bool, log_level: int
 ) -> list[PairValues]:
     """`explain_shard` over shards of `pairs` on the configured cluster, as `iqa score` runs its shards."""
     cluster = open_cluster(

@@ -19,6 +19,7 @@ from pipeline.cluster import (
     CONNECT_TIMEOUT_S,
     SyncExecutor,
     available_cores,
+    check_local_device,
     configured_scheduler,
     open_cluster,
     plan_local_cluster,
@@ -303,3 +304,14 @@ def test_warnings_of_worker_processes_reach_the_client_once(caplog):
             time.sleep(0.1)
     shown = [r.getMessage() for r in caplog.records if r.name == "pipeline.cluster"]
     assert shown == [f"Dask worker {worker}: Worker is at 85% memory usage.", f"Dask worker {worker}: last"]
+
+
+def test_a_missing_device_is_checked_here_only_for_workers_started_here(accelerators):
+    accelerators(cuda=0, mps=False)
+    for scheduler in (None, "threads", "sync"):
+        with pytest.raises(UsageError, match="--device cuda"):
+            check_local_device(scheduler, None, "cuda")
+    check_local_device("tcp://10.0.0.5:8786", None, "cuda")  # the cluster's workers may have GPUs
+    check_local_device(None, "scheduler.json", "cuda")
+    with dask.config.set({"scheduler-address": "tcp://10.0.0.5:8786"}):  # DASK_SCHEDULER_ADDRESS
+        check_local_device(None, None, "cuda")
