@@ -44,7 +44,7 @@ from torch import Tensor
 
 from pipeline.choices import InceptionResize
 from pipeline.errors import UsageError, WeightsError
-from pipeline.metrics.lpips_weights import given_weights_file, name_hash_prefix, one_line
+from pipeline.metrics.lpips_weights import given_weights_file, load_state_dict, name_hash_prefix, one_line
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's URL_INCEPTION_V3 (tested)
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
@@ -165,18 +165,7 @@ def read_inception(file: InceptionFile) -> InceptionWeights:
 def _check_tensors_only(weights: InceptionWeights) -> None:
     """The file loads as a state dict of tensors without running pickled code (`weights_only=True`)."""
     fix = f"replace it with a complete copy of {INCEPTION_URL}, or pass another with --inception-weights"
-    try:
-        state = torch.load(io.BytesIO(weights.data), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"Inception weights {weights.file.path} cannot be loaded ({one_line(exc)}); it is truncated or "
-            f"not a PyTorch checkpoint: {fix}."
-        ) from exc
-    if not isinstance(state, dict) or not all(isinstance(value, Tensor) for value in state.values()):
-        raise WeightsError(
-            f"Inception weights {weights.file.path} is not a state dict of tensors (got "
-            f"{type(state).__name__}): {fix}."
-        )
+    load_state_dict(weights.file.path, "Inception weights", fix, data=weights.data)
 
 
 def _extractor_class() -> type[torch.nn.Module]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -349,10 +350,12 @@ def resolve_backbone(
     )
 
 
-def _load_state_dict(path: Path, what: str, fix: str) -> dict[str, Tensor]:
-    """Read a state dict of tensors from `path`; `what` names the file in errors, `fix` says what to do."""
+def load_state_dict(path: Path, what: str, fix: str, data: bytes | None = None) -> dict[str, Tensor]:
+    """Read a state dict of tensors (no pickled code) from `path`, or from `data` when its bytes are already
+    read; `what` names the file in errors, `fix` says what to do."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        source = io.BytesIO(data) if data is not None else path
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(
             f"{what} {path} cannot be loaded ({one_line(exc)}); "
@@ -370,7 +373,7 @@ def _backbone_features(net: str, path: Path) -> dict[str, Tensor]:
     architecture of `net` (built on the meta device, so nothing is allocated twice)."""
     source = f"torchvision's {backbone_filename(net)} from {backbone_url(net)}"
     fix = f"replace it with a complete copy, or use {source}"
-    state = _load_state_dict(path, "LPIPS backbone", fix)
+    state = load_state_dict(path, "LPIPS backbone", fix)
     with torch.device("meta"):
         reference = backbone_model(net)
     try:
@@ -397,7 +400,7 @@ def _load_linear_layers(network: LpipsNetwork, net: str) -> None:
             "LPIPS needs the linear layers that ship in the `lpips` package, which is not installed; "
             "install it (pip install lpips)."
         )
-    state = _load_state_dict(shipped, "LPIPS linear-layer file", "reinstall the `lpips` package")
+    state = load_state_dict(shipped, "LPIPS linear-layer file", "reinstall the `lpips` package")
     expected = {key for key in network.state_dict() if re.match(r"lin\d+\.", key)}
     if set(state) != expected:
         raise WeightsError(
