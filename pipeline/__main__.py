@@ -1,6 +1,6 @@
 """`python -m pipeline` runs the `iqa` command line."""
 
-from pipeline.cli import console
+from pipeline.executable import console
 
 if __name__ == "__main__":
     console()

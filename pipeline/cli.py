@@ -7,7 +7,6 @@ errors. A user's mistake prints one line (`error: ...`) and no traceback.
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -623,16 +622,3 @@ def main() -> None:
     Callable from Python: control returns to the caller with the SystemExit.
     """
     app()
-
-
-def console() -> None:
-    """The `iqa` executable and `python -m pipeline`: `main`, then the interpreter exits.
-
-    The process is this tool's own, so before the interpreter's teardown every live object is moved out of
-    the garbage collector's reach (`gc.freeze`): the final collections then skip torch's objects instead of
-    walking them all. Files and the cluster are closed and atexit handlers still run.
-    """
-    try:
-        main()
-    finally:
-        gc.freeze()

@@ -49,7 +49,10 @@ _PNG_DEEP_COLOUR = {2: "RGB", 4: "LA", 6: "RGBA"}  # 16-bit PNG colour types tha
 _PNG_SPNG_MODES = frozenset({"L", "RGB", "RGBA"})  # 8-bit PNG layouts libspng decodes (Pillow's modes)
 # Where Pillow finds a PNG's orientation: an eXIf chunk, a "Raw profile type exif" text chunk or XMP (an iTXt
 # chunk, perhaps compressed); chunk types and text keywords are stored uncompressed
-_PNG_ORIENTATION_MARKERS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
+_PNG_EXIF_CHUNK = b"eXIf"
+_PNG_TEXT_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt"})
+_PNG_ORIENTATION_KEYWORDS = frozenset({b"Raw profile type exif", b"XML:com.adobe.xmp"})
+_PNG_KEYWORD_MAX = 79  # bytes of a text chunk's keyword (PNG specification)
 
 
 @dataclass
@@ -480,7 +483,7 @@ def _int32_as_uint16(pixels: np.ndarray, name: str) -> np.ndarray:
 
 
 def _orientation(image: Image.Image, data: bytes, warnings: list[str]) -> int:
-    if image.format == "PNG" and not any(marker in data for marker in _PNG_ORIENTATION_MARKERS):
+    if image.format == "PNG" and not _png_may_hold_orientation(data):
         return 1  # Pillow's PNG getexif() decodes every pixel again to look for chunks after the image data
     try:
         orientation = image.getexif().get(_ORIENTATION_TAG, 1)
@@ -491,6 +494,35 @@ def _orientation(image: Image.Image, data: bytes, warnings: list[str]) -> int:
         warnings.append(f"EXIF orientation {orientation!r} is not valid: ignored")
         return 1
     return int(orientation)
+
+
+def _png_may_hold_orientation(data: bytes) -> bool:
+    """Whether a PNG has a chunk where Pillow looks for the orientation (`_PNG_EXIF_CHUNK`, or a text chunk
+    of one of `_PNG_ORIENTATION_KEYWORDS`); True also for a chunk list that runs past the end of the file
+    (Pillow then decides).
+
+    Walks the chunk headers only: searching all the bytes held the GIL for about 0.3 ms per 500 KB file.
+
+    Example:
+        >>> header = (13).to_bytes(4, "big") + b"IHDR" + bytes(13 + 4)
+        >>> _png_may_hold_orientation(_PNG_SIGNATURE + header + bytes(4) + b"IEND" + bytes(4))
+        False
+    """
+    position = len(_PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        if kind == _PNG_EXIF_CHUNK:
+            return True
+        if kind in _PNG_TEXT_CHUNKS:
+            start = position + 8
+            text = data[start : start + min(length, _PNG_KEYWORD_MAX + 1)]
+            if text.split(b"\0", 1)[0] in _PNG_ORIENTATION_KEYWORDS:
+                return True
+        if kind == b"IEND":
+            return False
+        position += 12 + length  # length, type, data, CRC
+    return True
 
 
 def _apply_orientation(pixels: np.ndarray, orientation: int, warnings: list[str]) -> np.ndarray:

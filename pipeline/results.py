@@ -182,9 +182,13 @@ def part_metadata(
 
 def _read_part(part: Location, columns: list[str] | None = None) -> pa.Table:
     """A part's rows with the columns of `SCHEMA` (typed as there, null where an older part lacks one) and
-    then the plugin metric columns it holds."""
+    then the plugin metric columns it holds.
+
+    Read as one file (`pq.ParquetFile`): `pq.read_table` goes through `pyarrow.dataset`, whose import costs a
+    fresh `iqa score` about 0.14 s.
+    """
     with part.open() as handle:
-        table = pq.read_table(handle, columns=columns)
+        table = pq.ParquetFile(handle).read(columns=columns)
     return conform(table, columns)
 
 

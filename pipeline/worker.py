@@ -20,6 +20,7 @@ Worker mechanics live here; what is measured on a batch is `pipeline.measure`. P
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import traceback
@@ -235,7 +236,9 @@ class ScoringPlugin(WorkerPlugin):
     """Gives each Dask worker its `WorkerState` and torch thread count (restored when the worker closes).
 
     `own_processes`: the workers are processes this run started, whose allocator may be tuned
-    (`pipeline.allocator`); never set for an in-process worker or a cluster someone else started.
+    (`pipeline.allocator`) and whose imported objects are frozen out of the garbage collector's reach
+    (`gc.freeze`, as the `iqa` executable does in its own process); never set for an in-process worker or a
+    cluster someone else started.
     `backbone`: the LPIPS backbone's tensors, pickled with the plugin and sent to every worker (also to one
     that joins later), which builds the network from them instead of opening the client's file.
     `inception`: the bytes of the Inception weights file for FID/KID, shipped the same way.
@@ -261,6 +264,7 @@ class ScoringPlugin(WorkerPlugin):
         self.state = WorkerState(shipped=self.backbone, shipped_inception=self.inception)
         if self.own_processes:
             keep_freed_memory()
+            gc.freeze()  # the imported modules' objects: later full collections no longer walk them
         if self.torch_threads:
             self._previous_threads = torch.get_num_threads()
             torch.set_num_threads(self.torch_threads)

@@ -1,7 +1,9 @@
-"""glibc allocator settings: applied only in worker processes this tool starts, and nothing elsewhere."""
+"""glibc allocator and garbage-collector settings: applied only in worker processes this tool starts, and
+nothing elsewhere."""
 
 from __future__ import annotations
 
+import gc
 import platform
 
 import pytest
@@ -22,11 +24,12 @@ def test_without_glibc_nothing_is_changed(monkeypatch):
 
 
 @pytest.mark.parametrize("own_processes", [True, False])
-def test_only_workers_of_processes_started_here_tune_the_allocator(monkeypatch, own_processes):
+def test_only_workers_of_processes_started_here_tune_the_allocator_and_collector(monkeypatch, own_processes):
     calls = []
     monkeypatch.setattr(worker, "keep_freed_memory", lambda: calls.append("tuned") or True)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("frozen"))
     ScoringPlugin(own_processes=own_processes).setup(worker=None)
-    assert calls == (["tuned"] if own_processes else [])
+    assert calls == (["tuned", "frozen"] if own_processes else [])
 
 
 def test_freed_memory_goes_back_to_the_os_where_glibc_is_used(monkeypatch):

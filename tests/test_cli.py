@@ -366,17 +366,20 @@ def test_the_executable_freezes_the_heap_after_the_command_and_keeps_its_exit_co
     out of the garbage collector, so a Python caller of `main` is never affected."""
     import gc
 
-    from pipeline import cli
+    from pipeline import cli, executable
 
     calls = []
     monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "disable", lambda: calls.append("disable"))
+    monkeypatch.setattr(gc, "enable", lambda: calls.append("enable"))
     monkeypatch.setattr(sys, "argv", ["iqa", "pairs", str(tmp_path / "missing"), str(tmp_path)])
     with pytest.raises(SystemExit) as ended:
         cli.main()
     assert calls == []
     with pytest.raises(SystemExit) as ended:
-        cli.console()
-    assert ended.value.code == 2 and calls == ["freeze"]
+        executable.console()
+    assert ended.value.code == 2
+    assert calls == ["disable", "freeze", "enable", "freeze"]
 
 
 def test_basicsr_is_another_name_of_sr_paper_on_the_command_line(photo_folders, tmp_path):

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.ndimage import uniform_filter
 
 from pipeline.choices import Choice
 from pipeline.metrics.ssim import WINDOW_SIZE, ssim_map
@@ -139,7 +138,26 @@ def worst_window(badness: np.ndarray, side: int = CROP_SIDE, border: int = 0) ->
     top, left, height, width = _search_area(badness.shape, border)
     area = np.nan_to_num(badness[top : top + height, left : left + width].astype(np.float64), nan=0.0)
     rows, cols = min(side, height), min(side, width)
-    means = uniform_filter(area, size=(rows, cols), mode="nearest")
-    valid = means[rows // 2 : rows // 2 + height - rows + 1, cols // 2 : cols // 2 + width - cols + 1]
-    row, col = np.unravel_index(int(np.argmax(valid)), valid.shape)
+    sums = window_sums(area, rows, cols)
+    row, col = np.unravel_index(int(np.argmax(sums)), sums.shape)
     return Window(top + int(row), left + int(col), rows, cols)
+
+
+def window_sums(values: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """The sum of every `rows` x `cols` window lying inside `values`, from a summed-area table.
+
+    Args:
+        values: (H, W) float64.
+        rows, cols: the window's height and width, at most H and W.
+
+    Returns:
+        (H - rows + 1, W - cols + 1): [i, j] sums values[i : i + rows, j : j + cols].
+
+    Example:
+        >>> window_sums(np.arange(12.0).reshape(3, 4), 2, 3)
+        array([[18., 24.],
+               [42., 48.]])
+    """
+    table = np.zeros((values.shape[0] + 1, values.shape[1] + 1))
+    np.cumsum(np.cumsum(values, axis=0), axis=1, out=table[1:, 1:])
+    return table[rows:, cols:] - table[:-rows, cols:] - table[rows:, :-cols] + table[:-rows, :-cols]
