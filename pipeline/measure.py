@@ -49,11 +49,13 @@ class Resources(Protocol):
 @dataclass
 class Cache:
     """`Resources` built on first use and kept; `build_network(device)` makes the LPIPS network, and each
-    plugin's state is `plugin.build_state(device, setups[plugin.name])` (the setup its `prepare` made on
-    the client)."""
+    plugin's state is `plugin.make_state(device, setup, shipped)`: `setup` is `setups[plugin.name]` (what
+    its `prepare` made on the client), `shipped` is `shipped.get(plugin.name)` (what its `ship` sent this
+    worker)."""
 
     build_network: Callable[[torch.device], LpipsNetwork] | None = None
     setups: dict[str, Any] = field(default_factory=dict)
+    shipped: dict[str, Any] = field(default_factory=dict)
     windows: dict[tuple, torch.Tensor] = field(default_factory=dict)
     networks: dict[str, LpipsNetwork] = field(default_factory=dict)
     states: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -65,7 +67,8 @@ class Cache:
         with self.lock:
             key = (plugin.name, str(device))
             if key not in self.states:
-                self.states[key] = plugin.build_state(device, self.setups.get(plugin.name))
+                setup, shipped = self.setups.get(plugin.name), self.shipped.get(plugin.name)
+                self.states[key] = plugin.make_state(device, setup, shipped)
             return self.states[key]
 
     def window(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -151,6 +154,22 @@ def prepare_plugins(metrics: tuple[str, ...]) -> dict[str, Any]:
         if name not in BUILTIN_PLUGINS and plugin.prepare is not None:
             setups[name] = plugin.prepare()
     return setups
+
+
+def ship_plugins(setups: dict[str, Any]) -> dict[str, Any]:
+    """{column: what the plugin sends every Dask worker once} of the plugins whose setups (`prepare_plugins`)
+    have something to ship (`MetricPlugin.ship`, e.g. the bytes of their weights files).
+
+    Raises:
+        WeightsError: a file a setup names changed since `prepare` verified it (the plugin's own message).
+    """
+    shipments = {}
+    for name, setup in setups.items():
+        plugin = metric_plugin(name)
+        shipment = plugin.ship(setup) if plugin.ship is not None else None
+        if shipment is not None:
+            shipments[name] = shipment
+    return shipments
 
 
 def plugin_provenance(metrics: tuple[str, ...], setups: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -11,7 +11,8 @@ A plugin declares its column (a `MetricSpec`: name, direction, unit, tolerance, 
 function expects (`MetricInput`: value scale, channels, smallest side, volumes, devices), a batched function
 `(ref, out, state) -> (N,)` on `(N, C, H, W)` tensors, the state it needs built once per worker process
 (`build_state(device, setup)`, e.g. a network), what the client resolves and verifies before scoring and ships
-to the workers (`prepare()` -> `setup`, e.g. checked weights), and its provenance (package, version, weights
+to the workers (`prepare()` -> `setup`, e.g. checked weights; `ship(setup)` -> what the setup only names, e.g.
+the bytes of weights files, sent once to every Dask worker), and its provenance (package, version, weights
 sha256), which the manifest records.
 
 Example (a plugin of another package; `pipeline.score(..., metrics="psnr,l1")` scores it):
@@ -147,6 +148,11 @@ class MetricPlugin:
             message naming the file and where to put it) when it cannot.
         package: the distribution that provides the metric (its version is recorded).
         weights_sha256: (setup) -> the sha256 of the weights the setup holds, or None.
+        ship: (setup) -> what every Dask worker receives once, with the run's worker plugin, so that it needs
+            no disk of its own (e.g. the bytes of the weights files the setup names, read again and checked on
+            the client; a `WeightsError` when they changed); None when the setup has nothing to ship. Called
+            on the client only when the run has Dask workers; `build_state` then gets it as the keyword
+            `shipped` (`make_state`).
     """
 
     spec: MetricSpec
@@ -157,10 +163,20 @@ class MetricPlugin:
     prepare: Callable[[], Any] | None = None
     package: str = "iqa-pipeline"
     weights_sha256: Callable[[Any], str | None] | None = None
+    ship: Callable[[Any], Any] | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def make_state(self, device: torch.device, setup: Any, shipped: Any = None) -> Any:
+        """The state `function` gets on `device`: `build_state(device, setup)`, with `shipped=` what `ship`
+        sent this worker when it sent anything; None for a plugin without `build_state`."""
+        if self.build_state is None:
+            return None
+        if shipped is None:
+            return self.build_state(device, setup)
+        return self.build_state(device, setup, shipped=shipped)
 
     def compute(self, batch: Batch, state: Any) -> list[float | None]:
         """The metric of every pair of `batch`, None (with a warning in `batch.warnings`) where undefined."""

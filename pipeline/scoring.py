@@ -283,7 +283,11 @@ def score_pairs(
     with cluster as execution:
         if execution.dashboard_link:
             log.info("Dask dashboard: %s", execution.dashboard_link)
-        execution.register(scoring_plugin(execution, settings.lpips_net, settings.lpips_weights, inception))
+        execution.register(
+            scoring_plugin(
+                execution, settings.lpips_net, settings.lpips_weights, inception, settings.plugin_setups
+            )
+        )
         size = shard_size(len(pairs), execution.task_threads, config.shard_pairs)
         shards = iter_shards(pairs, size, known, window=BALANCE_WINDOW_SHARDS)
         in_flight = config.max_in_flight or execution.task_threads * 2 + 1

@@ -6,7 +6,8 @@ Worker mechanics live here; what is measured on a batch is `pipeline.measure`. P
   budget of image values in scoring at once) comes from `ScoringPlugin`, a Dask WorkerPlugin registered on
   the cluster, which also sets torch's thread count for the worker (and puts the previous one back when the
   worker closes, for an in-process worker). The plugin carries the LPIPS backbone's tensors from the client
-  (`scoring_plugin`), so workers need neither a shared disk nor weights of their own.
+  (`scoring_plugin`), and what plugin metrics ship (the adapted metrics' weights files: `MetricPlugin.ship`),
+  so workers need neither a shared disk nor weights of their own.
 * Pairs of the same shape and data range are stacked into one batch (the large win on a GPU); on a GPU,
   and on a CPU task with several torch threads, the next pairs are decoded in background threads while a
   batch is scored.
@@ -44,7 +45,7 @@ from pipeline.dataset_metrics import ShardFeatures
 from pipeline.devices import compute_device, resolve_device
 from pipeline.errors import ImageError, WeightsError
 from pipeline.images import DecodedImage, ImageFile, decode_image, header_values, read_image_file
-from pipeline.measure import Cache, measure
+from pipeline.measure import Cache, measure, ship_plugins
 from pipeline.metrics.inception import (
     InceptionFile,
     InceptionWeights,
@@ -156,14 +157,17 @@ class ValueBudget:
 
 @dataclass
 class WorkerState:
-    """Per-process state shared by the task threads: metric resources per LPIPS setting, the budget, and the
-    LPIPS backbone's tensors shipped from the client (`shipped`, None outside a Dask run)."""
+    """Per-process state shared by the task threads: metric resources per LPIPS setting, the budget, and what
+    the client shipped (None or empty outside a Dask run): the LPIPS backbone's tensors (`shipped`), the
+    Inception weights, and {column: what a plugin metric shipped} (`shipped_plugins`, e.g. the bytes of an
+    adapted metric's weights files, which its `build_state` writes where its library looks for them)."""
 
     budget: ValueBudget = field(default_factory=lambda: ValueBudget(SCORING_BUDGET_VALUES))
     caches: dict[tuple[str, BackboneFile | str | None, str], Cache] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     shipped: BackboneWeights | None = None
     shipped_inception: InceptionWeights | None = None
+    shipped_plugins: dict[str, Any] = field(default_factory=dict)
     extractors: dict[tuple[str, str, str], torch.nn.Module] = field(default_factory=dict)
 
     def resources(
@@ -174,14 +178,15 @@ class WorkerState:
     ) -> Cache:
         """The windows, the LPIPS network (built on first use, strictly loaded) and the plugin metrics'
         states for this LPIPS setting and these plugin setups: the network from the shipped tensors when
-        they are those of `lpips_weights`, else from the file."""
+        they are those of `lpips_weights`, else from the file; the plugins' states with what they shipped."""
         setups = plugin_setups or {}
         key = (lpips_net, lpips_weights, repr(sorted(setups.items())))
         with self.lock:
             if key not in self.caches:
                 source = self.weights_source(lpips_net, lpips_weights)
                 build = partial(build_network, lpips_net, source)
-                self.caches[key] = Cache(build_network=build, setups=dict(setups))
+                shipped = self.shipped_plugins
+                self.caches[key] = Cache(build_network=build, setups=dict(setups), shipped=shipped)
             return self.caches[key]
 
     def extractor(self, file: InceptionFile, resize: str, device: torch.device) -> torch.nn.Module:
@@ -242,6 +247,7 @@ class ScoringPlugin(WorkerPlugin):
     `backbone`: the LPIPS backbone's tensors, pickled with the plugin and sent to every worker (also to one
     that joins later), which builds the network from them instead of opening the client's file.
     `inception`: the bytes of the Inception weights file for FID/KID, shipped the same way.
+    `plugins`: {column: what a plugin metric ships} (`measure.ship_plugins`), shipped the same way.
     """
 
     name = PLUGIN_NAME
@@ -252,16 +258,20 @@ class ScoringPlugin(WorkerPlugin):
         own_processes: bool = False,
         backbone: BackboneWeights | None = None,
         inception: InceptionWeights | None = None,
+        plugins: dict[str, Any] | None = None,
     ) -> None:
         self.torch_threads = torch_threads
         self.own_processes = own_processes
         self.backbone = backbone
         self.inception = inception
+        self.plugins = plugins or {}
         self.state: WorkerState | None = None  # made in `setup`, on the worker
         self._previous_threads: int | None = None
 
     def setup(self, worker: Any) -> None:
-        self.state = WorkerState(shipped=self.backbone, shipped_inception=self.inception)
+        self.state = WorkerState(
+            shipped=self.backbone, shipped_inception=self.inception, shipped_plugins=self.plugins
+        )
         if self.own_processes:
             keep_freed_memory()
             gc.freeze()  # the imported modules' objects: later full collections no longer walk them
@@ -279,20 +289,24 @@ def scoring_plugin(
     lpips_net: str,
     backbone: BackboneFile | None,
     inception: InceptionWeights | None = None,
+    plugin_setups: dict[str, Any] | None = None,
 ) -> ScoringPlugin:
-    """The `ScoringPlugin` of a run on `execution`, carrying the verified LPIPS backbone's tensors and the
-    Inception weights when the run has Dask workers (without workers the files are read where the networks
-    are built).
+    """The `ScoringPlugin` of a run on `execution`, carrying the verified LPIPS backbone's tensors, the
+    Inception weights and what the plugin metrics of `plugin_setups` ship (`measure.ship_plugins`) when the
+    run has Dask workers (without workers the files are read where the networks are built).
 
     Raises:
-        WeightsError: the backbone file changed since it was verified, or cannot be loaded.
+        WeightsError: the backbone file or a plugin's weights file changed since it was verified, or cannot
+            be loaded.
     """
-    weights = load_backbone_weights(lpips_net, backbone) if backbone and execution.has_workers else None
+    if not execution.has_workers:
+        return ScoringPlugin(execution.torch_threads, own_processes=execution.own_processes)
     return ScoringPlugin(
         execution.torch_threads,
         own_processes=execution.own_processes,
-        backbone=weights,
-        inception=inception if execution.has_workers else None,
+        backbone=load_backbone_weights(lpips_net, backbone) if backbone else None,
+        inception=inception,
+        plugins=ship_plugins(plugin_setups or {}),
     )
 
 

@@ -258,6 +258,31 @@ def alex_weights(checkpoint_store: Path) -> Path:
     return checkpoint_store / "alex-seed0.pth"
 
 
+# Adapted network metrics: pyiqa's LPIPS with seeded weights where pyiqa looks for them. pyiqa is an optional
+# extra that takes seconds to import, so the fixtures import it (or skip) when a test asks for them.
+@pytest.fixture
+def pyiqa_cache(torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """pyiqa's weights folder under the test's TORCH_HOME (pyiqa fixed its folder when it was imported)."""
+    download_util = pytest.importorskip("pyiqa.utils.download_util")
+    folder = torch_home.parent / "pyiqa"
+    monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def seeded_pyiqa_lpips(alex_home: Path, pyiqa_cache: Path, no_download: None) -> tuple[Path, Path]:
+    """pyiqa's LPIPS (alex) weights: the seeded AlexNet in torchvision's cache, seeded linear layers in
+    pyiqa's; returns both files."""
+    pyiqa = pytest.importorskip("pyiqa")
+    torch.manual_seed(3)
+    layers = {key: torch.rand_like(value) for key, value in pyiqa.create_metric("lpips", pretrained=False,
+              device="cpu").net.state_dict().items() if key.startswith("lin")}  # fmt: skip
+    path = pyiqa_cache / "LPIPS_v0.1_alex-df73285e.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(layers, path)
+    return alex_home, path
+
+
 # LPIPS test material
 
 

@@ -1,6 +1,7 @@
 """End to end on real Dask processes: an existing cluster by address, scheduler file and
-DASK_SCHEDULER_ADDRESS, a worker that cannot see the client's LPIPS weights, a worker killed while scoring, a
-scoring process killed and resumed. (Tests of `pipeline/cluster.py` itself are in test_cluster.py.)"""
+DASK_SCHEDULER_ADDRESS, a worker that cannot see the client's LPIPS weights or an adapted metric's, a worker
+killed while scoring, a scoring process killed and resumed. (Tests of `pipeline/cluster.py` itself are in
+test_cluster.py.)"""
 
 from __future__ import annotations
 
@@ -189,6 +190,37 @@ def test_a_worker_without_the_weights_scores_lpips_as_a_local_run(tmp_path, alex
     pd.testing.assert_frame_equal(remote.frame[columns], local.frame[columns], rtol=0, atol=LPIPS_TOL)
     assert remote.manifest["lpips_backbone"] == str(weights)
     assert remote.manifest["lpips_backbone_sha256"] == sha256_of(weights)
+
+
+@pytest.mark.skipif(not can_hide_folders(), reason="needs `unshare -m` and tmpfs mounts (root on Linux)")
+def test_a_worker_without_the_weights_scores_an_adapted_network_metric_as_a_local_run(
+    tmp_path, tmp_path_factory, seeded_pyiqa_lpips
+):
+    """pyiqa's LPIPS with seeded weights in the client's TORCH_HOME (tmp_path), which the worker sees as an
+    empty tmpfs: the worker writes the weights shipped from the client into its own, empty TORCH_HOME and
+    gives the values of a local run."""
+    ref, out = make_dataset(tmp_path_factory.mktemp("images"), 6, size=96)
+    worker_home = tmp_path_factory.mktemp("worker-torch-home")
+    options = {"metrics": ("psnr", "pyiqa:lpips"), "report": False, "progress": False}
+    cluster = DaskCluster(tmp_path, workers=1, worker_env={"TORCH_HOME": str(worker_home)}, hidden=tmp_path)
+    try:
+        with Client(cluster.address, timeout=30) as client:
+            seen = client.run(lambda: (any(tmp_path.iterdir()), any(worker_home.iterdir())))
+        assert list(seen.values()) == [(False, False)]  # the worker has no weights to read
+        remote = pipeline.score(ref, out, tmp_path / "remote", scheduler=cluster.address, **options)
+    finally:
+        cluster.close()
+    local = pipeline.score(ref, out, tmp_path / "local", scheduler="sync", **options)
+    columns = ["key", "status", "psnr", "pyiqa_lpips"]
+    assert (remote.frame["status"] == "ok").all() and len(remote.frame) == 6
+    pd.testing.assert_frame_equal(remote.frame[columns], local.frame[columns], rtol=0, atol=LPIPS_TOL)
+    assert remote.manifest["metric_plugins"] == local.manifest["metric_plugins"]
+    alexnet, layers = seeded_pyiqa_lpips
+    written = {path.relative_to(worker_home): sha256_of(path) for path in worker_home.rglob("*.pth")}
+    assert written == {
+        Path("hub/checkpoints") / alexnet.name: sha256_of(alexnet),
+        Path("hub/pyiqa") / layers.name: sha256_of(layers),
+    }
 
 
 @pytest.mark.skipif(not can_hide_folders(), reason="needs a mount namespace (unshare -m) to hide folders")

@@ -4,6 +4,7 @@ messages for a missing library, an unknown metric and missing weights."""
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -155,27 +156,6 @@ def test_torchmetrics_metrics_equal_torchmetrics_called_per_pair(torchmetrics_ru
 # Weights: a network metric with seeded weights where the library looks for them, and without any
 
 
-@pytest.fixture
-def pyiqa_cache(torch_home, monkeypatch) -> Path:
-    """pyiqa's weights folder under the test's TORCH_HOME (pyiqa fixed its folder when it was imported)."""
-    folder = torch_home.parent / "pyiqa"
-    monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
-def seeded_pyiqa_lpips(alex_home, pyiqa_cache, no_download) -> tuple[Path, Path]:
-    """pyiqa's LPIPS (alex) weights: the seeded AlexNet in torchvision's cache, seeded linear layers in
-    pyiqa's; returns both files."""
-    torch.manual_seed(3)
-    layers = {key: torch.rand_like(value) for key, value in pyiqa.create_metric("lpips", pretrained=False,
-              device="cpu").net.state_dict().items() if key.startswith("lin")}  # fmt: skip
-    path = pyiqa_cache / "LPIPS_v0.1_alex-df73285e.pth"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(layers, path)
-    return alex_home, path
-
-
 def test_a_network_metric_with_seeded_weights_equals_pyiqa_and_records_them(
     photos, seeded_pyiqa_lpips, tmp_path
 ):
@@ -238,6 +218,120 @@ def test_a_worker_whose_weights_differ_from_the_client_s_refuses_them(seeded_pyi
     torch.save({key: value + 1 for key, value in layers.items()}, seeded_pyiqa_lpips[1])
     with pytest.raises(WeightsError, match=r"LPIPS_v0\.1_alex-df73285e\.pth .* is not the one the client"):
         plugin.build_state(torch.device("cpu"), setup)
+
+
+# Weights shipped from the client to a worker that has none: this process plays the worker after `prepare`
+
+
+def as_a_worker_with_an_empty_home(monkeypatch, home: Path) -> None:
+    """From here on, the libraries look for weights under `home` (TORCH_HOME), as a worker on another machine
+    would: torchvision in `home/hub/checkpoints`, pyiqa in `home/hub/pyiqa`."""
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", str(home / "hub" / "pyiqa"))
+
+
+def prepared_and_shipped(column: str) -> tuple:
+    """(plugin, setup, what it ships) of an adapted metric, as the client makes them."""
+    plugin = adapted_plugin(column)
+    setup = plugin.prepare()
+    return plugin, setup, plugin.ship(setup)
+
+
+def last_bit_flipped(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*") if path.is_file())
+
+
+def test_shipped_weights_are_written_where_the_library_looks_and_it_loads_them(
+    photos, seeded_pyiqa_lpips, tmp_path, monkeypatch
+):
+    plugin, setup, shipped = prepared_and_shipped("pyiqa_lpips")
+    assert sorted(item.file.name for item in shipped) == sorted(path.name for path in seeded_pyiqa_lpips)
+    ref, out = (rgb_unit(str(folder / "0.png")) for folder in photos)
+    on_the_client = plugin.build_state(torch.device("cpu"), setup)
+    home = tmp_path / "worker-home"
+    as_a_worker_with_an_empty_home(monkeypatch, home)
+    on_the_worker = plugin.make_state(torch.device("cpu"), setup, shipped)
+    alexnet, layers = seeded_pyiqa_lpips
+    written = [home / "hub" / "checkpoints" / alexnet.name, home / "hub" / "pyiqa" / layers.name]
+    assert files_under(home) == sorted(written)  # no temporary file left
+    assert [sha256_of(path) for path in written] == [sha256_of(alexnet), sha256_of(layers)]
+    with torch.inference_mode():
+        assert on_the_worker(ref, out).tolist() == on_the_client(ref, out).tolist()
+
+
+def test_shipped_bytes_that_do_not_hash_as_verified_are_refused(seeded_pyiqa_lpips, tmp_path, monkeypatch):
+    plugin, setup, shipped = prepared_and_shipped("pyiqa_lpips")
+    damaged = tuple(adapters.ShippedFile(item.file, last_bit_flipped(item.data)) for item in shipped)
+    home = tmp_path / "worker-home"
+    as_a_worker_with_an_empty_home(monkeypatch, home)
+    with pytest.raises(WeightsError) as caught:
+        plugin.make_state(torch.device("cpu"), setup, damaged)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("pyiqa:lpips: the bytes of the weights file ")
+    assert "shipped from the client" in message and "refused" in message
+    assert files_under(home) == []
+
+
+def test_a_weights_file_changed_on_the_client_after_prepare_is_not_shipped(seeded_pyiqa_lpips):
+    plugin = adapted_plugin("pyiqa_lpips")
+    setup = plugin.prepare()
+    layers = seeded_pyiqa_lpips[1]
+    torch.save({key: value + 1 for key, value in torch.load(layers).items()}, layers)
+    with pytest.raises(WeightsError) as caught:
+        plugin.ship(setup)
+    message = str(caught.value)
+    assert "\n" not in message and f"the weights file {layers} changed since it was verified" in message
+
+
+def test_a_worker_file_of_other_bytes_is_refused_though_the_client_s_were_shipped(
+    seeded_pyiqa_lpips, tmp_path, monkeypatch
+):
+    plugin, setup, shipped = prepared_and_shipped("pyiqa_lpips")
+    home = tmp_path / "worker-home"
+    other = home / "hub" / "pyiqa" / seeded_pyiqa_lpips[1].name
+    other.parent.mkdir(parents=True)
+    torch.save({key: value + 1 for key, value in torch.load(seeded_pyiqa_lpips[1]).items()}, other)
+    as_a_worker_with_an_empty_home(monkeypatch, home)
+    with pytest.raises(WeightsError, match=r"LPIPS_v0\.1_alex-df73285e\.pth .* is not the one the client"):
+        plugin.make_state(torch.device("cpu"), setup, shipped)
+
+
+def test_a_worker_that_cannot_make_the_library_s_folder_says_which_and_what_to_do(
+    seeded_pyiqa_lpips, tmp_path, monkeypatch
+):
+    plugin, setup, shipped = prepared_and_shipped("pyiqa_lpips")
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    as_a_worker_with_an_empty_home(monkeypatch, blocker / "home")
+    with pytest.raises(WeightsError) as caught:
+        plugin.make_state(torch.device("cpu"), setup, shipped)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("pyiqa:lpips cannot be built: ")
+    assert f"weights folder {blocker}" in message and "set TORCH_HOME to a writable folder" in message
+
+
+def test_shipped_bytes_that_cannot_be_written_name_the_folder_and_what_to_do(tmp_path):
+    data = b"toy weights"
+    file = adapters.WeightsFile("toy.pth", "/on/the/client/toy.pth", hashlib.sha256(data).hexdigest())
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+
+    def construct(device):
+        torch.hub.download_url_to_file("https://example.org/toy.pth", str(blocker / "cache" / "toy.pth"))
+        return lambda ref, out: (ref - out).abs().flatten(1).mean(1)
+
+    shipped = (adapters.ShippedFile(file, data),)
+    plugin = adapters.adapted_plugin(MetricSpec("toy_net", False, "", "", 0.01), "iqa-pipeline", construct)
+    with pytest.raises(WeightsError) as caught:
+        plugin.make_state(torch.device("cpu"), (file,), shipped)
+    assert str(caught.value).startswith(
+        f"toy:net: the weights file toy.pth shipped from the client cannot be written to {blocker / 'cache'}"
+    )
+    assert "set TORCH_HOME to a writable folder" in str(caught.value)
 
 
 # Names, directions, messages

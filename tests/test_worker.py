@@ -21,6 +21,7 @@ from pipeline import worker
 from pipeline.cluster import open_cluster
 from pipeline.devices import compute_device, resolve_device
 from pipeline.errors import UsageError, WeightsError
+from pipeline.measure import prepare_plugins
 from pipeline.metrics.lpips_weights import load_backbone_weights, verify_backbone
 from pipeline.worker import (
     PairTask,
@@ -182,6 +183,19 @@ def test_the_plugin_ships_the_backbone_to_dask_workers_only(checkpoint_store):
         execution.register(scoring_plugin(execution, "squeeze", backbone))
         shipped = execution.executor.submit(lambda: current_state().shipped).result()
         assert shipped.file == backbone and shipped.net == "squeeze"
+
+
+def test_the_plugin_ships_the_weights_of_the_run_s_adapted_metrics_to_dask_workers_only(seeded_pyiqa_lpips):
+    setups = prepare_plugins(("psnr", "pyiqa_lpips", "pyiqa_gmsd"))  # GMSD loads no weights: nothing to ship
+    with open_cluster("sync") as execution:
+        assert scoring_plugin(execution, "alex", None, plugin_setups=setups).plugins == {}
+    with open_cluster("threads", workers=1) as execution:
+        execution.register(scoring_plugin(execution, "alex", None, plugin_setups=setups))
+        shipped = execution.executor.submit(lambda: current_state().shipped_plugins).result()
+    assert list(shipped) == ["pyiqa_lpips"]
+    assert tuple(item.file for item in shipped["pyiqa_lpips"]) == setups["pyiqa_lpips"]
+    sizes = {item.file.name: len(item.data) for item in shipped["pyiqa_lpips"]}
+    assert sizes == {path.name: path.stat().st_size for path in seeded_pyiqa_lpips}
 
 
 def test_a_worker_that_cannot_build_the_network_says_which_worker(tmp_path):

@@ -9,9 +9,13 @@ when one of its metrics is asked for.
 What is shared here: the model (or function) of a metric is built by `build_scorer` once per worker and
 device, and once on the client by `prepare`, which finds the weights files the library loads, checks each one
 loads as plain tensors (`torch.load(weights_only=True)`, also when the library itself would unpickle it), and
-records its sha256; a worker loads the same files (downloads refused) and must find the same hashes. A file
-the library would download and cannot is a one-line `WeightsError` naming the file and the folder it belongs
-in, before any pair is scored.
+records its sha256 (the setup, `WeightsFile`s). When the run has Dask workers, the client reads those files
+again (`ship_weights`: they must still hash to what was recorded) and their bytes travel once to every worker
+with the scoring worker plugin, as the built-in LPIPS backbone does. A worker builds the metric without
+downloads: a file the library would download that was shipped is written from the shipped bytes where the
+library asked for it (`write_shipped`), and the worker must then find the client's hashes; a file already on
+its disk with other bytes is refused. A file the library would download and cannot is a one-line
+`WeightsError` naming the file and the folder it belongs in, before any pair is scored.
 
 Example (a metric of no weights, as an adapter module declares one):
     >>> import torch
@@ -28,9 +32,11 @@ Example (a metric of no weights, as an adapter module declares one):
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -50,6 +56,7 @@ LIBRARY_INPUT = MetricInput(
     scale="unit", channels="rgb"
 )  # RGB in [0, 1], gray replicated: what all 3 document
 _WATCHING = threading.Lock()  # one build at a time per process sees the library's weights
+WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST})
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,21 @@ class WeightsFile:
     name: str
     path: str
     sha256: str
+
+
+@dataclass(frozen=True, eq=False)
+class ShippedFile:
+    """The bytes of a weights file the client verified (`ship_weights`), sent once to every Dask worker.
+
+    `file.sha256` is the sha256 of `data`, checked again on the worker before the bytes are written.
+    """
+
+    file: WeightsFile
+    data: bytes = field(repr=False)
+
+
+class ShippedWeightsError(Exception):
+    """Shipped weights a worker cannot use: bytes of another hash, or a folder it cannot write."""
 
 
 class MissingWeights(Exception):
@@ -74,6 +96,7 @@ class WeightsWatch:
     """What a library did about weights while a metric was built (`watching_weights`)."""
 
     allow_download: bool
+    shipped: dict[str, ShippedFile] = field(default_factory=dict)  # by file name
     loaded: list[WeightsFile] = field(default_factory=list)
 
     def load(self, original: Callable[..., Any], file: Any, *args: Any, **kwargs: Any) -> Any:
@@ -92,7 +115,12 @@ class WeightsWatch:
         return original(file, *args, **kwargs)
 
     def download(self, original: Callable[..., Any], url: str, path: str, *args: Any, **kwargs: Any) -> None:
-        """A library's download of a weights file: refused, or tried; a failure is `MissingWeights`."""
+        """A library's download of a weights file: written from the shipped bytes of a file of that name, else
+        refused, or tried; a failure is `MissingWeights`."""
+        shipped = self.shipped.get(os.path.basename(path))
+        if shipped is not None:
+            write_shipped(shipped, str(path))
+            return
         if not self.allow_download:
             raise MissingWeights(url, str(path), "downloads are not made here")
         try:
@@ -103,16 +131,19 @@ class WeightsWatch:
 
 @contextlib.contextmanager
 def watching_weights(
-    allow_download: bool, aliases: tuple[tuple[Any, str], ...] = ()
+    allow_download: bool,
+    aliases: tuple[tuple[Any, str], ...] = (),
+    shipped: tuple[ShippedFile, ...] = (),
 ) -> Iterator[WeightsWatch]:
     """While a library builds a metric: every `torch.load` of a file recorded (and made `weights_only`), every
     download through `torch.hub.download_url_to_file` (also where a library bound it to a name of its own,
-    `aliases`: (module, attribute)) refused or failing as `MissingWeights`; its output silenced.
+    `aliases`: (module, attribute)) written from the `shipped` file of the same name, else refused or failing
+    as `MissingWeights`; its output silenced.
 
     The libraries fetch weights inside their constructors and have no API that names the files, so this is
     the one place that sees them; the functions are put back on exit, and builds take turns (a lock).
     """
-    watch = WeightsWatch(allow_download)
+    watch = WeightsWatch(allow_download, {item.file.name: item for item in shipped})
     load, download = torch.load, torch.hub.download_url_to_file
     places = ((torch.hub, "download_url_to_file"), *aliases)
     with _WATCHING, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -134,22 +165,70 @@ def file_sha256(path: str) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
+def write_shipped(shipped: ShippedFile, path: str) -> None:
+    """Write shipped bytes to `path`, the file a library asked to download, once they hash as verified.
+
+    Raises:
+        ShippedWeightsError: the bytes do not hash to `shipped.file.sha256`, or the folder cannot be written.
+    """
+    name = shipped.file.name
+    digest = hashlib.sha256(shipped.data).hexdigest()
+    if digest != shipped.file.sha256:
+        raise ShippedWeightsError(
+            f"the bytes of the weights file {name} shipped from the client hash to {digest[:12]}, not to the "
+            f"sha256 the client verified ({shipped.file.sha256[:12]}); they are refused: run again"
+        )
+    try:
+        replace_file(path, shipped.data)
+    except OSError as exc:
+        folder = os.path.dirname(os.path.abspath(path))
+        raise ShippedWeightsError(
+            f"the weights file {name} shipped from the client cannot be written to {folder}, where the "
+            f"library looks for it {unwritable(exc)}"
+        ) from None
+
+
+def replace_file(path: str, data: bytes) -> None:
+    """Write `data` to `path` (its folder made) through a temporary file in the same folder and `os.replace`,
+    so that no process ever sees part of the file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def unwritable(exc: OSError) -> str:
+    """The end of a message about a folder that cannot be written: why, and what to do."""
+    reason = exc.strerror or type(exc).__name__
+    return f"({reason}): make that folder writable, or set TORCH_HOME to a writable folder"
+
+
 def build_scorer(
     column: str,
     construct: Construct,
     device: torch.device,
     allow_download: bool,
     aliases: tuple[tuple[Any, str], ...] = (),
+    shipped: tuple[ShippedFile, ...] = (),
 ) -> tuple[Scorer, tuple[WeightsFile, ...]]:
-    """`construct(device)` with its weights watched: the scorer and the weights files it loaded.
+    """`construct(device)` with its weights watched: the scorer and the weights files it loaded; a file the
+    library would download that is among `shipped` is written from the shipped bytes instead.
 
     Raises:
         WeightsError: a weights file is missing and cannot be downloaded (the message names it and its
-            folder), or does not load as plain tensors, or the library failed to fetch a file by other means.
+            folder), or does not load as plain tensors, or shipped bytes do not hash as verified or cannot be
+            written, or the library failed to fetch a file by other means.
         ConfigError: the library cannot build the metric otherwise (e.g. a module it needs is missing).
     """
     try:
-        with watching_weights(allow_download, aliases) as watch:
+        with watching_weights(allow_download, aliases, shipped) as watch:
             scorer = construct(device)
     except MissingWeights as missing:
         folder, name = os.path.split(missing.path)
@@ -157,6 +236,8 @@ def build_scorer(
             f"{adapted_selector(column)} needs the weights file {name}, which is not in {folder} and "
             f"{missing.reason}: put the file there ({missing.url}), where the library looks for it."
         ) from None
+    except ShippedWeightsError as refused:
+        raise WeightsError(f"{adapted_selector(column)}: {refused}") from None
     except IQAError:
         raise
     except Exception as exc:
@@ -170,6 +251,11 @@ def unbuildable(column: str, exc: Exception) -> IQAError:
     selector, detail = adapted_selector(column), f"{type(exc).__name__}: {exc}"
     if isinstance(exc, ModuleNotFoundError):
         return ConfigError(f"{selector} needs the module {exc.name}, which is not installed: pip install it")
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS and exc.filename:
+        return WeightsError(
+            f"{selector} cannot be built: the library cannot make or write its weights folder {exc.filename} "
+            f"{unwritable(exc)}"
+        )
     if isinstance(exc, OSError):
         return WeightsError(
             f"{selector} cannot be built ({detail}); the library fetches a file by its own means: run once "
@@ -192,20 +278,54 @@ def prepare_scorer(
     return files
 
 
+def ship_weights(column: str, setup: tuple[WeightsFile, ...]) -> tuple[ShippedFile, ...] | None:
+    """On the client of a run with Dask workers: the bytes of the weights files `setup` names, read again and
+    checked against the sha256 recorded by `prepare_scorer`; None for a metric of no weights files.
+
+    Raises:
+        WeightsError: a file cannot be read, or changed since it was verified.
+    """
+    return tuple(read_verified(column, file) for file in setup) or None
+
+
+def read_verified(column: str, file: WeightsFile) -> ShippedFile:
+    """The bytes of a verified weights file, which must still hash to `file.sha256`."""
+    selector, fix = adapted_selector(column), "leave weights files alone while a run starts, and run again"
+    try:
+        with open(file.path, "rb") as opened:
+            data = opened.read()
+    except OSError as exc:
+        raise WeightsError(
+            f"{selector}: the weights file {file.path} cannot be read to ship it to the Dask workers "
+            f"({exc.strerror or type(exc).__name__}): {fix}"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != file.sha256:
+        raise WeightsError(
+            f"{selector}: the weights file {file.path} changed since it was verified (sha256 {digest[:12]}, "
+            f"verified {file.sha256[:12]}): {fix}"
+        )
+    return ShippedFile(file, data)
+
+
 def worker_scorer(
     column: str,
     construct: Construct,
     aliases: tuple[tuple[Any, str], ...],
     device: torch.device,
     setup: tuple[WeightsFile, ...] | None,
+    shipped: tuple[ShippedFile, ...] = (),
 ) -> Scorer:
     """On a worker, once per device: the metric built without downloads, on the weights files the client
-    verified (`setup`; None: not checked, for direct calls).
+    verified (`setup`; None: not checked, for direct calls); a file the library would download that is among
+    `shipped` (and named by `setup`) is written from the shipped bytes where the library looks for it.
 
     Raises:
-        WeightsError: a file is missing here, or differs from the client's.
+        WeightsError: a file is missing here, or differs from the client's, or shipped bytes are refused.
     """
-    scorer, files = build_scorer(column, construct, device, allow_download=False, aliases=aliases)
+    named = None if setup is None else {(file.name, file.sha256) for file in setup}
+    usable = tuple(item for item in shipped if named is None or (item.file.name, item.file.sha256) in named)
+    scorer, files = build_scorer(column, construct, device, False, aliases, usable)
     if setup is not None:
         expected = {file.name: file.sha256 for file in setup}
         for file in files:
@@ -248,7 +368,8 @@ def adapted_plugin(
     aliases: tuple[tuple[Any, str], ...] = (),
 ) -> MetricPlugin:
     """The plugin of an adapted metric: `construct(device) -> scorer(ref, out) -> (N,)` built once per worker
-    and device (and once on the client, whose weights files the workers must match).
+    and device (and once on the client, whose weights files the workers must match, from the bytes the client
+    ships them where their own disk lacks a file).
 
     Args:
         spec: the column (`choices.metric_column` of the selector), direction, unit, tolerance.
@@ -264,6 +385,7 @@ def adapted_plugin(
         input=replace(input, min_side=max(input.min_side, spec.min_side)),
         build_state=partial(worker_scorer, spec.name, construct, aliases),
         prepare=partial(prepare_scorer, spec.name, construct, aliases),
+        ship=partial(ship_weights, spec.name),
         package=package,
         weights_sha256=weights_digest,
     )
@@ -271,11 +393,13 @@ def adapted_plugin(
 
 __all__ = [
     "LIBRARY_INPUT",
+    "ShippedFile",
     "WeightsFile",
     "adapted_plugin",
     "adapted_selector",
     "build_scorer",
     "per_pair_values",
+    "ship_weights",
     "watching_weights",
     "weights_digest",
 ]
