@@ -154,6 +154,7 @@ class Execution:
     description: str
     dashboard_link: str | None = None
     own_processes: bool = False  # the workers are processes this run started
+    started_here: bool = False  # a local cluster of this run: its workers see this machine's files
     plugins: list[str] = field(default_factory=list)
 
     @property
@@ -250,7 +251,12 @@ def open_cluster(
         client = Client(cluster)
     try:
         execution = Execution(
-            client, torch_threads, description, local_dashboard_link(client), own_processes=processes
+            client,
+            torch_threads,
+            description,
+            local_dashboard_link(client),
+            own_processes=processes,
+            started_here=True,
         )
         if processes:  # an in-process worker logs here itself
             execution.register(forward_worker_warnings(client, scheduler_events=False, quiet_stderr=True))

@@ -120,9 +120,7 @@ class ImageFile:
     sha256: str
 
 
-def read_image_file(
-    path: str | os.PathLike[str], storage_options: StorageOptions | None = None
-) -> ImageFile:
+def read_image_file(path: str | os.PathLike[str], storage_options: StorageOptions | None = None) -> ImageFile:
     """Read one file's bytes and hash them (no decoding).
 
     Args:

@@ -151,8 +151,8 @@ class MetricPlugin:
         ship: (setup) -> what every Dask worker receives once, with the run's worker plugin, so that it needs
             no disk of its own (e.g. the bytes of the weights files the setup names, read again and checked on
             the client; a `WeightsError` when they changed); None when the setup has nothing to ship. Called
-            on the client only when the run has Dask workers; `build_state` then gets it as the keyword
-            `shipped` (`make_state`).
+            on the client only when the run's workers are another cluster's (a local cluster's workers read
+            the client's files); `build_state` then gets it as the keyword `shipped` (`make_state`).
     """
 
     spec: MetricSpec

@@ -291,9 +291,10 @@ def scoring_plugin(
     inception: InceptionWeights | None = None,
     plugin_setups: dict[str, Any] | None = None,
 ) -> ScoringPlugin:
-    """The `ScoringPlugin` of a run on `execution`, carrying the verified LPIPS backbone's tensors, the
-    Inception weights and what the plugin metrics of `plugin_setups` ship (`measure.ship_plugins`) when the
-    run has Dask workers (without workers the files are read where the networks are built).
+    """The `ScoringPlugin` of a run on `execution`, carrying the verified LPIPS backbone's tensors and the
+    Inception weights when the run has Dask workers (without workers the files are read where the networks
+    are built), and what the plugin metrics of `plugin_setups` ship (`measure.ship_plugins`, whole weights
+    files) when those workers are another cluster's, which may not see this machine's files.
 
     Raises:
         WeightsError: the backbone file or a plugin's weights file changed since it was verified, or cannot
@@ -306,7 +307,7 @@ def scoring_plugin(
         own_processes=execution.own_processes,
         backbone=load_backbone_weights(lpips_net, backbone) if backbone else None,
         inception=inception,
-        plugins=ship_plugins(plugin_setups or {}),
+        plugins={} if execution.started_here else ship_plugins(plugin_setups or {}),
     )
 
 

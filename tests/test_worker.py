@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import LPIPS_TOL, PSNR_TOL, SSIM_TOL, degrade, matlab_y, real_image, save_image, skimage_ssim
+from distributed import LocalCluster
 from PIL import Image
 from scipy.signal import convolve2d
 from skimage.metrics import peak_signal_noise_ratio
@@ -185,11 +186,18 @@ def test_the_plugin_ships_the_backbone_to_dask_workers_only(checkpoint_store):
         assert shipped.file == backbone and shipped.net == "squeeze"
 
 
-def test_the_plugin_ships_the_weights_of_the_run_s_adapted_metrics_to_dask_workers_only(seeded_pyiqa_lpips):
+def test_the_plugin_ships_adapted_metrics_weights_to_another_cluster_only(seeded_pyiqa_lpips):
+    """Whole weights files go only to workers that may not see this machine's files: not to the sync
+    executor, not to a local cluster the run starts, and to a cluster found at an address."""
     setups = prepare_plugins(("psnr", "pyiqa_lpips", "pyiqa_gmsd"))  # GMSD loads no weights: nothing to ship
     with open_cluster("sync") as execution:
         assert scoring_plugin(execution, "alex", None, plugin_setups=setups).plugins == {}
     with open_cluster("threads", workers=1) as execution:
+        assert scoring_plugin(execution, "alex", None, plugin_setups=setups).plugins == {}
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        open_cluster(cluster.scheduler_address) as execution,
+    ):
         execution.register(scoring_plugin(execution, "alex", None, plugin_setups=setups))
         shipped = execution.executor.submit(lambda: current_state().shipped_plugins).result()
     assert list(shipped) == ["pyiqa_lpips"]
