@@ -4,6 +4,8 @@
     python scripts/bench.py --data REF_DIR OUT_DIR   # your own folders (paired like `iqa score` pairs them)
     python scripts/bench.py --quick                  # small smoke run
     python scripts/bench.py --json bench.json        # also save the raw numbers
+    python scripts/bench.py --adapters               # adapted metrics (pyiqa:fsim, ...) vs their libraries
+    python scripts/bench.py --adapters pyiqa:fsim,piq:gmsd --photos 12   # some of them, 60 pairs
 
 Every method is timed on the same pairs, pairs per second as the median over `--repeats`:
 
@@ -36,6 +38,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.adapters import ADAPTED_METRICS, run_adapters
 from bench.dataset import dataset_folders, describe_dataset, seeded_alexnet
 from bench.peers import PEERS, choose_peers
 from bench.report import Context, render
@@ -71,6 +74,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="write the raw numbers to this file")
     parser.add_argument("--workdir", type=Path, help="keep data and run dirs here instead of a temp dir")
+    parser.add_argument(
+        "--adapters",
+        nargs="?",
+        const=",".join(ADAPTED_METRICS),
+        metavar="LIBRARY:NAME,...",
+        help="instead: adapted metrics through the pipeline against each library's own loop "
+        "(`bench.adapters`; default: 6 of pyiqa, 4 of piq, 3 of torchmetrics)",
+    )
+    parser.add_argument(
+        "--photos", type=int, default=3, help="with --adapters: photos of the dataset (5 pairs each)"
+    )
     return parser.parse_args(argv)
 
 
@@ -97,6 +111,17 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> int:
     return 0
 
 
+def adapters(args: argparse.Namespace, workdir: Path) -> int:
+    """`--adapters`: each adapted metric timed through the pipeline and in its library's loop (medians of
+    `--repeats`), the figures also in the JSON file of `--json`."""
+    selectors = [name.strip() for name in args.adapters.split(",") if name.strip()]
+    repeats = 1 if args.quick else args.repeats
+    results = run_adapters(selectors, workdir, args.photos, repeats)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark in `--workdir` or a temporary folder (removed afterwards); returns the exit code."""
     args = parse_args(argv)
@@ -106,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(usable_cores()))
     os.environ.setdefault("MKL_NUM_THREADS", str(usable_cores()))
     try:
+        if args.adapters:
+            return adapters(args, workdir)
         return benchmark(args, workdir)
     finally:
         if args.workdir is None:

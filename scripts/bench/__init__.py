@@ -13,6 +13,8 @@ Modules, one job each:
   the start-up fit, the machine description.
 * `report`: the markdown tables, the target lines (PASS/FAIL) and the JSON record.
 * `suite`: the rounds of `scripts/bench.py`: started, fresh, and fresh on the scaled dataset.
+* `adapters`: `scripts/bench.py --adapters`, adapted metrics through the pipeline against each library's
+  own loop.
 
 The package is imported as `bench` with `scripts/` on `sys.path` (as it is when a script in `scripts/` runs);
 a package wins over the module `scripts/bench.py` of the same name, which is only ever run as a script.

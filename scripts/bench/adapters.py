@@ -1,8 +1,5 @@
-"""Adapted metrics through the pipeline against the library's own per-pair loop, on the same pairs.
-
-    python scripts/bench_adapters.py                          # 15 pairs (3 photos x 5 outputs, <= 512 px)
-    python scripts/bench_adapters.py --photos 12 --repeats 3  # 60 pairs
-    python scripts/bench_adapters.py --metrics pyiqa:fsim,piq:gmsd --json adapters.json
+"""Adapted metrics (`pyiqa:fsim`, ...) through the pipeline against the library's own per-pair loop, on the
+same pairs: `python scripts/bench.py --adapters [LIBRARY:NAME,...]`.
 
 For every metric, on the benchmark dataset (`bench.dataset.build_dataset`: scikit-image's photos, denoising,
 x2 and x4 super-resolution and JPEG outputs):
@@ -11,36 +8,33 @@ x2 and x4 super-resolution and JPEG outputs):
   called once (not timed), then for each pair both files decoded with Pillow to RGB, scaled to [0, 1] and
   given to the library's call (the adapter's scorer: e.g. pyiqa's `metric(output, reference)`), no grad.
 * pipeline: `pipeline.score(REF, OUT, RUN, metrics=LIBRARY:NAME, report=False)` end to end (discovery,
-  hashing, decoding, the metric, Parquet, manifest), its embedded cluster started in the call (its default
-  layout: a worker process per core, one thread each, each importing the library and building the metric),
-  after one untimed warm-up call. Its start-up is the same call on the first pair alone; the rate after
-  start-up is (pairs - 1) / (seconds - start-up seconds).
+  hashing, decoding, the metric, Parquet, manifest) in its default layout (on up to 4 cores one in-process
+  worker with a task thread per core, one torch thread each), its embedded cluster started and the metric
+  built in the call, after one untimed warm-up call. Its start-up is the same call on the first pair alone;
+  the rate after start-up is (pairs - 1) / (seconds - start-up seconds).
 
-Printed: median seconds over `--repeats` and pairs/s of each, the ratio, and the largest difference between
+Reported: median seconds over the repeats and pairs/s of each, the ratio, and the largest difference between
 their values (|a - b| / max(1, |b|)).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
 from bench.dataset import build_dataset, list_pairs
 from bench.pairs import PairPaths
 from bench.peers import decode_user
 from bench.timing import Stopwatch, score_started, usable_cores
-
 from pipeline.choices import metric_column
 from pipeline.measure import metric_plugin
 
-DEFAULT_METRICS = (
+ADAPTED_METRICS = (
     "pyiqa:fsim", "pyiqa:vif", "pyiqa:gmsd", "pyiqa:nlpd", "pyiqa:vsi", "pyiqa:cw_ssim",
     "piq:gmsd", "piq:fsim", "piq:vif_p", "piq:haarpsi",
     "torchmetrics:structural_similarity_index_measure", "torchmetrics:universal_image_quality_index",
@@ -134,37 +128,20 @@ def table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated LIBRARY:NAME")
-    parser.add_argument("--photos", type=int, default=3, help="photos of the dataset (5 pairs each)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed repeats per method (median reported)")
-    parser.add_argument("--json", type=Path, help="write the figures to this file")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_adapters(
+    selectors: list[str], workdir: Path, photos: int, repeats: int
+) -> dict[str, dict[str, float]]:
+    """Time every metric of `selectors` (LIBRARY:NAME) on `photos` x 5 pairs built in `workdir`, print each
+    metric's figures as they come and the table at the end; returns the figures by selector."""
     cores = usable_cores()
     torch.set_num_threads(cores)
-    selectors = [name.strip() for name in args.metrics.split(",") if name.strip()]
-    with tempfile.TemporaryDirectory(prefix="iqa-bench-adapters-") as temporary:
-        workdir = Path(temporary)
-        build_dataset(workdir / "data", limit=args.photos * PAIRS_PER_PHOTO)
-        ref, out = workdir / "data" / "reference", workdir / "data" / "output"
-        pipeline_run(selectors[0], ref, out, workdir / "warm-up")
-        print(f"{cores} cores, load {os.getloadavg()[0]:.1f}; {len(list_pairs(ref, out))} pairs", flush=True)
-        results = {}
-        for selector in selectors:
-            results[selector] = bench_metric(selector, ref, out, workdir, args.repeats)
-            print(f"  {selector}: {json.dumps(results[selector])}", flush=True)
+    build_dataset(workdir / "data", limit=photos * PAIRS_PER_PHOTO)
+    ref, out = workdir / "data" / "reference", workdir / "data" / "output"
+    pipeline_run(selectors[0], ref, out, workdir / "warm-up")
+    print(f"{cores} cores, load {os.getloadavg()[0]:.1f}; {len(list_pairs(ref, out))} pairs", flush=True)
+    results = {}
+    for selector in selectors:
+        results[selector] = bench_metric(selector, ref, out, workdir, repeats)
+        print(f"  {selector}: {json.dumps(results[selector])}", flush=True)
     print(f"load after: {os.getloadavg()[0]:.1f}\n\n{table(results)}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return results
