@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dask
@@ -162,6 +163,30 @@ def test_scheduler_address_from_the_environment_is_used_and_said(tmp_path, clust
     assert json.loads((tmp_path / "sync" / "manifest.json").read_text())["execution"] == "in-process (sync)"
 
 
+def score_remotely_and_locally(
+    cluster: DaskCluster,
+    probe: Callable[[], tuple[bool, bool]],
+    ref: Path,
+    out: Path,
+    tmp_path: Path,
+    options: dict,
+    network_column: str,
+) -> tuple[pipeline.Run, pipeline.Run]:
+    """(remote, local): the run on `cluster`'s one worker, after `probe` on it found no weights to read
+    ((False, False)), and the same run with the sync scheduler; their PSNR and `network_column` equal."""
+    try:
+        with Client(cluster.address, timeout=30) as client:
+            assert list(client.run(probe).values()) == [(False, False)]  # the worker has no weights to read
+        remote = pipeline.score(ref, out, tmp_path / "remote", scheduler=cluster.address, **options)
+    finally:
+        cluster.close()
+    local = pipeline.score(ref, out, tmp_path / "local", scheduler="sync", **options)
+    columns = ["key", "status", "psnr", network_column]
+    assert (remote.frame["status"] == "ok").all() and len(remote.frame) == 6
+    pd.testing.assert_frame_equal(remote.frame[columns], local.frame[columns], rtol=0, atol=LPIPS_TOL)
+    return remote, local
+
+
 @pytest.mark.skipif(not can_hide_folders(), reason="needs `unshare -m` and tmpfs mounts (root on Linux)")
 def test_a_worker_without_the_weights_scores_lpips_as_a_local_run(tmp_path, alex_weights):
     weights = install(alex_weights, tmp_path / "weights" / "alexnet-seeded.pth")
@@ -177,17 +202,11 @@ def test_a_worker_without_the_weights_scores_lpips_as_a_local_run(tmp_path, alex
     cluster = DaskCluster(
         tmp_path, workers=1, worker_env={"TORCH_HOME": str(torch_home)}, hidden=weights.parent
     )
-    try:
-        with Client(cluster.address, timeout=30) as client:
-            seen = client.run(lambda: (weights.exists(), backbone_cache_path("alex").exists()))
-        assert list(seen.values()) == [(False, False)]  # the worker has no weights to read
-        remote = pipeline.score(ref, out, tmp_path / "remote", scheduler=cluster.address, **options)
-    finally:
-        cluster.close()
-    local = pipeline.score(ref, out, tmp_path / "local", scheduler="sync", **options)
-    columns = ["key", "status", "psnr", "lpips"]
-    assert (remote.frame["status"] == "ok").all() and len(remote.frame) == 6
-    pd.testing.assert_frame_equal(remote.frame[columns], local.frame[columns], rtol=0, atol=LPIPS_TOL)
+
+    def probe() -> tuple[bool, bool]:
+        return weights.exists(), backbone_cache_path("alex").exists()
+
+    remote, _ = score_remotely_and_locally(cluster, probe, ref, out, tmp_path, options, "lpips")
     assert remote.manifest["lpips_backbone"] == str(weights)
     assert remote.manifest["lpips_backbone_sha256"] == sha256_of(weights)
 
@@ -203,17 +222,11 @@ def test_a_worker_without_the_weights_scores_an_adapted_network_metric_as_a_loca
     worker_home = tmp_path_factory.mktemp("worker-torch-home")
     options = {"metrics": ("psnr", "pyiqa:lpips"), "report": False, "progress": False}
     cluster = DaskCluster(tmp_path, workers=1, worker_env={"TORCH_HOME": str(worker_home)}, hidden=tmp_path)
-    try:
-        with Client(cluster.address, timeout=30) as client:
-            seen = client.run(lambda: (any(tmp_path.iterdir()), any(worker_home.iterdir())))
-        assert list(seen.values()) == [(False, False)]  # the worker has no weights to read
-        remote = pipeline.score(ref, out, tmp_path / "remote", scheduler=cluster.address, **options)
-    finally:
-        cluster.close()
-    local = pipeline.score(ref, out, tmp_path / "local", scheduler="sync", **options)
-    columns = ["key", "status", "psnr", "pyiqa_lpips"]
-    assert (remote.frame["status"] == "ok").all() and len(remote.frame) == 6
-    pd.testing.assert_frame_equal(remote.frame[columns], local.frame[columns], rtol=0, atol=LPIPS_TOL)
+
+    def probe() -> tuple[bool, bool]:
+        return any(tmp_path.iterdir()), any(worker_home.iterdir())
+
+    remote, local = score_remotely_and_locally(cluster, probe, ref, out, tmp_path, options, "pyiqa_lpips")
     assert remote.manifest["metric_plugins"] == local.manifest["metric_plugins"]
     alexnet, layers = seeded_pyiqa_lpips
     written = {path.relative_to(worker_home): sha256_of(path) for path in worker_home.rglob("*.pth")}
