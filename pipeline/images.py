@@ -481,7 +481,7 @@ def _int32_as_uint16(pixels: np.ndarray, name: str) -> np.ndarray:
 
 
 def _orientation(image: Image.Image, data: bytes, warnings: list[str]) -> int:
-    if image.format == "PNG" and not _png_may_hold_orientation(data):
+    if image.format == "PNG" and not png_may_hold_orientation(data):
         return 1  # Pillow's PNG getexif() decodes every pixel again to look for chunks after the image data
     try:
         orientation = image.getexif().get(_ORIENTATION_TAG, 1)
@@ -494,7 +494,7 @@ def _orientation(image: Image.Image, data: bytes, warnings: list[str]) -> int:
     return int(orientation)
 
 
-def _png_may_hold_orientation(data: bytes) -> bool:
+def png_may_hold_orientation(data: bytes) -> bool:
     """Whether a PNG has a chunk where Pillow looks for the orientation (`_PNG_EXIF_CHUNK`, or a text chunk
     of one of `_PNG_ORIENTATION_KEYWORDS`); True also for a chunk list that runs past the end of the file
     (Pillow then decides).
@@ -503,7 +503,7 @@ def _png_may_hold_orientation(data: bytes) -> bool:
 
     Example:
         >>> header = (13).to_bytes(4, "big") + b"IHDR" + bytes(13 + 4)
-        >>> _png_may_hold_orientation(_PNG_SIGNATURE + header + bytes(4) + b"IEND" + bytes(4))
+        >>> png_may_hold_orientation(_PNG_SIGNATURE + header + bytes(4) + b"IEND" + bytes(4))
         False
     """
     position = len(_PNG_SIGNATURE)

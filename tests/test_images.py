@@ -21,7 +21,13 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps, PngImagePlugin
 
 from pipeline.errors import ImageError, UsageError
-from pipeline.images import IMAGE_EXTENSIONS, DecodedImage, is_image_path, read_image
+from pipeline.images import (
+    IMAGE_EXTENSIONS,
+    DecodedImage,
+    is_image_path,
+    png_may_hold_orientation,
+    read_image,
+)
 
 DATA = Path(skimage.__file__).parent / "data"
 
@@ -355,6 +361,25 @@ def test_png_orientation_wherever_pillow_finds_it(tmp_path: Path, where: str) ->
     assert expected.shape == (20, 30, 3)
     np.testing.assert_array_equal(image.pixels, expected)
     assert "EXIF orientation 6 applied" in image.warnings
+
+
+def test_a_png_is_searched_for_orientation_by_its_chunks_only(tmp_path: Path) -> None:
+    """Only an eXIf chunk or a text chunk of Pillow's orientation keywords sends a PNG to Pillow's EXIF
+    reading; the same bytes inside the image data, another text keyword or none do not; a chunk list that
+    runs past the end of the file does (Pillow then decides)."""
+    path = tmp_path / "t.png"
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "Raw profile type exif, eXIf, XML:com.adobe.xmp")  # in the text, not the keyword
+    Image.fromarray(rgb()[:30, :20]).save(path, pnginfo=info)
+    data = path.read_bytes()
+    assert not png_may_hold_orientation(data)
+    assert png_may_hold_orientation(data[:-20])  # truncated: the IEND chunk is missing
+    Image.fromarray(rgb()[:30, :20]).save(path, exif=_orientation_exif(3))
+    assert png_may_hold_orientation(path.read_bytes())
+    with_text = PngImagePlugin.PngInfo()
+    with_text.add_text("Raw profile type exif", "exif\n 0\n")
+    Image.fromarray(rgb()[:30, :20]).save(path, pnginfo=with_text)
+    assert png_may_hold_orientation(path.read_bytes())
 
 
 def test_sha256_of_file_bytes(tmp_path: Path) -> None:
