@@ -47,9 +47,15 @@ class WorkerWarnings:
         log.log(level, "Dask worker %s: %s", worker, message)
 
     def on_record(self, event: tuple[float, dict[str, Any]]) -> None:
-        """A log record forwarded by `ForwardLoggingPlugin` (its message already formatted)."""
+        """A log record forwarded by `ForwardLoggingPlugin` (its message already formatted): its first line is
+        shown; a traceback after it (e.g. a heartbeat that failed while the cluster closed) is logged at
+        DEBUG only, so that the console never shows one."""
         _, record = event
-        self.show(str(record.get("worker", "?")), int(record.get("levelno", logging.WARNING)), record["msg"])
+        worker, message = str(record.get("worker", "?")), str(record["msg"])
+        headline = message.split("\n", 1)[0].rstrip()
+        if headline != message:
+            log.debug("Dask worker %s: %s", worker, message)
+        self.show(worker, int(record.get("levelno", logging.WARNING)), headline)
 
     def on_memory_restart(self, event: tuple[float, dict[str, Any]]) -> None:
         """The nanny's `worker-restart-memory` event."""

@@ -286,6 +286,25 @@ def test_worker_warnings_are_shown_once_per_worker_and_kind(caplog):
     assert len(shown) == 4
 
 
+def test_a_forwarded_worker_record_shows_its_first_line_and_never_a_traceback(caplog):
+    """A worker's record with exc_info arrives formatted with its traceback (as a heartbeat that fails while
+    the cluster closes does): the console gets the first line; the traceback is logged at DEBUG only."""
+    message = (
+        "Failed to communicate with scheduler during heartbeat.\n"
+        "Traceback (most recent call last):\n"
+        '  File "distributed/comm/tcp.py", line 226, in read\n'
+        "distributed.comm.core.CommClosedError: in <TCP (closed)>"
+    )
+    warnings = WorkerWarnings()
+    with caplog.at_level(logging.DEBUG, logger="pipeline"):
+        warnings.on_record((0.0, {"worker": "tcp://a:1", "levelno": 40, "msg": message}))
+    shown = [(record.levelno, record.getMessage()) for record in caplog.records]
+    headline = "Dask worker tcp://a:1: Failed to communicate with scheduler during heartbeat."
+    assert (logging.ERROR, headline) in shown
+    assert all("Traceback" not in text for level, text in shown if level > logging.DEBUG)
+    assert any("Traceback" in text for level, text in shown if level == logging.DEBUG)
+
+
 def warn_on_the_worker(message: str) -> None:
     """A task: log `message` as a warning of the worker running it, as distributed's memory monitor does."""
     logging.getLogger("distributed.worker.memory").warning(message)
