@@ -36,19 +36,20 @@ import errno
 import hashlib
 import io
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.hub
 
 from pipeline.choices import MetricSpec
-from pipeline.errors import ConfigError, IQAError, WeightsError
+from pipeline.errors import ConfigError, IQAError, WeightsError, WriteError
 from pipeline.metric_plugins import MetricInput, MetricPlugin
+from pipeline.storage import write_atomic
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (ref, out) -> (N,)
 Construct = Callable[[torch.device], Scorer]
@@ -178,30 +179,16 @@ def write_shipped(shipped: ShippedFile, path: str) -> None:
             f"the bytes of the weights file {name} shipped from the client hash to {digest[:12]}, not to the "
             f"sha256 the client verified ({shipped.file.sha256[:12]}); they are refused: run again"
         )
+    folder = os.path.dirname(os.path.abspath(path))
     try:
-        replace_file(path, shipped.data)
-    except OSError as exc:
-        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        write_atomic(Path(path), lambda temp: temp.write_bytes(shipped.data))
+    except (OSError, WriteError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
         raise ShippedWeightsError(
             f"the weights file {name} shipped from the client cannot be written to {folder}, where the "
-            f"library looks for it {unwritable(exc)}"
+            f"library looks for it {unwritable(cause)}"
         ) from None
-
-
-def replace_file(path: str, data: bytes) -> None:
-    """Write `data` to `path` (its folder made) through a temporary file in the same folder and `os.replace`,
-    so that no process ever sees part of the file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
 
 
 def unwritable(exc: OSError) -> str:
