@@ -1,12 +1,15 @@
-"""glibc's allocator: settings for the worker processes this tool starts (never for a caller's process), and
-giving freed memory back to the operating system after a large pair.
+"""glibc's allocator: settings for the processes that are this tool's own (the worker processes it starts and
+the `iqa` executable's process; never a caller's process), and giving freed memory back to the operating
+system after a large pair.
 
 Scoring allocates and frees image-sized buffers for every pair. Dask's nanny starts worker processes with
 `MALLOC_TRIM_THRESHOLD_=65536`, so glibc hands each freed buffer back to the operating system and the next
 pair page-faults it in again, zero-filled. `keep_freed_memory` raises the mmap and trim thresholds with
 `mallopt`, so freed buffers are reused; memory above `TRIM_THRESHOLD_BYTES` of free heap is still returned,
-and buffers above `MMAP_THRESHOLD_BYTES` are still mapped on their own. Where the C library is not glibc,
-nothing is changed.
+and buffers above `MMAP_THRESHOLD_BYTES` are still mapped on their own. The `iqa` executable's process, where
+the embedded cluster's in-process worker scores, starts with glibc's defaults, which also give some of those
+buffers back; it raises the thresholds too (`pipeline.executable`). Where the C library is not glibc, nothing
+is changed.
 
 Example:
     >>> keep_freed_memory() in (True, False)
@@ -66,7 +69,8 @@ def return_freed_memory() -> bool:
 def keep_freed_memory() -> bool:
     """Raise this process's mmap and trim thresholds; False (nothing changed) where glibc is not used.
 
-    Call it only in a process this tool started (a worker process of its own cluster).
+    Call it only in a process that is this tool's own: a worker process of its own cluster, or the `iqa`
+    executable's process (`pipeline.executable`).
     """
     mallopt = glibc_mallopt()
     if mallopt is None:

@@ -1,5 +1,5 @@
-"""glibc allocator and garbage-collector settings: applied only in worker processes this tool starts, and
-nothing elsewhere."""
+"""glibc allocator and garbage-collector settings: applied only in processes that are this tool's own (the
+worker processes it starts here; the `iqa` executable's: tests/test_cli.py), and nothing elsewhere."""
 
 from __future__ import annotations
 

@@ -361,9 +361,9 @@ def test_lpips_not_scored_is_printed_once(photo_folders, tmp_path, offline, cons
     assert manifest["notices"] == [line] and "lpips" not in manifest["metrics"]
 
 
-def test_the_executable_freezes_the_heap_after_the_command_and_keeps_its_exit_code(monkeypatch, tmp_path):
-    """`console` (the `iqa` executable) exits with the command's code; only then are the live objects frozen
-    out of the garbage collector, so a Python caller of `main` is never affected."""
+def test_the_executable_sets_its_own_process_and_keeps_the_exit_code(monkeypatch, tmp_path):
+    """`console` (the `iqa` executable) sets the collector and the allocator of its own process and exits with
+    the command's code (the live objects frozen last); a Python caller of `main` is never affected."""
     import gc
 
     from pipeline import cli, executable
@@ -372,6 +372,7 @@ def test_the_executable_freezes_the_heap_after_the_command_and_keeps_its_exit_co
     monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
     monkeypatch.setattr(gc, "disable", lambda: calls.append("disable"))
     monkeypatch.setattr(gc, "enable", lambda: calls.append("enable"))
+    monkeypatch.setattr(executable, "keep_freed_memory", lambda: calls.append("allocator") or True)
     monkeypatch.setattr(sys, "argv", ["iqa", "pairs", str(tmp_path / "missing"), str(tmp_path)])
     with pytest.raises(SystemExit) as ended:
         cli.main()
@@ -379,7 +380,7 @@ def test_the_executable_freezes_the_heap_after_the_command_and_keeps_its_exit_co
     with pytest.raises(SystemExit) as ended:
         executable.console()
     assert ended.value.code == 2
-    assert calls == ["disable", "freeze", "enable", "freeze"]
+    assert calls == ["disable", "freeze", "enable", "allocator", "freeze"]
 
 
 def test_basicsr_is_another_name_of_sr_paper_on_the_command_line(photo_folders, tmp_path):
