@@ -604,40 +604,14 @@ def metric_status(m: MetricComparison) -> str:
     return "not significant" if m.beyond_tolerance else "ok"
 
 
+COMPARISON_HEADERS = (
+    "metric", "better", "pairs", "baseline", "candidate", "change", "95% CI", "p", "worse", "tol", "",
+)  # fmt: skip
+
+
 def format_comparison(comparison: Comparison, *, groups: bool = True) -> str:
     """Console table: one line per metric, the regressed groups, key/metric differences, the verdict."""
-    headers = [
-        "metric",
-        "better",
-        "pairs",
-        "baseline",
-        "candidate",
-        "change",
-        "95% CI",
-        "p",
-        "worse",
-        "tol",
-        "",
-    ]
-    rows = []
-    for m in comparison.metrics:
-        ci = f"[{format_number(m.ci_low)}, {format_number(m.ci_high)}]" if m.n_pairs else "-"
-        change = "-" if m.improvement is None else f"{m.improvement:+.4f}"
-        rows.append(
-            [
-                m.metric,
-                "higher" if m.higher_is_better else "lower",
-                str(m.n_pairs),
-                format_number(m.baseline_mean),
-                format_number(m.candidate_mean),
-                change,
-                ci,
-                "-" if m.wilcoxon_p is None else f"{m.wilcoxon_p:.3g}",
-                str(m.worse_count),
-                f"{m.tolerance:g}",
-                metric_status(m),
-            ]
-        )
+    rows = [_metric_row(m) for m in comparison.metrics]
     lines = []
     if comparison.forced:
         lines.append(
@@ -653,7 +627,7 @@ def format_comparison(comparison: Comparison, *, groups: bool = True) -> str:
         lines.append(
             "a metric regresses when its change is worse than its tolerance and its 95% CI is below 0"
         )
-    lines.append(format_table(headers, rows) if rows else "no metric present in both runs")
+    lines.append(format_table(list(COMPARISON_HEADERS), rows) if rows else "no metric present in both runs")
     bad_groups = [g for g in comparison.groups if g.regressed]
     if groups and bad_groups and len({g.group for g in comparison.groups}) > 1:
         lines.append(
@@ -673,6 +647,24 @@ def format_comparison(comparison: Comparison, *, groups: bool = True) -> str:
     lines.extend(f"REGRESSION {text}" for text in comparison.regressions)
     lines.append(verdict_line(comparison))
     return "\n".join(lines)
+
+
+def _metric_row(m: MetricComparison) -> list[str]:
+    """One metric's cells, in the order of `COMPARISON_HEADERS`."""
+    ci = f"[{format_number(m.ci_low)}, {format_number(m.ci_high)}]" if m.n_pairs else "-"
+    return [
+        m.metric,
+        "higher" if m.higher_is_better else "lower",
+        str(m.n_pairs),
+        format_number(m.baseline_mean),
+        format_number(m.candidate_mean),
+        "-" if m.improvement is None else f"{m.improvement:+.4f}",
+        ci,
+        "-" if m.wilcoxon_p is None else f"{m.wilcoxon_p:.3g}",
+        str(m.worse_count),
+        f"{m.tolerance:g}",
+        metric_status(m),
+    ]
 
 
 def _listing(prefix: str, keys: list[str], limit: int = 5) -> str:
