@@ -249,17 +249,25 @@ def adapted_plugin(column: str) -> Any:
 class MetricTable(Mapping[str, MetricSpec]):
     """The built-in metrics, then those of installed plugins (`installed_plugins`), looked up by column; the
     columns of adapted metrics (`pyiqa_fsim`: `adapted_plugin`) are found by name too, but not listed, since
-    a library offers many."""
+    a library offers many. Columns that no installed plugin defines may also come from the runs read here
+    (`record`), so that a run scored with a plugin this machine lacks is still summarised, compared and
+    reported on every column."""
+
+    def __init__(self) -> None:
+        self._recorded: dict[str, MetricSpec] = {}
 
     def _all(self) -> dict[str, MetricSpec]:
-        return {**BUILTIN_METRICS, **{name: plugin.spec for name, plugin in installed_plugins().items()}}
+        installed = {name: plugin.spec for name, plugin in installed_plugins().items()}
+        return {**BUILTIN_METRICS, **self._recorded, **installed}
 
     def __getitem__(self, name: str) -> MetricSpec:
         if name in BUILTIN_METRICS:
             return BUILTIN_METRICS[name]
-        listed = self._all()
-        if name in listed:
-            return listed[name]
+        plugins = installed_plugins()
+        if name in plugins:
+            return plugins[name].spec
+        if name in self._recorded:
+            return self._recorded[name]
         try:
             return adapted_plugin(name).spec
         except ConfigError:
@@ -277,6 +285,64 @@ class MetricTable(Mapping[str, MetricSpec]):
         except KeyError:
             return False
         return True
+
+    def record(self, described: Mapping[str, Any]) -> list[str]:
+        """Learn the plugin columns a run recorded (its manifest's `metric_plugins`: {column: {
+        'higher_is_better', 'unit', 'description', 'tolerance', 'digits', ...}}); used only where no plugin
+        installed here defines the column. The first record of a column stays.
+
+        Returns:
+            What could not be learnt, one sentence each: a malformed entry (left out), or a column an earlier
+            run recorded with the other direction (the earlier record stays).
+
+        Example:
+            >>> table = MetricTable()
+            >>> table.record({"l1": {"higher_is_better": False, "unit": "", "tolerance": 0.01}})
+            []
+            >>> table["l1"].higher_is_better, "l1" in table
+            (False, True)
+        """
+        problems = []
+        for name, entry in described.items():
+            spec = _recorded_spec(name, entry)
+            if spec is None:
+                problems.append(
+                    f"metric column {name!r}: its recorded description is malformed, so the column is left "
+                    "out where its plugin is not installed"
+                )
+            elif name in BUILTIN_METRICS:
+                continue
+            elif name in self._recorded and self._recorded[name].higher_is_better != spec.higher_is_better:
+                problems.append(
+                    f"metric column {name!r} is recorded as higher- and as lower-is-better by two runs; the "
+                    "first run's direction is used"
+                )
+            else:
+                self._recorded.setdefault(name, spec)
+        return problems
+
+
+RECORDED_DEFAULTS = (("higher_is_better", None), ("tolerance", 0.0), ("digits", 4))
+
+
+def _recorded_spec(name: Any, entry: Any) -> MetricSpec | None:
+    """The MetricSpec of a manifest's `metric_plugins` entry; None when it is malformed. Manifests written
+    before the tolerance and digits were recorded read as tolerance 0 (any worsening counts) and 4 digits."""
+    if not isinstance(name, str) or not isinstance(entry, Mapping):
+        return None
+    direction, tolerance, digits = (entry.get(key, default) for key, default in RECORDED_DEFAULTS)
+    if not isinstance(direction, bool) or not _is_number(tolerance):
+        return None
+    if digits is not None and not (_is_number(digits) and int(digits) == digits):
+        return None
+    return MetricSpec(
+        name, direction, str(entry.get("unit") or ""), str(entry.get("description") or ""), float(tolerance),
+        digits=None if digits is None else int(digits),
+    )  # fmt: skip
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 METRICS = MetricTable()

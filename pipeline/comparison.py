@@ -530,21 +530,19 @@ def _read_manifest_or_none(run_dir: RunDir) -> dict[str, Any] | None:
         return None
 
 
-def run_dir_differences(baseline_dir: RunDir, candidate_dir: RunDir, metrics: Iterable[str]) -> list[str]:
-    """`run_differences` of two run directories; a run without a readable manifest.json is a difference too
-    (how it was scored is unknown)."""
-    manifests = {
-        role: _read_manifest_or_none(path)
-        for role, path in (("baseline", baseline_dir), ("candidate", candidate_dir))
-    }
+def manifest_differences(
+    baseline: dict[str, Any] | None, candidate: dict[str, Any] | None, metrics: Iterable[str]
+) -> list[str]:
+    """`run_differences` of two runs' manifests; a run without a readable manifest.json (None) is a
+    difference too (how it was scored is unknown)."""
     unknown = [
         f"the {role} has no readable manifest.json (how it was scored is unknown)"
-        for role, manifest in manifests.items()
+        for role, manifest in (("baseline", baseline), ("candidate", candidate))
         if manifest is None
     ]
-    if unknown:
+    if unknown or baseline is None or candidate is None:
         return unknown
-    return run_differences(manifests["baseline"], manifests["candidate"], metrics)
+    return run_differences(baseline, candidate, metrics)
 
 
 def compare_runs(
@@ -571,8 +569,10 @@ def compare_runs(
     """
     baseline_dir = require_run_dir(baseline_dir, "baseline", storage_options)
     candidate_dir = require_run_dir(candidate_dir, "candidate", storage_options)
+    # The manifests first: the plugin columns they record become known before the metrics are listed
+    manifests = _read_manifest_or_none(baseline_dir), _read_manifest_or_none(candidate_dir)
     baseline, candidate = load_results(baseline_dir), load_results(candidate_dir)
-    differences = run_dir_differences(baseline_dir, candidate_dir, shared_metrics(baseline, candidate))
+    differences = manifest_differences(*manifests, shared_metrics(baseline, candidate))
     if differences and not force:
         raise NotComparableError(differences, FORCE_HINT)
     comparison = compare_frames(

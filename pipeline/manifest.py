@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from collections.abc import Mapping
 from importlib import metadata
@@ -11,7 +12,7 @@ from typing import Any
 
 import torch
 
-from pipeline.choices import Device, Status
+from pipeline.choices import METRICS, Device, Status
 from pipeline.config import ScoreConfig
 from pipeline.conventions import resolve_convention
 from pipeline.devices import device_kind
@@ -25,6 +26,8 @@ from pipeline.run_dirs import MANIFEST_NAME, RunDir
 RECORDED_PACKAGES = (
     "iqa-pipeline", "torch", "lpips", "dask", "distributed", "numpy", "pillow", "imagecodecs", "pyarrow",
 )  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 
 def software_versions(packages: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str]:
@@ -161,17 +164,23 @@ def write_manifest(run_dir: RunDir, manifest: dict[str, Any]) -> Location:
 
 
 def read_manifest(run_dir: RunDir, storage_options: StorageOptions | None = None) -> dict[str, Any]:
-    """RUN_DIR/manifest.json as a dict.
+    """RUN_DIR/manifest.json as a dict; the plugin metric columns it records (`metric_plugins`) become known
+    to `choices.METRICS` where no plugin installed here defines them, so that a run scored with a plugin
+    this machine lacks keeps those columns in summaries, comparisons, tables and reports.
 
     Raises:
         RunDirError: the file is missing or unreadable, naming it and what to do.
     """
     path = locate(run_dir, storage_options).child(MANIFEST_NAME)
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise RunDirError(
             f"{run_dir} is not a run directory: {MANIFEST_NAME} is missing. Run `iqa score` first."
         ) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RunDirError(f"Cannot read {path}: {exc}. The run directory may be damaged.") from exc
+    described = manifest.get("metric_plugins") if isinstance(manifest, dict) else None
+    for problem in METRICS.record(described) if isinstance(described, Mapping) else []:
+        log.warning("%s: %s.", path, problem)
+    return manifest

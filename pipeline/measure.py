@@ -174,7 +174,8 @@ def ship_plugins(setups: dict[str, Any]) -> dict[str, Any]:
 
 def plugin_provenance(metrics: tuple[str, ...], setups: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{column: its spec and provenance} of the plugin metrics among `metrics`, for the manifest, so that
-    readers without the plugin installed still know each column's direction and unit."""
+    readers without the plugin installed still know each column's direction, unit, tolerance and digits
+    (`choices.MetricTable.record`)."""
     described = {}
     for name in metrics:
         if name in BUILTIN_PLUGINS:
@@ -183,7 +184,7 @@ def plugin_provenance(metrics: tuple[str, ...], setups: dict[str, Any]) -> dict[
         spec = plugin.spec
         described[name] = {
             "higher_is_better": spec.higher_is_better, "unit": spec.unit, "description": spec.description,
-            **plugin.provenance(setups.get(name)),
+            "tolerance": spec.tolerance, "digits": spec.digits, **plugin.provenance(setups.get(name)),
         }  # fmt: skip
     return described
 

@@ -17,6 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import pipeline
+from pipeline import choices
 from pipeline.choices import BUILTIN_METRICS, METRICS, installed_plugins
 from pipeline.cli import app
 from pipeline.conventions import resolve_convention
@@ -114,6 +115,48 @@ def test_the_plugin_state_is_built_once_per_worker_and_device(plugin_package, we
     pipeline.score(ref, out, tmp_path / "run", metrics="l1", scheduler="sync", shard_pairs=2, progress=False,
                    report=False)  # fmt: skip
     assert iqa_example_metric.BUILDS == ["cpu"]
+
+
+def test_a_run_keeps_its_plugin_columns_where_the_plugin_is_not_installed(
+    plugin_package, weight_file, tmp_path, monkeypatch
+):
+    """Runs scored with a plugin, read where it is not installed: the manifest's record of the column
+    (direction, unit, tolerance, digits) keeps it in `iqa compare`, `iqa table` and the report, so a
+    regression of a plugin metric is not passed over in silence."""
+    ref, out = make_dataset(tmp_path, 6, size=64)
+    worse = tmp_path / "worse"
+    for index, path in enumerate(sorted(out.rglob("*.png"))):
+        pixels = np.asarray(Image.open(path), np.int16)
+        noise = np.random.default_rng(index).integers(-40, 41, pixels.shape)
+        (worse / path.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8)).save(worse / path.relative_to(out))
+    for name, outputs in (("base", out), ("cand", worse)):
+        pipeline.score(ref, outputs, tmp_path / name, metrics="psnr,l1", scheduler="sync", progress=False,
+                       report=False)  # fmt: skip
+    monkeypatch.setattr(choices, "installed_plugins", lambda: {})  # the plugin's package is not installed
+    monkeypatch.setattr(METRICS, "_recorded", {})  # and no run was read yet
+    assert "l1" not in METRICS
+    compared = runner.invoke(app, ["compare", str(tmp_path / "base"), str(tmp_path / "cand")])
+    assert compared.exit_code == 1, compared.output
+    (row,) = [line for line in compared.stdout.splitlines() if line.startswith("l1 ")]
+    assert row.split()[1] == "lower" and "REGRESSION l1" in compared.stdout
+    assert (METRICS["l1"].tolerance, METRICS["l1"].digits) == (0.001, 4)  # as the plugin declares them
+    tabled = runner.invoke(app, ["table", str(tmp_path / "base"), str(tmp_path / "cand")])
+    assert tabled.exit_code == 0 and "L1↓" in tabled.stdout, tabled.output
+    reported = runner.invoke(app, ["report", str(tmp_path / "cand"), "--baseline", str(tmp_path / "base")])
+    assert reported.exit_code == 0, reported.output
+    page = (tmp_path / "cand" / "report.html").read_text()
+    assert "l1" in page
+
+
+def test_a_malformed_record_is_left_out_and_the_first_direction_of_a_column_stays():
+    table = choices.MetricTable()
+    malformed = {"x1": {"higher_is_better": "no"}, "x2": {"higher_is_better": True, "digits": 1.5}}
+    assert len(table.record(malformed)) == 2 and "x1" not in table and "x2" not in table
+    assert table.record({"x3": {"higher_is_better": True}}) == [] and table["x3"].tolerance == 0.0
+    (conflict,) = table.record({"x3": {"higher_is_better": False}})
+    assert "first run's direction is used" in conflict and table["x3"].higher_is_better is True
+    assert table.record({"psnr": {"higher_is_better": False}}) == [] and table["psnr"].higher_is_better
 
 
 def test_a_plugin_whose_weights_are_missing_stops_before_scoring(plugin_package, tmp_path, monkeypatch):
