@@ -249,16 +249,15 @@ def adapted_plugin(column: str) -> Any:
 class MetricTable(Mapping[str, MetricSpec]):
     """The built-in metrics, then those of installed plugins (`installed_plugins`), looked up by column; the
     columns of adapted metrics (`pyiqa_fsim`: `adapted_plugin`) are found by name too, but not listed, since
-    a library offers many. Columns that no installed plugin defines may also come from the runs read here
-    (`record`), so that a run scored with a plugin this machine lacks is still summarised, compared and
-    reported on every column."""
+    a library offers many. So are the columns that runs read here recorded and no installed plugin defines
+    (`record`): a run scored with a plugin this machine lacks is still summarised, compared and reported on
+    every column."""
 
     def __init__(self) -> None:
         self._recorded: dict[str, MetricSpec] = {}
 
     def _all(self) -> dict[str, MetricSpec]:
-        installed = {name: plugin.spec for name, plugin in installed_plugins().items()}
-        return {**BUILTIN_METRICS, **self._recorded, **installed}
+        return {**BUILTIN_METRICS, **{name: plugin.spec for name, plugin in installed_plugins().items()}}
 
     def __getitem__(self, name: str) -> MetricSpec:
         if name in BUILTIN_METRICS:
@@ -285,6 +284,11 @@ class MetricTable(Mapping[str, MetricSpec]):
         except KeyError:
             return False
         return True
+
+    def scorable(self, name: str) -> bool:
+        """Whether a built-in or an installed plugin defines column `name`: a column that runs only recorded
+        is read, never scored (adapted metrics: `adapted_plugin`)."""
+        return name in BUILTIN_METRICS or name in installed_plugins()
 
     def record(self, described: Mapping[str, Any]) -> list[str]:
         """Learn the plugin columns a run recorded (its manifest's `metric_plugins`: {column: {

@@ -197,7 +197,7 @@ def _check_metric(name: str) -> None:
             adapted_plugin(column)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
-    elif column not in METRICS:
+    elif not METRICS.scorable(column):
         adapters = ", ".join(f"{prefix}:NAME" for prefix in adapter_entry_points())
         raise ValueError(f"unknown metric {name!r}; choose from {', '.join(METRICS)} or {adapters}")
 

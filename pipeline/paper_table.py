@@ -112,14 +112,15 @@ def load_table_runs(
 
 def table_metrics(runs: Sequence[TableRun], requested: str | Sequence[str] | None = None) -> list[str]:
     """The metrics of the columns: those asked for, in that order, else every metric a run holds (`METRICS`
-    order).
+    order, then the columns it finds by name only: adapted metrics and those the runs recorded, by name).
 
     Raises:
         UsageError: an unknown metric, or one no run holds.
     """
     held = {metric for run in runs for metric in metric_columns(run.frame)}
     if requested is None:
-        return [metric for metric in METRICS if metric in held]
+        listed = [metric for metric in METRICS if metric in held]
+        return listed + sorted(held.difference(listed))
     names = metric_names(requested)
     for name in names:
         if name not in METRICS:

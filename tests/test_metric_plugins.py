@@ -20,7 +20,9 @@ import pipeline
 from pipeline import choices
 from pipeline.choices import BUILTIN_METRICS, METRICS, installed_plugins
 from pipeline.cli import app
+from pipeline.config import validate_config
 from pipeline.conventions import resolve_convention
+from pipeline.errors import ConfigError
 from pipeline.manifest import read_manifest
 from pipeline.measure import BUILTIN_PLUGINS, Cache, measure, metric_plugin
 from pipeline.metric_plugins import Batch, MetricInput
@@ -147,6 +149,8 @@ def test_a_run_keeps_its_plugin_columns_where_the_plugin_is_not_installed(
     assert reported.exit_code == 0, reported.output
     page = (tmp_path / "cand" / "report.html").read_text()
     assert "l1" in page
+    with pytest.raises(ConfigError, match="unknown metric 'l1'"):  # read, never scored without its plugin
+        validate_config({"metrics": "psnr,l1"})
 
 
 def test_a_malformed_record_is_left_out_and_the_first_direction_of_a_column_stays():
