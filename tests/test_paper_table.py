@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import free_port, one_line_error, s3_environment, start_s3_server
 from typer.testing import CliRunner
 
 import pipeline
+from pipeline.choices import METRICS
 from pipeline.cli import app
 from pipeline.errors import NotComparableError, UsageError
 from pipeline.paper_table import collect_table
@@ -172,6 +174,23 @@ def test_a_metric_or_group_missing_in_one_run_shows_a_dash(tmp_path):
     assert r"part & 29.00 & - & - & - \\" in format_latex(paper)
     assert "<td>29.00</td><td>-</td>" in render_table(paper, "html")
     assert render_table(paper, "csv").splitlines()[2] == "part,29.00,,,"
+
+
+def test_columns_found_by_name_only_follow_the_listed_metrics(tmp_path, monkeypatch):
+    """A column that `METRICS` finds by name but does not list (one the run recorded for a plugin this machine
+    lacks; an adapted metric's) is a default column too, after the listed ones."""
+    monkeypatch.setattr(METRICS, "_recorded", {})
+    run = write_run(tmp_path / "run", {"x": {"psnr": [30.0, 32.0]}})
+    part = pq.read_table(run / "scores" / "part-00000.parquet")
+    pq.write_table(
+        part.append_column("ext_sharpness", pa.array([0.25, 0.75])), run / "scores" / "part-00000.parquet"
+    )
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["metric_plugins"] = {"ext_sharpness": {"higher_is_better": True, "unit": "", "tolerance": 0.01}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    frame = pipeline.table([run])
+    assert list(frame.columns) == ["psnr", "ext_sharpness"] and frame.loc["run", "ext_sharpness"] == 0.5
+    assert "ext_sharpness" not in list(METRICS) and "ext_sharpness" in METRICS
 
 
 # The DataFrame
