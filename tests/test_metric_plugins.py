@@ -148,7 +148,7 @@ def test_a_run_keeps_its_plugin_columns_where_the_plugin_is_not_installed(
     reported = runner.invoke(app, ["report", str(tmp_path / "cand"), "--baseline", str(tmp_path / "base")])
     assert reported.exit_code == 0, reported.output
     page = (tmp_path / "cand" / "report.html").read_text()
-    assert "l1" in page
+    assert "<strong>l1</strong>" in page and 'id="regressions-l1"' in page  # its summary row and regressions
     with pytest.raises(ConfigError, match="unknown metric 'l1'"):  # read, never scored without its plugin
         validate_config({"metrics": "psnr,l1"})
 
