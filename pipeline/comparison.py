@@ -540,7 +540,7 @@ def manifest_differences(
         for role, manifest in (("baseline", baseline), ("candidate", candidate))
         if manifest is None
     ]
-    if unknown or baseline is None or candidate is None:
+    if baseline is None or candidate is None:
         return unknown
     return run_differences(baseline, candidate, metrics)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_dataset, one_line_error
+from conftest import degrade, make_dataset, one_line_error, save_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -126,12 +126,10 @@ def test_a_run_keeps_its_plugin_columns_where_the_plugin_is_not_installed(
     (direction, unit, tolerance, digits) keeps it in `iqa compare`, `iqa table` and the report, so a
     regression of a plugin metric is not passed over in silence."""
     ref, out = make_dataset(tmp_path, 6, size=64)
-    worse = tmp_path / "worse"
+    worse = tmp_path / "worse"  # the outputs with a second, independent noise: every pair gets worse
     for index, path in enumerate(sorted(out.rglob("*.png"))):
-        pixels = np.asarray(Image.open(path), np.int16)
-        noise = np.random.default_rng(index).integers(-40, 41, pixels.shape)
-        (worse / path.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8)).save(worse / path.relative_to(out))
+        noisier = degrade(np.asarray(Image.open(path)), "noise", seed=100 + index)
+        save_image(worse / path.relative_to(out), noisier)
     for name, outputs in (("base", out), ("cand", worse)):
         pipeline.score(ref, outputs, tmp_path / name, metrics="psnr,l1", scheduler="sync", progress=False,
                        report=False)  # fmt: skip
